@@ -1,0 +1,96 @@
+package ledger
+
+import (
+	"context"
+	"time"
+
+	"github.com/saasmarket/marketplace"
+)
+
+// Store is the durable state of the ledger. Every method is atomic: it
+// commits all of its change or none of it, and a commit is on disk (fsync'd)
+// when the method returns. The rules (late usage, units, settlement) are in
+// PlanFold and PlanSeal; a store applies them inside its transactions.
+//
+// Package storetest holds the conformance suite every Store must pass.
+type Store interface {
+	// Append stores records in one commit. A record whose EventID was
+	// already stored and has not expired is a duplicate: it is not counted
+	// again, and dup[i] is true for it. New event ids are kept until
+	// eventExpiry. Records that are not duplicates are added to the append
+	// log (see EncodeDeltas), to be folded into buckets by Fold.
+	Append(ctx context.Context, recs []Record, eventExpiry time.Time) (dup []bool, err error)
+
+	// Fold moves everything in the append log into buckets, applying
+	// PlanFold, and returns what it added.
+	Fold(ctx context.Context) ([]BucketDelta, error)
+
+	// Seal folds, then seals open buckets as PlanSeal plans for req, in one
+	// commit, and returns the buckets it sealed or skipped.
+	Seal(ctx context.Context, req SealRequest) ([]Bucket, error)
+
+	// Claim leases up to req.Limit sealed buckets of req.Provider that are
+	// due (NextAttempt <= req.Now) and not leased by anyone else (or whose
+	// lease expired), oldest hour first. Two callers never hold a lease on
+	// the same bucket at once.
+	Claim(ctx context.Context, req ClaimRequest) ([]Bucket, error)
+
+	// Complete stores the outcomes of a claim. An outcome whose lease is no
+	// longer held by owner is ignored (another reporter took the bucket
+	// over and will send the same payload). An outcome with CarryQuantity
+	// appends that quantity for the bucket's series at CarryHour.
+	Complete(ctx context.Context, owner string, outcomes []Completion) error
+
+	// Buckets lists buckets matching f, ordered by key.
+	Buckets(ctx context.Context, f BucketFilter) ([]Bucket, error)
+
+	// Backlog returns, per cloud, the number of sealed buckets waiting to be
+	// reported and the hour of the oldest.
+	Backlog(ctx context.Context) ([]Backlog, error)
+
+	// PurgeEvents forgets event ids that expired before t.
+	PurgeEvents(ctx context.Context, t time.Time) (int64, error)
+
+	// Close releases the store.
+	Close() error
+}
+
+// ClaimRequest asks for report work.
+type ClaimRequest struct {
+	Provider marketplace.CloudProvider
+	Owner    string    // the claimant; Complete must name it
+	Now      time.Time // due and lease times are compared with it
+	Lease    time.Duration
+	Limit    int
+}
+
+// Completion is the stored outcome of one claimed bucket.
+type Completion struct {
+	BucketID int64
+	// State is the bucket's new state: StateSealed for a retry, or a final state.
+	State        State
+	RecordID     string
+	Reason       string
+	NextAttempt  time.Time // for a retry
+	MaybeApplied bool      // for a retry: the attempt may have reached the cloud
+	// CarryQuantity, when above zero, is raw usage to append again for the
+	// bucket's series at CarryHour (the deadline policy).
+	CarryQuantity int64
+	CarryHour     time.Time
+	Now           time.Time
+}
+
+// BucketFilter selects buckets; zero fields match all.
+type BucketFilter struct {
+	Provider marketplace.CloudProvider
+	Customer string
+	States   []State
+	Limit    int
+}
+
+// Backlog is the unreported work of one cloud.
+type Backlog struct {
+	Provider   marketplace.CloudProvider
+	Sealed     int64
+	OldestHour time.Time
+}

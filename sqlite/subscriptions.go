@@ -1,0 +1,268 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/saasmarket/marketplace"
+)
+
+var (
+	_ marketplace.SubscriptionStore = (*Store)(nil)
+	_ marketplace.EntitlementStore  = (*Store)(nil)
+	_ marketplace.NotificationLog   = (*Store)(nil)
+)
+
+const subCols = `provider, id, customer, product, status, plan, quantity, account_id, entitlements, attributes,
+	expires_at, cloud_updated, version, updated`
+
+func scanSub(sc interface{ Scan(...any) error }) (*marketplace.Subscription, error) {
+	var (
+		s                              marketplace.Subscription
+		provider, ents, attrs          string
+		expires, cloudUpdated, updated int64
+	)
+	if err := sc.Scan(&provider, &s.ID, &s.CustomerID, &s.ProductCode, &s.Status, &s.Plan, &s.Quantity, &s.AccountID,
+		&ents, &attrs, &expires, &cloudUpdated, &s.Version, &updated); err != nil {
+		return nil, err
+	}
+	s.Provider = marketplace.CloudProvider(provider)
+	if err := json.Unmarshal([]byte(ents), &s.Entitlements); err != nil {
+		return nil, fmt.Errorf("entitlements of %s/%s: %w", provider, s.ID, err)
+	}
+	if err := json.Unmarshal([]byte(attrs), &s.Attributes); err != nil {
+		return nil, fmt.Errorf("attributes of %s/%s: %w", provider, s.ID, err)
+	}
+	s.ExpiresAt = fromMilli(expires)
+	s.CloudUpdated = fromMilli(cloudUpdated)
+	s.Updated = fromMilli(updated)
+	return &s, nil
+}
+
+func notFound(what string) error { return fmt.Errorf("sqlite: %s: %w", what, marketplace.ErrNotFound) }
+
+// GetSubscription implements marketplace.SubscriptionStore.
+func (s *Store) GetSubscription(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Subscription, error) {
+	sub, err := scanSub(s.r.QueryRowContext(ctx, `SELECT `+subCols+` FROM subscriptions WHERE provider = ? AND id = ?`, p, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("subscription %s/%s", p, id))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get subscription %s/%s: %w", p, id, err)
+	}
+	return sub, nil
+}
+
+// FindSubscription implements marketplace.SubscriptionStore.
+func (s *Store) FindSubscription(ctx context.Context, p marketplace.CloudProvider, customerID string) (*marketplace.Subscription, error) {
+	sub, err := scanSub(s.r.QueryRowContext(ctx, `SELECT `+subCols+` FROM subscriptions WHERE provider = ? AND customer = ?
+		ORDER BY (status = 'active') DESC, updated DESC LIMIT 1`, p, customerID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("subscription of customer %s/%s", p, customerID))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: find subscription of %s/%s: %w", p, customerID, err)
+	}
+	return sub, nil
+}
+
+// PutSubscription implements marketplace.SubscriptionStore.
+func (s *Store) PutSubscription(ctx context.Context, sub marketplace.Subscription) (*marketplace.Subscription, error) {
+	if !sub.Provider.Valid() || sub.ID == "" {
+		return nil, fmt.Errorf("sqlite: put subscription: provider %q and id %q must be set", sub.Provider, sub.ID)
+	}
+	ents, err := json.Marshal(orEmpty(sub.Entitlements))
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := json.Marshal(orEmptyMap(sub.Attributes))
+	if err != nil {
+		return nil, err
+	}
+	want := sub.Version
+	sub.Version++
+	sub.Updated = time.Now().UTC()
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var cur int64
+		err := tx.QueryRowContext(ctx, `SELECT version FROM subscriptions WHERE provider = ? AND id = ?`, sub.Provider, sub.ID).Scan(&cur)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			cur = 0
+		case err != nil:
+			return err
+		}
+		if cur != want {
+			return fmt.Errorf("subscription %s/%s is at version %d, not %d: %w", sub.Provider, sub.ID, cur, want, marketplace.ErrVersionConflict)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO subscriptions (`+subCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (provider, id) DO UPDATE SET customer = excluded.customer, product = excluded.product,
+			status = excluded.status, plan = excluded.plan, quantity = excluded.quantity, account_id = excluded.account_id,
+			entitlements = excluded.entitlements, attributes = excluded.attributes, expires_at = excluded.expires_at,
+			cloud_updated = excluded.cloud_updated, version = excluded.version, updated = excluded.updated`,
+			sub.Provider, sub.ID, sub.CustomerID, sub.ProductCode, sub.Status, sub.Plan, sub.Quantity, sub.AccountID,
+			string(ents), string(attrs), unixMilli(sub.ExpiresAt), unixMilli(sub.CloudUpdated), sub.Version, unixMilli(sub.Updated))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: put subscription: %w", err)
+	}
+	return &sub, nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func orEmptyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// ListSubscriptions implements marketplace.SubscriptionStore.
+func (s *Store) ListSubscriptions(ctx context.Context, p marketplace.CloudProvider, status string) ([]marketplace.Subscription, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+subCols+` FROM subscriptions WHERE (? = '' OR provider = ?) AND (? = '' OR status = ?)
+		ORDER BY provider, id`, p, p, status, status)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list subscriptions: %w", err)
+	}
+	defer rows.Close()
+	var out []marketplace.Subscription
+	for rows.Next() {
+		sub, err := scanSub(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list subscriptions: %w", err)
+		}
+		out = append(out, *sub)
+	}
+	return out, rows.Err()
+}
+
+// DeleteSubscription implements marketplace.SubscriptionStore.
+func (s *Store) DeleteSubscription(ctx context.Context, p marketplace.CloudProvider, id string) error {
+	return s.exec(ctx, "delete subscription", `DELETE FROM subscriptions WHERE provider = ? AND id = ?`, p, id)
+}
+
+func (s *Store) exec(ctx context.Context, what, q string, args ...any) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, q, args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: %s: %w", what, err)
+	}
+	return nil
+}
+
+// GetEntitlement implements marketplace.EntitlementStore.
+func (s *Store) GetEntitlement(ctx context.Context, p marketplace.CloudProvider, customerID, feature string) (*marketplace.Entitlement, error) {
+	e := marketplace.Entitlement{Provider: p, CustomerID: customerID, Feature: feature}
+	var expires, updated int64
+	err := s.r.QueryRowContext(ctx, `SELECT value, expires_at, version, updated FROM entitlements WHERE provider = ? AND customer = ? AND feature = ?`,
+		p, customerID, feature).Scan(&e.Value, &expires, &e.Version, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("entitlement %s/%s/%s", p, customerID, feature))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get entitlement: %w", err)
+	}
+	e.ExpiresAt, e.Updated = fromMilli(expires), fromMilli(updated)
+	return &e, nil
+}
+
+// PutEntitlement implements marketplace.EntitlementStore.
+func (s *Store) PutEntitlement(ctx context.Context, e marketplace.Entitlement) (*marketplace.Entitlement, error) {
+	if !e.Provider.Valid() || e.CustomerID == "" || e.Feature == "" {
+		return nil, fmt.Errorf("sqlite: put entitlement: provider %q, customer %q and feature %q must be set", e.Provider, e.CustomerID, e.Feature)
+	}
+	e.Updated = time.Now().UTC()
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO entitlements (provider, customer, feature, value, expires_at, version, updated)
+			VALUES (?, ?, ?, ?, ?, 1, ?)
+			ON CONFLICT (provider, customer, feature) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at,
+			version = version + 1, updated = excluded.updated RETURNING version`,
+			e.Provider, e.CustomerID, e.Feature, e.Value, unixMilli(e.ExpiresAt), unixMilli(e.Updated)).Scan(&e.Version)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: put entitlement: %w", err)
+	}
+	return &e, nil
+}
+
+// DeleteEntitlement implements marketplace.EntitlementStore.
+func (s *Store) DeleteEntitlement(ctx context.Context, p marketplace.CloudProvider, customerID, feature string) error {
+	return s.exec(ctx, "delete entitlement", `DELETE FROM entitlements WHERE provider = ? AND customer = ? AND feature = ?`, p, customerID, feature)
+}
+
+// ListEntitlements implements marketplace.EntitlementStore.
+func (s *Store) ListEntitlements(ctx context.Context, p marketplace.CloudProvider, customerID string) ([]marketplace.Entitlement, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT feature, value, expires_at, version, updated FROM entitlements
+		WHERE provider = ? AND customer = ? ORDER BY feature`, p, customerID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list entitlements: %w", err)
+	}
+	defer rows.Close()
+	var out []marketplace.Entitlement
+	for rows.Next() {
+		e := marketplace.Entitlement{Provider: p, CustomerID: customerID}
+		var expires, updated int64
+		if err := rows.Scan(&e.Feature, &e.Value, &expires, &e.Version, &updated); err != nil {
+			return nil, fmt.Errorf("sqlite: list entitlements: %w", err)
+		}
+		e.ExpiresAt, e.Updated = fromMilli(expires), fromMilli(updated)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// MarkProcessed implements marketplace.NotificationLog.
+func (s *Store) MarkProcessed(ctx context.Context, p marketplace.CloudProvider, id string, expires time.Time) (bool, error) {
+	var first bool
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO notifications (provider, id, expires) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, p, id, expires.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		first = n == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlite: mark notification %s/%s: %w", p, id, err)
+	}
+	return first, nil
+}
+
+// Processed implements marketplace.NotificationLog.
+func (s *Store) Processed(ctx context.Context, p marketplace.CloudProvider, id string) (bool, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM notifications WHERE provider = ? AND id = ?`, p, id).Scan(&n); err != nil {
+		return false, fmt.Errorf("sqlite: notification %s/%s: %w", p, id, err)
+	}
+	return n > 0, nil
+}
+
+// PurgeNotifications implements marketplace.NotificationLog.
+func (s *Store) PurgeNotifications(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE expires < ?`, t.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: purge notifications: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,468 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
+)
+
+// clock is a fake time source the tests move by hand.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// t0 is half past ten: records go into the 10:00 bucket unless told otherwise.
+var t0 = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
+
+type env struct {
+	t     *testing.T
+	h     Harness
+	db    string
+	store Store
+	clock *clock
+	l     *ledger.Ledger
+	cnt   *ledger.Counters
+}
+
+func newEnv(t *testing.T, h Harness, cfg ledger.Config) *env {
+	db := h.NewDB(t)
+	return openEnv(t, h, db, cfg)
+}
+
+func openEnv(t *testing.T, h Harness, db string, cfg ledger.Config) *env {
+	e := &env{t: t, h: h, db: db, store: h.Open(t, db), clock: &clock{now: t0}, cnt: &ledger.Counters{}}
+	cfg.Clock = e.clock.Now
+	cfg.Metrics = e.cnt
+	e.l = ledger.New(e.store, cfg)
+	t.Cleanup(func() { e.l.Close() })
+	return e
+}
+
+func rec(p marketplace.CloudProvider, cust, dim string, q int64, at time.Time, id string) ledger.Record {
+	return ledger.Record{Provider: p, Customer: cust, Dimension: dim, Quantity: q, Time: at, EventID: id}
+}
+
+func (e *env) ingest(recs ...ledger.Record) ledger.IngestResult {
+	e.t.Helper()
+	res, err := e.l.Ingest(e.t.Context(), recs)
+	if err != nil {
+		e.t.Fatalf("Ingest: %v", err)
+	}
+	return res
+}
+
+func (e *env) seal() int {
+	e.t.Helper()
+	n, err := e.l.Seal(e.t.Context())
+	if err != nil {
+		e.t.Fatalf("Seal: %v", err)
+	}
+	return n
+}
+
+func (e *env) buckets(f ledger.BucketFilter) []ledger.Bucket {
+	e.t.Helper()
+	if err := e.l.Fold(e.t.Context()); err != nil {
+		e.t.Fatalf("Fold: %v", err)
+	}
+	bs, err := e.l.Buckets(e.t.Context(), f)
+	if err != nil {
+		e.t.Fatalf("Buckets: %v", err)
+	}
+	return bs
+}
+
+// view is the comparable part of a bucket.
+type view struct {
+	Customer, Dimension string
+	Hour                string
+	Quantity, Late      int64
+	State               ledger.State
+	Units               int64
+}
+
+func views(bs []ledger.Bucket) []view {
+	out := make([]view, len(bs))
+	for i, b := range bs {
+		out[i] = view{b.Customer, b.Dimension, b.Hour.Format("15:04"), b.Quantity, b.Late, b.State, b.Units}
+	}
+	return out
+}
+
+func wantViews(t *testing.T, got []ledger.Bucket, want []view) {
+	t.Helper()
+	if g := views(got); !slices.Equal(g, want) {
+		t.Errorf("buckets:\n got %+v\nwant %+v", g, want)
+	}
+}
+
+func runLedger(t *testing.T, h Harness) {
+	t.Run("BucketsPerHour", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		e.ingest(
+			rec("aws", "c1", "req", 5, t0, ""),
+			rec("aws", "c1", "req", 7, t0.Add(-20*time.Minute), ""), // same hour
+			rec("aws", "c1", "req", 3, t0.Add(-time.Hour), ""),
+			rec("aws", "c2", "req", 1, t0, ""),
+			rec("azure", "c1", "req", 2, t0, ""),
+		)
+		wantViews(t, e.buckets(ledger.BucketFilter{Provider: "aws"}), []view{
+			{"c1", "req", "09:00", 3, 0, ledger.StateOpen, 0},
+			{"c1", "req", "10:00", 12, 0, ledger.StateOpen, 0},
+			{"c2", "req", "10:00", 1, 0, ledger.StateOpen, 0},
+		})
+		if got := len(e.buckets(ledger.BucketFilter{})); got != 4 {
+			t.Errorf("buckets in all = %d, want 4", got)
+		}
+	})
+
+	t.Run("IdempotentIngest", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		res := e.ingest(rec("aws", "c1", "req", 5, t0, "e1"), rec("aws", "c1", "req", 5, t0, "e1"), rec("aws", "c1", "req", 1, t0, ""))
+		if res.Accepted != 2 || res.Duplicates != 1 || !slices.Equal(res.Duplicate, []bool{false, true, false}) {
+			t.Errorf("first batch: %+v", res)
+		}
+		res = e.ingest(rec("aws", "c1", "req", 5, t0, "e1"), rec("aws", "c1", "req", 4, t0, "e2"))
+		if res.Accepted != 1 || res.Duplicates != 1 || !res.Duplicate[0] {
+			t.Errorf("retry batch: %+v", res)
+		}
+		wantViews(t, e.buckets(ledger.BucketFilter{}), []view{{"c1", "req", "10:00", 10, 0, ledger.StateOpen, 0}})
+		// The window: the id is remembered until purged after its expiry.
+		e.clock.Set(t0.Add(47 * time.Hour))
+		if _, err := e.store.PurgeEvents(t.Context(), e.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Set(t0) // record time must stay valid
+		if res := e.ingest(rec("aws", "c1", "req", 5, t0, "e1")); res.Duplicates != 1 {
+			t.Errorf("event id forgotten within 48 h: %+v", res)
+		}
+	})
+
+	t.Run("ConcurrentIngest", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		const workers, batches, per = 16, 40, 25
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(w), 1))
+				for b := range batches {
+					recs := make([]ledger.Record, per)
+					for i := range recs {
+						n := (w*batches+b)*per + i
+						recs[i] = rec("gcp", fmt.Sprintf("c%d", n%7), "req", 1, t0, fmt.Sprintf("ev-%d", n))
+					}
+					if _, err := e.l.Ingest(t.Context(), recs); err != nil {
+						t.Error(err)
+						return
+					}
+					// Retry a random earlier batch of this worker: all duplicates.
+					if b > 0 && rng.IntN(2) == 0 {
+						old := rng.IntN(b)
+						retry := make([]ledger.Record, per)
+						for i := range retry {
+							n := (w*batches+old)*per + i
+							retry[i] = rec("gcp", fmt.Sprintf("c%d", n%7), "req", 1, t0, fmt.Sprintf("ev-%d", n))
+						}
+						res, err := e.l.Ingest(t.Context(), retry)
+						if err != nil || res.Accepted != 0 {
+							t.Errorf("retried batch: %+v, %v", res, err)
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		var total int64
+		for _, b := range e.buckets(ledger.BucketFilter{}) {
+			total += b.Quantity
+		}
+		if want := int64(workers * batches * per); total != want {
+			t.Errorf("total = %d, want %d", total, want)
+		}
+	})
+
+	t.Run("SealAfterGrace", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{Grace: 5 * time.Minute})
+		e.ingest(rec("aws", "c1", "req", 1, t0, ""), rec("aws", "c1", "req", 2, t0.Add(-time.Hour), ""))
+		tests := []struct {
+			now    time.Time
+			sealed int
+		}{
+			{t0, 1},                       // 09:00 ended 10:00, grace passed
+			{t0.Add(34 * time.Minute), 0}, // 11:04: 10:00 still in grace
+			{t0.Add(35*time.Minute + time.Second), 1}, // 11:05:01
+			{t0.Add(3 * time.Hour), 0},                // nothing left
+		}
+		for _, tc := range tests {
+			e.clock.Set(tc.now)
+			if n := e.seal(); n != tc.sealed {
+				t.Errorf("at %s sealed %d, want %d", tc.now.Format("15:04:05"), n, tc.sealed)
+			}
+		}
+		for _, b := range e.buckets(ledger.BucketFilter{}) {
+			if b.State != ledger.StateSealed || b.Units != b.Quantity || b.ReportID != ledger.ReportID(b.BucketKey) {
+				t.Errorf("bucket %s: state %s units %d report id %q", b.BucketKey, b.State, b.Units, b.ReportID)
+			}
+		}
+	})
+
+	t.Run("LateUsage", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		e.ingest(rec("aws", "c1", "req", 10, t0.Add(-2*time.Hour), ""), rec("aws", "c1", "req", 1, t0.Add(-time.Hour), ""))
+		e.seal() // seals 08:00 and 09:00
+		// Late records for 08:00 go to the earliest open hour: 10:00.
+		e.ingest(rec("aws", "c1", "req", 4, t0.Add(-2*time.Hour), ""), rec("aws", "c1", "req", 2, t0, ""))
+		// Another series is not affected.
+		e.ingest(rec("aws", "c2", "req", 3, t0.Add(-2*time.Hour), ""))
+		wantViews(t, e.buckets(ledger.BucketFilter{}), []view{
+			{"c1", "req", "08:00", 10, 0, ledger.StateSealed, 10},
+			{"c1", "req", "09:00", 1, 0, ledger.StateSealed, 1},
+			{"c1", "req", "10:00", 6, 4, ledger.StateOpen, 0},
+			{"c2", "req", "08:00", 3, 0, ledger.StateOpen, 0},
+		})
+		if got := e.cnt.Get("late"); got != 4 {
+			t.Errorf("late = %d, want 4", got)
+		}
+	})
+
+	t.Run("UnitRemainders", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{Units: map[string]int64{"tokens": 1_000_000, "azure/tokens": 1000}})
+		base := t0.Add(-5 * time.Hour) // 05:30
+		for i, q := range []int64{700_000, 700_000, 700_000, 2_100_000} {
+			e.ingest(rec("aws", "c1", "tokens", q, base.Add(time.Duration(i)*time.Hour), ""))
+		}
+		e.ingest(rec("azure", "c1", "tokens", 2500, base, ""))
+		e.seal()
+		// 0.7 → 0 (carry .7), 1.4 → 1 (.4), 1.1 → 1 (.1), 2.2 → 2 (.2)
+		wantViews(t, e.buckets(ledger.BucketFilter{Provider: "aws"}), []view{
+			{"c1", "tokens", "05:00", 700_000, 0, ledger.StateSkipped, 0},
+			{"c1", "tokens", "06:00", 700_000, 0, ledger.StateSealed, 1},
+			{"c1", "tokens", "07:00", 700_000, 0, ledger.StateSealed, 1},
+			{"c1", "tokens", "08:00", 2_100_000, 0, ledger.StateSealed, 2},
+		})
+		wantViews(t, e.buckets(ledger.BucketFilter{Provider: "azure"}), []view{
+			{"c1", "tokens", "05:00", 2500, 0, ledger.StateSealed, 2},
+		})
+	})
+
+	t.Run("FinalSettlement", func(t *testing.T) {
+		for _, tc := range []struct {
+			policy    ledger.SettlePolicy
+			lastUnits int64
+		}{{ledger.SettleDrop, 1}, {ledger.SettleRoundUp, 2}} {
+			e := newEnv(t, h, ledger.Config{Units: map[string]int64{"tokens": 1000}, Settle: tc.policy})
+			e.ingest(rec("aws", "c1", "tokens", 1500, t0.Add(-time.Hour), ""), rec("aws", "c1", "tokens", 100, t0, ""),
+				rec("aws", "c2", "tokens", 1500, t0, ""))
+			if _, err := e.l.SealCustomer(t.Context(), "aws", "c1"); err != nil {
+				t.Fatal(err)
+			}
+			// c1: 09:00 1 unit (.5 carried), 10:00 .6 → 0 + settlement; c2 untouched.
+			want := []view{
+				{"c1", "tokens", "09:00", 1500, 0, ledger.StateSealed, 1},
+				{"c1", "tokens", "10:00", 100, 0, ledger.StateSealed, tc.lastUnits - 1},
+				{"c2", "tokens", "10:00", 1500, 0, ledger.StateOpen, 0},
+			}
+			if tc.policy == ledger.SettleDrop {
+				want[1].State = ledger.StateSkipped
+			}
+			wantViews(t, e.buckets(ledger.BucketFilter{}), want)
+			// Usage after the final flush goes to the next hour.
+			e.ingest(rec("aws", "c1", "tokens", 5000, t0, ""))
+			if bs := e.buckets(ledger.BucketFilter{Customer: "c1", States: []ledger.State{ledger.StateOpen}}); len(bs) != 1 || bs[0].Hour != ledger.HourOf(t0).Add(time.Hour) {
+				t.Errorf("policy %d: usage after final flush: %+v", tc.policy, views(bs))
+			}
+		}
+	})
+
+	t.Run("ClaimAndComplete", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		for i := range 5 {
+			e.ingest(rec("aws", fmt.Sprintf("c%d", i), "req", int64(i+1), t0.Add(-time.Hour), ""))
+		}
+		e.ingest(rec("azure", "c1", "req", 1, t0.Add(-time.Hour), ""))
+		e.seal()
+		ctx := t.Context()
+		now := e.clock.Now()
+		a, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "A", Now: now, Lease: time.Minute, Limit: 3})
+		if err != nil || len(a) != 3 {
+			t.Fatalf("claim A: %d buckets, %v", len(a), err)
+		}
+		b, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "B", Now: now, Lease: time.Minute, Limit: 10})
+		if err != nil || len(b) != 2 {
+			t.Fatalf("claim B: %d buckets, %v", len(b), err)
+		}
+		for _, x := range b {
+			if slices.ContainsFunc(a, func(y ledger.Bucket) bool { return y.ID == x.ID }) {
+				t.Errorf("bucket %d claimed twice", x.ID)
+			}
+		}
+		// A reports one, retries one, rejects one; B's outcome for A's bucket is ignored.
+		must(t, e.store.Complete(ctx, "B", []ledger.Completion{{BucketID: a[0].ID, State: ledger.StateRejected, Now: now}}))
+		must(t, e.store.Complete(ctx, "A", []ledger.Completion{
+			{BucketID: a[0].ID, State: ledger.StateReported, RecordID: "r0", Now: now},
+			{BucketID: a[1].ID, State: ledger.StateSealed, NextAttempt: now.Add(time.Minute), MaybeApplied: true, Reason: "timeout", Now: now},
+			{BucketID: a[2].ID, State: ledger.StateRejected, Reason: "CustomerNotSubscribed", Now: now},
+		}))
+		got := map[int64]ledger.Bucket{}
+		for _, x := range e.buckets(ledger.BucketFilter{Provider: "aws"}) {
+			got[x.ID] = x
+		}
+		if x := got[a[0].ID]; x.State != ledger.StateReported || x.RecordID != "r0" || x.DoneAt.IsZero() {
+			t.Errorf("reported bucket: %+v", x)
+		}
+		if x := got[a[1].ID]; x.State != ledger.StateSealed || !x.MaybeApplied || x.Attempts != 1 || !x.NextAttempt.Equal(now.Add(time.Minute)) {
+			t.Errorf("retried bucket: %+v", x)
+		}
+		if x := got[a[2].ID]; x.State != ledger.StateRejected || x.Reason != "CustomerNotSubscribed" {
+			t.Errorf("rejected bucket: %+v", x)
+		}
+		// The retry is not due yet; B's lease still holds its two.
+		if c, _ := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "C", Now: now, Lease: time.Minute, Limit: 10}); len(c) != 0 {
+			t.Errorf("claimed %d buckets that are leased or not due", len(c))
+		}
+		// After the lease and the backoff, C gets B's two and the retry; B's late answer is ignored.
+		later := now.Add(2 * time.Minute)
+		c, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "C", Now: later, Lease: time.Minute, Limit: 10})
+		if err != nil || len(c) != 3 {
+			t.Fatalf("claim C after lease expiry: %d, %v", len(c), err)
+		}
+		must(t, e.store.Complete(ctx, "B", []ledger.Completion{{BucketID: b[0].ID, State: ledger.StateConflict, Now: later}}))
+		if x := e.buckets(ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateConflict}}); len(x) != 0 {
+			t.Errorf("an expired lease's outcome was stored: %+v", views(x))
+		}
+		bl, err := e.store.Backlog(ctx)
+		if err != nil || len(bl) != 2 || bl[0].Provider != "aws" || bl[0].Sealed != 3 || bl[1].Sealed != 1 {
+			t.Errorf("backlog: %+v, %v", bl, err)
+		}
+	})
+
+	t.Run("CarryOnComplete", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		e.ingest(rec("aws", "c1", "req", 9, t0.Add(-time.Hour), ""))
+		e.seal()
+		now := e.clock.Now()
+		a, err := e.store.Claim(t.Context(), ledger.ClaimRequest{Provider: "aws", Owner: "A", Now: now, Lease: time.Minute, Limit: 1})
+		if err != nil || len(a) != 1 {
+			t.Fatalf("claim: %v", err)
+		}
+		must(t, e.store.Complete(t.Context(), "A", []ledger.Completion{{BucketID: a[0].ID, State: ledger.StateCarried, CarryQuantity: 9, CarryHour: ledger.HourOf(now), Now: now}}))
+		wantViews(t, e.buckets(ledger.BucketFilter{}), []view{
+			{"c1", "req", "09:00", 9, 0, ledger.StateCarried, 9},
+			{"c1", "req", "10:00", 9, 0, ledger.StateOpen, 0},
+		})
+	})
+
+	t.Run("TwoReportersOneDatabase", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		const customers = 300
+		for i := range customers {
+			e.ingest(rec("aws", fmt.Sprintf("c%03d", i), "req", 1, t0.Add(-time.Hour), ""))
+		}
+		e.seal()
+		other := e.h.Open(t, e.db)
+		defer other.Close()
+		stores := []ledger.Store{e.store, other}
+		var mu sync.Mutex
+		seen := map[int64]string{}
+		var wg sync.WaitGroup
+		for i, st := range stores {
+			for w := range 4 {
+				wg.Go(func() {
+					owner := fmt.Sprintf("r%d-%d", i, w)
+					for {
+						bs, err := st.Claim(t.Context(), ledger.ClaimRequest{Provider: "aws", Owner: owner, Now: e.clock.Now(), Lease: time.Hour, Limit: 7})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if len(bs) == 0 {
+							return
+						}
+						mu.Lock()
+						for _, b := range bs {
+							if prev, ok := seen[b.ID]; ok {
+								t.Errorf("bucket %d claimed by %s and %s", b.ID, prev, owner)
+							}
+							seen[b.ID] = owner
+						}
+						mu.Unlock()
+					}
+				})
+			}
+		}
+		wg.Wait()
+		if len(seen) != customers {
+			t.Errorf("claimed %d buckets, want %d", len(seen), customers)
+		}
+	})
+
+	t.Run("ReopenAfterAbruptStop", func(t *testing.T) {
+		db := h.NewDB(t)
+		e := openEnv(t, h, db, ledger.Config{})
+		e.ingest(rec("aws", "c1", "req", 5, t0.Add(-time.Hour), "e1"))
+		e.seal()
+		e.ingest(rec("aws", "c1", "req", 2, t0, "e2")) // in the log, not folded
+		// Abandon the handle without closing it: what was acknowledged must be in the database.
+		e2 := openEnv(t, h, db, ledger.Config{})
+		if res := e2.ingest(rec("aws", "c1", "req", 2, t0, "e2")); res.Duplicates != 1 {
+			t.Errorf("event id lost across reopen: %+v", res)
+		}
+		wantViews(t, e2.buckets(ledger.BucketFilter{}), []view{
+			{"c1", "req", "09:00", 5, 0, ledger.StateSealed, 5},
+			{"c1", "req", "10:00", 2, 0, ledger.StateOpen, 0},
+		})
+	})
+
+	t.Run("ValidationStoresNothing", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		good := rec("aws", "c1", "req", 1, t0, "")
+		e.ingest(good)
+		for _, tc := range []struct {
+			field string
+			r     ledger.Record
+		}{
+			{"quantity", rec("aws", "c1", "req", -1, t0, "")},
+			{"customer", rec("aws", "", "req", 1, t0, "")},
+			{"dimension", rec("aws", "c1", "", 1, t0, "")},
+			{"provider", rec("ibm", "c1", "req", 1, t0, "")},
+			{"time", rec("aws", "c1", "req", 1, t0.Add(time.Hour), "")},
+			{"time", rec("aws", "c1", "req", 1, t0.Add(-30*time.Hour), "")},
+		} {
+			_, err := e.l.Ingest(context.Background(), []ledger.Record{good, tc.r})
+			var ve *ledger.ValidationError
+			if !errors.As(err, &ve) || ve.Field != tc.field || ve.Index != 1 {
+				t.Errorf("%s: got %v, want a ValidationError for field %s of record 1", tc.field, err, tc.field)
+			}
+		}
+		wantViews(t, e.buckets(ledger.BucketFilter{}), []view{{"c1", "req", "10:00", 1, 0, ledger.StateOpen, 0}})
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
