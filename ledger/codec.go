@@ -43,37 +43,85 @@ func appendString(dst []byte, s string) []byte {
 // DecodeDeltas decodes a log entry written by EncodeDeltas and appends its
 // deltas to dst.
 func DecodeDeltas(dst []Delta, b []byte) ([]Delta, error) {
+	err := walkEntry(b, func(_ []byte, key rawKey, q int64) {
+		dst = append(dst, Delta{BucketKey: key.decode(), Quantity: q})
+	})
+	return dst, err
+}
+
+// Aggregator sums the deltas of many log entries per bucket. Memory grows
+// with distinct buckets, not with entries: a bucket already seen costs no
+// allocation.
+type Aggregator struct {
+	idx    map[string]int // encoded key → index in out
+	deltas []Delta
+}
+
+// AddEntry decodes one log entry and adds its deltas. On error nothing of
+// the entry is added.
+func (a *Aggregator) AddEntry(b []byte) error {
+	if err := walkEntry(b, func([]byte, rawKey, int64) {}); err != nil {
+		return err
+	}
+	if a.idx == nil {
+		a.idx = make(map[string]int)
+	}
+	return walkEntry(b, func(seg []byte, key rawKey, q int64) {
+		if i, ok := a.idx[string(seg)]; ok {
+			a.deltas[i].Quantity += q
+			return
+		}
+		a.idx[string(seg)] = len(a.deltas)
+		a.deltas = append(a.deltas, Delta{BucketKey: key.decode(), Quantity: q})
+	})
+}
+
+// Deltas returns the sums, one per bucket.
+func (a *Aggregator) Deltas() []Delta { return a.deltas }
+
+// rawKey is a bucket key still in its encoded bytes.
+type rawKey struct {
+	provider, customer, dimension []byte
+	hour                          int64
+}
+
+func (k rawKey) decode() BucketKey {
+	return BucketKey{
+		SeriesKey: SeriesKey{Provider: marketplace.CloudProvider(k.provider), Customer: string(k.customer), Dimension: string(k.dimension)},
+		Hour:      time.Unix(k.hour, 0).UTC(),
+	}
+}
+
+// walkEntry calls fn for each delta of an encoded entry with the bytes that
+// encode its key, the key itself, and its quantity.
+func walkEntry(b []byte, fn func(seg []byte, key rawKey, q int64)) error {
 	if len(b) == 0 || b[0] != codecVersion {
-		return dst, fmt.Errorf("%w: unknown version", ErrCorruptLog)
+		return fmt.Errorf("%w: unknown version", ErrCorruptLog)
 	}
 	r := reader{b: b[1:]}
 	n := r.uvarint()
 	// Every delta takes at least 5 bytes; a larger count is corrupt.
 	if r.err == nil && n > uint64(len(r.b))/5 {
-		return dst, fmt.Errorf("%w: count %d exceeds entry size", ErrCorruptLog, n)
+		return fmt.Errorf("%w: count %d exceeds entry size", ErrCorruptLog, n)
 	}
 	for i := uint64(0); i < n && r.err == nil; i++ {
-		var d Delta
-		d.Provider = marketplace.CloudProvider(r.str())
-		d.Customer = r.str()
-		d.Dimension = r.str()
-		d.Hour = time.Unix(r.varint(), 0).UTC()
+		start := r.b
+		p, c, d := r.bytes(), r.bytes(), r.bytes()
+		hour := r.varint()
+		seg := start[:len(start)-len(r.b)]
 		q := r.uvarint()
 		if q > maxQuantity {
 			r.fail("quantity out of range")
 		}
-		d.Quantity = int64(q)
-		if r.err == nil {
-			dst = append(dst, d)
+		if r.err != nil {
+			break
 		}
+		fn(seg, rawKey{p, c, d, hour}, int64(q))
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("trailing bytes")
 	}
-	if r.err != nil {
-		return dst, r.err
-	}
-	return dst, nil
+	return r.err
 }
 
 type reader struct {
@@ -114,16 +162,16 @@ func (r *reader) varint() int64 {
 	return v
 }
 
-func (r *reader) str() string {
+func (r *reader) bytes() []byte {
 	n := r.uvarint()
 	if r.err != nil {
-		return ""
+		return nil
 	}
 	if n > uint64(len(r.b)) {
 		r.fail("string longer than entry")
-		return ""
+		return nil
 	}
-	s := string(r.b[:n])
+	s := r.b[:n:n]
 	r.b = r.b[n:]
 	return s
 }

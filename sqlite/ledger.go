@@ -125,16 +125,16 @@ func fold(ctx context.Context, tx *sql.Tx) ([]ledger.BucketDelta, error) {
 		return nil, err
 	}
 	var (
-		deltas []ledger.Delta
-		last   int64
+		agg  ledger.Aggregator
+		last int64
+		data []byte
 	)
 	for rows.Next() {
-		var data []byte
 		if err := rows.Scan(&last, &data); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		if deltas, err = ledger.DecodeDeltas(deltas, data); err != nil {
+		if err := agg.AddEntry(data); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("log entry %d: %w", last, err)
 		}
@@ -145,6 +145,7 @@ func fold(ctx context.Context, tx *sql.Tx) ([]ledger.BucketDelta, error) {
 	if last == 0 {
 		return nil, nil
 	}
+	deltas := agg.Deltas()
 	keys := make([]ledger.SeriesKey, 0, len(deltas))
 	for _, d := range deltas {
 		keys = append(keys, d.SeriesKey)
