@@ -158,7 +158,8 @@ type Provider interface {
 
 // SubmitError is returned by a MeteringService when part of a batch was not
 // accepted. Failed lists exactly the records that were not; every other
-// record of the batch was accepted.
+// record of the batch was accepted, so a SubmitError with an empty Failed
+// list means all were. For a total failure return a plain error instead.
 type SubmitError struct {
 	Failed []UsageRecord
 	Err    error

@@ -96,6 +96,9 @@ type Config struct {
 
 const maxQuantity = 1 << 53 // per record; sums stay far from overflow
 
+// endOfTime is later than any bucket's hour.
+var endOfTime = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
 func (c Config) withDefaults() Config {
 	if c.Grace <= 0 {
 		c.Grace = 5 * time.Minute
@@ -362,7 +365,9 @@ func (l *Ledger) commitLoop() {
 		case r := <-l.reqs:
 			batch = append(batch, r)
 			pending += len(r.recs)
-			if l.cfg.Durability == Buffered && pending < l.cfg.MaxBatch*8 {
+			// Buffered mode commits on its tick, when the queue is large, or
+			// when a caller waits (Flush).
+			if l.cfg.Durability == Buffered && r.done == nil && pending < l.cfg.MaxBatch*8 {
 				continue
 			}
 			// Gather what else is waiting, then commit.
@@ -503,8 +508,11 @@ func (l *Ledger) SealCustomer(ctx context.Context, p marketplace.CloudProvider, 
 		return 0, err
 	}
 	now := l.cfg.Clock()
+	// Every open hour of the buyer: after an earlier final flush, late usage
+	// may already wait in the next hour. Such a bucket is reported once its
+	// hour has begun (the clouds refuse future timestamps).
 	return l.seal(ctx, SealRequest{
-		Before: HourOf(now).Add(time.Hour), Provider: p, Customer: customer,
+		Before: endOfTime, Provider: p, Customer: customer,
 		Final: true, Settle: l.cfg.Settle, Now: now,
 	})
 }

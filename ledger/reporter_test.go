@@ -1,0 +1,379 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/sqlite"
+)
+
+// rtTarget is a scripted Target: it records every call and answers with
+// its answer function.
+type rtTarget struct {
+	limits ledger.Limits
+	answer func(rs []ledger.Report) ([]ledger.Result, error)
+	group  func(r ledger.Report) (string, error)
+	size   int
+
+	mu    sync.Mutex
+	calls [][]ledger.Report
+	times []time.Time
+}
+
+func (t *rtTarget) Provider() marketplace.CloudProvider { return marketplace.AWS }
+func (t *rtTarget) Limits() ledger.Limits               { return t.limits }
+func (t *rtTarget) Send(_ context.Context, rs []ledger.Report) ([]ledger.Result, error) {
+	t.mu.Lock()
+	t.calls = append(t.calls, slices.Clone(rs))
+	t.times = append(t.times, time.Now())
+	t.mu.Unlock()
+	if t.answer == nil {
+		return reportAll(rs), nil
+	}
+	return t.answer(rs)
+}
+
+func reportAll(rs []ledger.Report) []ledger.Result {
+	out := make([]ledger.Result, len(rs))
+	for i, r := range rs {
+		out[i] = ledger.Result{Outcome: ledger.OutcomeReported, RecordID: "rec-" + r.ID}
+	}
+	return out
+}
+
+// rtGroupTarget adds Grouper and Sizer.
+type rtGroupTarget struct{ *rtTarget }
+
+func (t rtGroupTarget) GroupOf(_ context.Context, r ledger.Report) (string, error) { return t.group(r) }
+func (t rtGroupTarget) Size(ledger.Report) int                                     { return t.size }
+
+var rtNow = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
+
+type rtEnv struct {
+	l     *ledger.Ledger
+	store *sqlite.Store
+	cnt   *ledger.Counters
+	mu    sync.Mutex
+	now   time.Time
+}
+
+func (e *rtEnv) clock() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.now
+}
+
+func (e *rtEnv) advance(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.now = e.now.Add(d)
+}
+
+func rtOpen(t *testing.T, cfg ledger.Config) *rtEnv {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &rtEnv{store: st, cnt: &ledger.Counters{}, now: rtNow}
+	cfg.Clock, cfg.Metrics = e.clock, e.cnt
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	e.l = ledger.New(st, cfg)
+	t.Cleanup(func() {
+		e.l.Close()
+		st.Close()
+	})
+	return e
+}
+
+// rtSealed records one unit for each customer in the previous hour and seals it.
+func (e *rtEnv) rtSealed(t *testing.T, customers ...string) {
+	t.Helper()
+	var recs []ledger.Record
+	for _, c := range customers {
+		recs = append(recs, ledger.Record{Provider: marketplace.AWS, Customer: c, Dimension: "req", Quantity: 1, Time: rtNow.Add(-time.Hour)})
+	}
+	if _, err := e.l.Ingest(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *rtEnv) states(t *testing.T) map[string]ledger.Bucket {
+	t.Helper()
+	if err := e.l.Fold(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := e.l.Buckets(t.Context(), ledger.BucketFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]ledger.Bucket{}
+	for _, b := range bs {
+		out[b.Customer+"@"+b.Hour.Format("15")] = b
+	}
+	return out
+}
+
+func TestReporterGroupsCalls(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	var customers []string
+	for i := range 11 {
+		customers = append(customers, fmt.Sprintf("%s-%02d", []string{"prodA", "prodB"}[i%2], i))
+	}
+	e.rtSealed(t, customers...)
+	tg := rtGroupTarget{&rtTarget{limits: ledger.Limits{MaxItems: 4, MaxBytes: 300}, size: 100,
+		group: func(r ledger.Report) (string, error) { return strings.Split(r.Customer, "-")[0], nil }}}
+	st, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{}).RunOnce(t.Context())
+	if err != nil || st.Reported != 11 {
+		t.Fatalf("round: %+v, %v", st, err)
+	}
+	for _, call := range tg.calls {
+		if len(call) > 3 { // MaxBytes 300 / 100 bytes each is tighter than MaxItems 4
+			t.Errorf("call of %d reports exceeds the size limit", len(call))
+		}
+		group := strings.Split(call[0].Customer, "-")[0]
+		for _, r := range call {
+			if !strings.HasPrefix(r.Customer, group) {
+				t.Errorf("call mixes groups: %s and %s", group, r.Customer)
+			}
+			if r.Attempt != 1 || r.Quantity != 1 || r.Hour != ledger.HourOf(rtNow.Add(-time.Hour)) {
+				t.Errorf("report: %+v", r)
+			}
+		}
+	}
+	if len(tg.calls) != 4 { // prodA: 6 → 3+3, prodB: 5 → 3+2
+		t.Errorf("%d calls, want 4", len(tg.calls))
+	}
+	for _, b := range e.states(t) {
+		if b.State != ledger.StateReported || b.RecordID != "rec-"+b.ReportID {
+			t.Errorf("bucket %s: %s %q", b.Customer, b.State, b.RecordID)
+		}
+	}
+	if e.cnt.Get("reported/aws") != 11 {
+		t.Errorf("reported counter = %d", e.cnt.Get("reported/aws"))
+	}
+}
+
+func TestReporterWholeCallErrors(t *testing.T) {
+	cause := errors.New("boom")
+	tests := []struct {
+		name         string
+		err          error
+		state        ledger.State
+		maybeApplied bool
+		minWait      time.Duration
+	}{
+		{"ambiguous", cause, ledger.StateSealed, true, time.Second},
+		{"not applied with retry-after", marketplace.WithRetryAfter(fmt.Errorf("throttled: %w", ledger.ErrNotApplied), time.Hour), ledger.StateSealed, false, time.Hour},
+		{"permanent", marketplace.Permanent(cause), ledger.StateRejected, false, 0},
+		{"past deadline", fmt.Errorf("%w: TimestampOutOfBounds", ledger.ErrPastDeadline), ledger.StateCarried, false, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := rtOpen(t, ledger.Config{})
+			e.rtSealed(t, "c1")
+			tg := &rtTarget{answer: func([]ledger.Report) ([]ledger.Result, error) { return nil, tc.err }}
+			if _, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{BackoffBase: time.Second}).RunOnce(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			b := e.states(t)["c1@09"]
+			if b.State != tc.state || b.MaybeApplied != tc.maybeApplied || b.Reason == "" {
+				t.Errorf("bucket: state %s maybeApplied %v reason %q; want %s %v", b.State, b.MaybeApplied, b.Reason, tc.state, tc.maybeApplied)
+			}
+			if tc.state == ledger.StateSealed && b.NextAttempt.Before(rtNow.Add(tc.minWait)) {
+				t.Errorf("next attempt %s is sooner than %v", b.NextAttempt, tc.minWait)
+			}
+			if tc.state == ledger.StateCarried {
+				if cur := e.states(t)["c1@10"]; cur.Quantity != 1 || cur.State != ledger.StateOpen {
+					t.Errorf("carried usage not in the current hour: %+v", cur)
+				}
+			}
+		})
+	}
+}
+
+func TestReporterPerItemOutcomes(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	e.rtSealed(t, "ok", "gone", "other", "retry")
+	tg := &rtTarget{answer: func(rs []ledger.Report) ([]ledger.Result, error) {
+		out := make([]ledger.Result, len(rs))
+		for i, r := range rs {
+			switch r.Customer {
+			case "ok":
+				out[i] = ledger.Result{Outcome: ledger.OutcomeReported, RecordID: "r1"}
+			case "gone":
+				out[i] = ledger.Result{Outcome: ledger.OutcomeRejected, Reason: "CustomerNotSubscribed"}
+			case "other":
+				out[i] = ledger.Result{Outcome: ledger.OutcomeConflict, Reason: "DuplicateRecord"}
+			default:
+				out[i] = ledger.Result{Outcome: ledger.OutcomeRetry, Reason: "unprocessed"}
+			}
+		}
+		return out, nil
+	}}
+	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{})
+	st, err := r.RunOnce(t.Context())
+	if err != nil || st.Reported != 1 || st.Rejected != 1 || st.Conflict != 1 || st.Retried != 1 {
+		t.Fatalf("round: %+v, %v", st, err)
+	}
+	got := e.states(t)
+	for cust, want := range map[string]ledger.State{"ok": ledger.StateReported, "gone": ledger.StateRejected, "other": ledger.StateConflict, "retry": ledger.StateSealed} {
+		if b := got[cust+"@09"]; b.State != want {
+			t.Errorf("%s: %s, want %s", cust, b.State, want)
+		}
+	}
+	if got["gone@09"].Reason != "CustomerNotSubscribed" {
+		t.Errorf("rejection reason lost: %q", got["gone@09"].Reason)
+	}
+	// The retry is due only after its backoff; then it is sent with the same id.
+	if st, _ := r.RunOnce(t.Context()); st.Claimed != 0 {
+		t.Errorf("retried before its backoff: %+v", st)
+	}
+	e.advance(time.Minute)
+	tg.answer = nil
+	if st, _ := r.RunOnce(t.Context()); st.Reported != 1 {
+		t.Errorf("retry round: %+v", st)
+	}
+	if first, last := tg.calls[0], tg.calls[len(tg.calls)-1]; last[0].Attempt != 2 || !slices.ContainsFunc(first, func(x ledger.Report) bool { return x.ID == last[0].ID }) {
+		t.Errorf("retry is not the same report: first %+v, retry %+v", first, last)
+	}
+	if e.cnt.Get("rejected") != 1 || e.cnt.Get("conflict") != 1 || e.cnt.Get("retried") != 1 {
+		t.Errorf("counters: rejected %d conflict %d retried %d", e.cnt.Get("rejected"), e.cnt.Get("conflict"), e.cnt.Get("retried"))
+	}
+}
+
+func TestReporterWrongResultCountRetries(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	e.rtSealed(t, "a", "b")
+	tg := &rtTarget{answer: func(rs []ledger.Report) ([]ledger.Result, error) { return reportAll(rs[:1]), nil }}
+	if _, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{}).RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range e.states(t) {
+		if b.State != ledger.StateSealed || !b.MaybeApplied {
+			t.Errorf("%s: %s maybeApplied=%v; a malformed answer must be retried as ambiguous", b.Customer, b.State, b.MaybeApplied)
+		}
+	}
+}
+
+func TestReporterGroupErrors(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	e.rtSealed(t, "unknown", "later", "fine")
+	tg := rtGroupTarget{&rtTarget{group: func(r ledger.Report) (string, error) {
+		switch r.Customer {
+		case "unknown":
+			return "", marketplace.Permanent(errors.New("no subscription for customer"))
+		case "later":
+			return "", errors.New("subscription store unavailable")
+		}
+		return "g", nil
+	}}}
+	if _, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{}).RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := e.states(t)
+	if got["unknown@09"].State != ledger.StateRejected || got["later@09"].State != ledger.StateSealed || got["fine@09"].State != ledger.StateReported {
+		t.Errorf("states: unknown %s, later %s, fine %s", got["unknown@09"].State, got["later@09"].State, got["fine@09"].State)
+	}
+}
+
+func TestReporterRateLimit(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	var customers []string
+	for i := range 6 {
+		customers = append(customers, fmt.Sprint("c", i))
+	}
+	e.rtSealed(t, customers...)
+	tg := &rtTarget{limits: ledger.Limits{MaxItems: 1, Rate: 20, Burst: 1}}
+	if _, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{}).RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(tg.times) != 6 {
+		t.Fatalf("%d calls, want 6", len(tg.times))
+	}
+	// 6 calls at 20/s with a burst of 1 take at least 5 × 50 ms.
+	if d := tg.times[5].Sub(tg.times[0]); d < 240*time.Millisecond {
+		t.Errorf("6 calls took %v; the rate limit allows no less than 250ms", d)
+	}
+}
+
+func TestReporterSkipsFutureHours(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	// A final seal after a late record seals the next hour early: it must
+	// not be sent before that hour begins.
+	ctx := t.Context()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(e.l.Record(ctx, ledger.Record{Provider: marketplace.AWS, Customer: "c", Dimension: "req", Quantity: 1, Time: rtNow}))
+	_, err := e.l.SealCustomer(ctx, marketplace.AWS, "c")
+	must(err)
+	must(e.l.Record(ctx, ledger.Record{Provider: marketplace.AWS, Customer: "c", Dimension: "req", Quantity: 2, Time: rtNow}))
+	_, err = e.l.SealCustomer(ctx, marketplace.AWS, "c")
+	must(err)
+	tg := &rtTarget{}
+	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{})
+	if st, _ := r.RunOnce(ctx); st.Reported != 1 {
+		t.Errorf("first round: %+v, want only the current hour", st)
+	}
+	e.advance(time.Hour)
+	if st, _ := r.RunOnce(ctx); st.Reported != 1 {
+		t.Errorf("next hour: %+v", st)
+	}
+}
+
+func TestBufferedDurability(t *testing.T) {
+	e := rtOpen(t, ledger.Config{Durability: ledger.Buffered, FlushInterval: time.Hour})
+	ctx := t.Context()
+	res, err := e.l.Ingest(ctx, []ledger.Record{{Provider: marketplace.GCP, Customer: "c", Dimension: "d", Quantity: 3, EventID: "x"}})
+	if err != nil || res.Accepted != 1 {
+		t.Fatalf("ingest: %+v, %v", res, err)
+	}
+	if err := e.l.Fold(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if bs, _ := e.l.Buckets(ctx, ledger.BucketFilter{}); len(bs) != 0 {
+		t.Errorf("buffered usage committed before its interval: %d buckets", len(bs))
+	}
+	if err := e.l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.l.Fold(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if bs, _ := e.l.Buckets(ctx, ledger.BucketFilter{}); len(bs) != 1 || bs[0].Quantity != 3 {
+		t.Errorf("after Flush: %+v", bs)
+	}
+	// Close commits what is queued.
+	if _, err := e.l.Ingest(ctx, []ledger.Record{{Provider: marketplace.GCP, Customer: "c", Dimension: "d", Quantity: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	e.l.Close()
+	if _, err := e.l.Ingest(ctx, []ledger.Record{{Provider: marketplace.GCP, Customer: "c", Dimension: "d", Quantity: 1}}); !errors.Is(err, ledger.ErrClosed) {
+		t.Errorf("ingest after close: %v", err)
+	}
+	l2 := ledger.New(e.store, ledger.Config{Clock: e.clock})
+	defer l2.Close()
+	if err := l2.Fold(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if bs, _ := l2.Buckets(ctx, ledger.BucketFilter{}); len(bs) != 1 || bs[0].Quantity != 7 {
+		t.Errorf("after Close: %+v", bs)
+	}
+}

@@ -1,0 +1,506 @@
+package marketplace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+const (
+	// trackerShardBits is log2 of the number of independently locked parts
+	// of a tracker lane. 64 shards keep concurrent inserts of new pairs (the
+	// only writers that lock) from meeting except by chance.
+	trackerShardBits = 6
+	trackerShards    = 1 << trackerShardBits
+
+	// maxTrackerLanes caps the number of lanes (see UsageTracker), and with
+	// it the memory a pair can take when it is recorded from every P.
+	maxTrackerLanes = 8
+
+	// cacheLine is the unit padded to so that neighbouring shards do not
+	// share a cache line (128 rather than 64 bytes: x86 prefetches lines in
+	// pairs).
+	cacheLine = 128
+)
+
+// pairKey identifies what a UsageTracker sums: one customer's use of one
+// dimension.
+type pairKey struct{ customer, dimension string }
+
+// usageCell holds the pending usage of one pair in one lane. Its key and
+// hash never change; sum, count and dead change only atomically. The cell is
+// 64 bytes, one size class and one cache line, so two busy pairs never share
+// a line.
+type usageCell struct {
+	key   pairKey
+	hash  uint64
+	sum   atomic.Int64 // pending quantity
+	count atomic.Int64 // number of Record calls behind sum
+	// dead is set once the cell has been removed from its table. An add
+	// that lands on a dead cell moves the cell's contents to the pair's
+	// live cell (see rescue), so no add is ever lost to an evicted cell.
+	dead atomic.Bool
+}
+
+// cellTable is an open-addressing hash table (linear probing) of cells.
+// Readers probe it without any lock; the shard's writer only ever fills an
+// empty slot with a fully built cell, or replaces the whole table. A slot,
+// once filled, is never emptied, so a probe that meets an empty slot has
+// proven the pair absent from this table.
+type cellTable struct {
+	slots []atomic.Pointer[usageCell]
+	mask  uint64
+	used  int // filled slots; changed only under the shard's lock
+}
+
+// newCellTable returns a table with room for at least n cells below its
+// maximum load of 3/4.
+func newCellTable(n int) *cellTable {
+	size := 8
+	for size*3/4 < n+1 {
+		size *= 2
+	}
+	return &cellTable{slots: make([]atomic.Pointer[usageCell], size), mask: uint64(size - 1)}
+}
+
+// find returns the cell of the pair, or nil. The table is never full, so
+// the probe ends.
+func (tb *cellTable) find(h uint64, customerID, dimension string) *usageCell {
+	for i := h >> trackerShardBits; ; i++ {
+		c := tb.slots[i&tb.mask].Load()
+		if c == nil {
+			return nil
+		}
+		if c.hash == h && c.key.customer == customerID && c.key.dimension == dimension {
+			return c
+		}
+	}
+}
+
+// put stores c in the first empty slot of its probe sequence. The caller
+// holds the shard's lock and has made sure the table has room.
+func (tb *cellTable) put(c *usageCell) {
+	for i := c.hash >> trackerShardBits; ; i++ {
+		if s := &tb.slots[i&tb.mask]; s.Load() == nil {
+			s.Store(c)
+			tb.used++
+			return
+		}
+	}
+}
+
+// full reports whether one more cell would exceed the maximum load.
+func (tb *cellTable) full() bool { return (tb.used+1)*4 > len(tb.slots)*3 }
+
+// trackerShard is one part of a lane. Record reads table with one atomic
+// load and touches nothing else of the shard; mu serialises the writers:
+// inserting a pair, growing the table, evicting idle pairs.
+type trackerShard struct {
+	table atomic.Pointer[cellTable]
+	mu    sync.Mutex
+}
+
+// paddedShard keeps each shard on a cache line of its own.
+type paddedShard struct {
+	trackerShard
+	_ [cacheLine - unsafe.Sizeof(trackerShard{})%cacheLine]byte
+}
+
+// trackerLane is a complete table of pairs, split in shards by hash.
+type trackerLane struct {
+	owner  *UsageTracker
+	shards [trackerShards]paddedShard
+}
+
+func newTrackerLane(owner *UsageTracker) *trackerLane {
+	ln := &trackerLane{owner: owner}
+	for i := range ln.shards {
+		ln.shards[i].table.Store(newCellTable(0))
+	}
+	return ln
+}
+
+// UsageTracker aggregates usage in memory between flushes to a
+// MeteringService. It keeps running sums per (customer, dimension) pair, so
+// its memory grows with the number of distinct pairs, never with the number
+// of records, and recording usage for a pair it already holds takes no lock
+// and does not allocate.
+//
+// A counter that every CPU increments would move from one CPU's cache to the
+// other's on nearly every record, which costs more than all the rest of
+// Record. The tracker therefore keeps one lane (a complete table of pairs)
+// per P, up to 8, and each P adds to its own lane's counters; Flush,
+// Pending and Aggregate sum the lanes. A pair recorded from every P takes
+// one 64-byte cell in each lane, and one copy of its key.
+//
+// Usage is held in memory only: what has not been flushed is lost if the
+// process dies. Flush never loses usage and never sends the same usage twice
+// as long as the MeteringService reports its outcome correctly (see Flush).
+// An ambiguous failure, where the cloud applied a batch but the response was
+// lost, cannot be resolved by an in-memory tracker: it can only send the
+// usage again (billing twice) or drop it (billing nothing), and Flush sends
+// it again. For exactly-once reporting use package ledger, which persists
+// usage in hourly buckets and resends identical payloads that the clouds
+// deduplicate.
+//
+// Sums are int64 and must not overflow between two flushes.
+//
+// A UsageTracker must be created with NewUsageTracker. It is safe for
+// concurrent use.
+type UsageTracker struct {
+	seed  maphash.Seed
+	lanes []*trackerLane
+	// lanePool hands out lanes. sync.Pool keeps a per-P cache, so a P
+	// gets the same lane back call after call; that affinity is all it is
+	// used for, and correctness does not depend on it.
+	lanePool sync.Pool
+	nextLane atomic.Uint32
+	dropped  atomic.Int64
+}
+
+// NewUsageTracker returns an empty tracker.
+func NewUsageTracker() *UsageTracker {
+	n := min(max(runtime.GOMAXPROCS(0), 1), maxTrackerLanes)
+	t := &UsageTracker{seed: maphash.MakeSeed(), lanes: make([]*trackerLane, n)}
+	for i := range t.lanes {
+		t.lanes[i] = newTrackerLane(t)
+	}
+	// New hands out existing lanes round robin: a P whose cached lane was
+	// dropped by a garbage collection gets one back without allocating.
+	t.lanePool.New = func() any {
+		return t.lanes[int(t.nextLane.Add(1)-1)%len(t.lanes)]
+	}
+	return t
+}
+
+// Record adds quantity to the pending usage of customerID in dimension.
+//
+// Quantities are non-negative by definition of metered usage. As Record has
+// no error to return, a negative quantity is dropped and counted in Dropped,
+// where monitoring can see it; a zero quantity records nothing. Record is
+// safe for concurrent use. For a pair the tracker already holds it takes no
+// lock and does not allocate; a pair is held from its first record until a
+// Flush finds it idle for a whole flush interval.
+func (t *UsageTracker) Record(customerID, dimension string, quantity int64) {
+	if quantity <= 0 {
+		if quantity < 0 {
+			t.dropped.Add(1)
+		}
+		return
+	}
+	h := t.hash(customerID, dimension)
+	if len(t.lanes) == 1 {
+		t.lanes[0].add(h, customerID, dimension, quantity, 1)
+		return
+	}
+	ln := t.lanePool.Get().(*trackerLane)
+	ln.add(h, customerID, dimension, quantity, 1)
+	t.lanePool.Put(ln)
+}
+
+// Dropped returns how many Record calls were ignored because their quantity
+// was negative. A non-zero value means a caller has a bug.
+func (t *UsageTracker) Dropped() int64 { return t.dropped.Load() }
+
+// hash returns the pair's hash: its low bits pick the shard, the others the
+// slot in the shard's table.
+func (t *UsageTracker) hash(customerID, dimension string) uint64 {
+	return maphash.Comparable(t.seed, pairKey{customerID, dimension})
+}
+
+// putBack adds usage taken out by Flush back to the tracker.
+func (t *UsageTracker) putBack(d drained) {
+	t.lanes[0].add(t.hash(d.key.customer, d.key.dimension), d.key.customer, d.key.dimension, d.sum, d.count)
+}
+
+// add adds sum and count to the pair in this lane, wherever its live cell
+// is, creating the cell if needed.
+func (ln *trackerLane) add(h uint64, customerID, dimension string, sum, count int64) {
+	s := &ln.shards[h&(trackerShards-1)].trackerShard
+	if c := s.table.Load().find(h, customerID, dimension); c != nil {
+		c.add(ln, sum, count)
+		return
+	}
+	s.insert(ln.owner, h, customerID, dimension, sum, count)
+}
+
+// add adds to the cell, then, if the cell has been evicted meanwhile,
+// rescues its contents. Atomics are sequentially consistent in Go, so either
+// the evicting Flush's swap comes after these adds and takes them, or the
+// dead flag is visible here and the rescue takes them: never neither.
+func (c *usageCell) add(ln *trackerLane, sum, count int64) {
+	c.sum.Add(sum)
+	c.count.Add(count)
+	if c.dead.Load() {
+		c.rescue(ln)
+	}
+}
+
+// rescue moves whatever a dead cell holds to the pair's live cell in ln.
+// Several goroutines may rescue the same cell; the swaps give each unit of
+// usage to exactly one of them.
+func (c *usageCell) rescue(ln *trackerLane) {
+	n := c.count.Swap(0)
+	q := c.sum.Swap(0)
+	if n != 0 || q != 0 {
+		ln.add(c.hash, c.key.customer, c.key.dimension, q, n)
+	}
+}
+
+// insert adds sum and count to the pair under the shard's lock, creating its
+// cell if no other goroutine has done so meanwhile.
+func (s *trackerShard) insert(t *UsageTracker, h uint64, customerID, dimension string, sum, count int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tb := s.table.Load()
+	c := tb.find(h, customerID, dimension)
+	if c == nil {
+		c = &usageCell{key: t.ownKey(h, customerID, dimension), hash: h}
+		if tb.full() {
+			tb = s.rebuild(tb, tb.used+1, nil)
+		}
+		tb.put(c)
+	}
+	// c is in the current table and cannot be evicted while we hold the
+	// lock, so the add needs no rescue check.
+	c.sum.Add(sum)
+	c.count.Add(count)
+}
+
+// ownKey returns the pair's key with strings the tracker owns: those of
+// another lane's cell for the pair if there is one, so that a pair recorded
+// from several Ps keeps one copy of its key, or else clones of the caller's
+// strings, which may point into a large buffer (a request body) that the
+// tracker must not keep alive.
+func (t *UsageTracker) ownKey(h uint64, customerID, dimension string) pairKey {
+	for _, ln := range t.lanes {
+		if c := ln.shards[h&(trackerShards-1)].table.Load().find(h, customerID, dimension); c != nil {
+			return c.key
+		}
+	}
+	return pairKey{strings.Clone(customerID), strings.Clone(dimension)}
+}
+
+// rebuild publishes a new table holding the cells of tb except those in
+// drop, sized for at least n cells. The caller holds the lock.
+func (s *trackerShard) rebuild(tb *cellTable, n int, drop map[*usageCell]bool) *cellTable {
+	nt := newCellTable(n)
+	for i := range tb.slots {
+		if c := tb.slots[i].Load(); c != nil && !drop[c] {
+			nt.put(c)
+		}
+	}
+	s.table.Store(nt)
+	return nt
+}
+
+// evict removes from the shard's table the cells of idle that are still
+// idle, then marks them dead and rescues any add that reached them in the
+// meantime (see usageCell.add).
+func (s *trackerShard) evict(ln *trackerLane, idle []*usageCell) {
+	drop := make(map[*usageCell]bool, len(idle))
+	s.mu.Lock()
+	for _, c := range idle {
+		if c.count.Load() == 0 && c.sum.Load() == 0 {
+			drop[c] = true
+		}
+	}
+	if len(drop) > 0 {
+		tb := s.table.Load()
+		s.rebuild(tb, tb.used-len(drop), drop)
+	}
+	s.mu.Unlock()
+	// Outside the lock: a rescue may need to insert the pair again.
+	for c := range drop {
+		c.dead.Store(true)
+		c.rescue(ln)
+	}
+}
+
+// Pending returns the number of Record calls whose usage has not yet been
+// accepted by a Flush. It visits every pair, so it is meant for metrics and
+// tests rather than a hot path. While Flush runs concurrently, a record may
+// be counted as pending for a moment after its quantity was drained; it is
+// never counted as flushed before.
+func (t *UsageTracker) Pending() int {
+	var n int64
+	t.eachCell(func(c *usageCell) { n += c.count.Load() })
+	return int(n)
+}
+
+// Aggregate returns the pending usage, customer → dimension → quantity,
+// without draining it. Pairs with nothing pending are left out. The result
+// is a snapshot the caller owns.
+func (t *UsageTracker) Aggregate() map[string]map[string]int64 {
+	out := make(map[string]map[string]int64)
+	t.eachCell(func(c *usageCell) {
+		q := c.sum.Load()
+		if q == 0 {
+			return
+		}
+		dims := out[c.key.customer]
+		if dims == nil {
+			dims = make(map[string]int64)
+			out[c.key.customer] = dims
+		}
+		dims[c.key.dimension] += q
+	})
+	return out
+}
+
+// eachCell calls f for every cell of every lane's current tables. It takes
+// no lock: cells inserted meanwhile may or may not be visited.
+func (t *UsageTracker) eachCell(f func(*usageCell)) {
+	for _, ln := range t.lanes {
+		for i := range ln.shards {
+			tb := ln.shards[i].table.Load()
+			for j := range tb.slots {
+				if c := tb.slots[j].Load(); c != nil {
+					f(c)
+				}
+			}
+		}
+	}
+}
+
+// drained is the usage of one pair taken out by a Flush.
+type drained struct {
+	key        pairKey
+	sum, count int64
+}
+
+// Flush submits all pending usage to svc in one SubmitUsage call, one
+// UsageRecord per pair with a non-zero quantity, stamped with the time of
+// the flush, and returns the number of Record calls whose usage svc
+// accepted. With nothing pending it does not call svc.
+//
+// Each cell is drained atomically, so Record calls running concurrently
+// with Flush are never lost: their usage goes either into this flush or
+// stays pending for the next. If svc returns a *SubmitError (see
+// errors.As), the pairs it lists as failed are put back, with the quantity
+// that was sent for them, and every other record counts as accepted; any
+// other error, or a panic in svc, puts everything back. Either way the error
+// is returned, and what was put back is sent by the next Flush. Flush never
+// retries by itself; wrap it in RetryFunc for that.
+//
+// Flush also forgets pairs that had nothing pending since the previous
+// Flush, so the tracker's memory follows the pairs in recent use rather than
+// every pair ever seen. Concurrent Flush calls are safe; each submits what it
+// drained.
+func (t *UsageTracker) Flush(ctx context.Context, svc MeteringService) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("marketplace: flush usage: %w", err)
+	}
+	batch, total := t.drain()
+	now := time.Now()
+	records := make([]UsageRecord, 0, len(batch))
+	for _, d := range batch {
+		if d.sum != 0 {
+			records = append(records, UsageRecord{CustomerID: d.key.customer, Dimension: d.key.dimension, Quantity: d.sum, Timestamp: now})
+		}
+	}
+	if len(records) == 0 {
+		// At most counts were drained, whose quantities went out with an
+		// earlier flush (see Pending).
+		return int(total), nil
+	}
+
+	putBackAll := true
+	defer func() {
+		if putBackAll {
+			for _, d := range batch {
+				t.putBack(d)
+			}
+		}
+	}()
+	err := svc.SubmitUsage(ctx, records)
+	if err == nil {
+		putBackAll = false
+		return int(total), nil
+	}
+	var se *SubmitError
+	if !errors.As(err, &se) {
+		return 0, fmt.Errorf("marketplace: flush usage: all %d records put back: %w", len(records), err)
+	}
+	putBackAll = false
+	pairs, count := t.putBackFailed(batch, se.Failed)
+	return int(total - count), fmt.Errorf("marketplace: flush usage: %d of %d records put back: %w", pairs, len(records), err)
+}
+
+// drain takes the pending usage out of every cell, summed per pair across
+// lanes, and evicts the cells that were already idle. It returns what it
+// took and the total count taken.
+func (t *UsageTracker) drain() (batch []drained, total int64) {
+	index := make(map[pairKey]int)
+	var idle []*usageCell
+	for _, ln := range t.lanes {
+		for i := range ln.shards {
+			s := &ln.shards[i].trackerShard
+			idle = idle[:0]
+			tb := s.table.Load()
+			for j := range tb.slots {
+				c := tb.slots[j].Load()
+				if c == nil {
+					continue
+				}
+				if c.count.Load() == 0 && c.sum.Load() == 0 {
+					idle = append(idle, c)
+					continue
+				}
+				// Count first: Record adds the sum before the count, so
+				// every record counted here has its quantity in the sum
+				// swapped next.
+				n := c.count.Swap(0)
+				q := c.sum.Swap(0)
+				if n == 0 && q == 0 {
+					continue
+				}
+				total += n
+				if k, ok := index[c.key]; ok {
+					batch[k].sum += q
+					batch[k].count += n
+					continue
+				}
+				index[c.key] = len(batch)
+				batch = append(batch, drained{key: c.key, sum: q, count: n})
+			}
+			if len(idle) > 0 {
+				s.evict(ln, idle)
+			}
+		}
+	}
+	return batch, total
+}
+
+// putBackFailed puts back the drained usage of the pairs listed in failed
+// and returns the number of pairs and of Record calls put back. A pair is
+// put back once, with what was sent for it, however often failed lists it;
+// a listed pair that was not sent is ignored, as there is nothing of it to
+// put back.
+func (t *UsageTracker) putBackFailed(batch []drained, failed []UsageRecord) (pairs int, count int64) {
+	index := make(map[pairKey]int, len(batch))
+	for i, d := range batch {
+		if d.sum != 0 {
+			index[d.key] = i
+		}
+	}
+	for _, r := range failed {
+		k := pairKey{r.CustomerID, r.Dimension}
+		i, ok := index[k]
+		if !ok {
+			continue
+		}
+		delete(index, k)
+		t.putBack(batch[i])
+		pairs++
+		count += batch[i].count
+	}
+	return pairs, count
+}

@@ -1,0 +1,105 @@
+package marketplace
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchPairs returns n distinct (customer, dimension) pairs: n/4 customers
+// with four dimensions each, the shape of real metering.
+func benchPairs(n int) []pairKey {
+	dims := [...]string{"tokens_1m", "gpu_hours", "requests", "storage_gb"}
+	pairs := make([]pairKey, n)
+	for i := range pairs {
+		pairs[i] = pairKey{customer: fmt.Sprintf("customer-%07d", i/len(dims)), dimension: dims[i%len(dims)]}
+	}
+	return pairs
+}
+
+// sliceTracker is the design UsageTracker replaces: every record appended to
+// one slice under one mutex, so memory grows with records and every
+// goroutine meets on the same lock.
+type sliceTracker struct {
+	mu      sync.Mutex
+	records []UsageRecord
+}
+
+func (s *sliceTracker) Record(customerID, dimension string, quantity int64) {
+	s.mu.Lock()
+	s.records = append(s.records, UsageRecord{CustomerID: customerID, Dimension: dimension, Quantity: quantity, Timestamp: time.Now()})
+	s.mu.Unlock()
+}
+
+// benchRecord runs record from b.RunParallel goroutines over 10,000 distinct
+// pairs. Each goroutine walks the whole slice from its own starting point,
+// as independent request handlers would.
+func benchRecord(b *testing.B, record func(customerID, dimension string, quantity int64)) {
+	pairs := benchPairs(10_000)
+	for _, p := range pairs {
+		record(p.customer, p.dimension, 1) // every pair known: measure the steady state
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1)*7919) % len(pairs)
+		for pb.Next() {
+			p := &pairs[i]
+			record(p.customer, p.dimension, 3)
+			if i++; i == len(pairs) {
+				i = 0
+			}
+		}
+	})
+	b.StopTimer()
+	if ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N); ns > 0 {
+		b.ReportMetric(1e9/ns, "records/s")
+	}
+}
+
+func BenchmarkUsageTrackerRecord(b *testing.B) {
+	benchRecord(b, NewUsageTracker().Record)
+}
+
+func BenchmarkSliceTrackerRecord(b *testing.B) {
+	benchRecord(b, new(sliceTracker).Record)
+}
+
+// BenchmarkUsageTrackerMemory records 10 million records over 100,000
+// distinct pairs and reports the heap in use afterwards: heap-MB is the
+// whole live heap (the tracker plus the benchmark's own pair strings),
+// tracker-MB the tracker's share.
+func BenchmarkUsageTrackerMemory(b *testing.B) {
+	const records, distinct = 10_000_000, 100_000
+	pairs := benchPairs(distinct)
+	base := heapInUse()
+	var tr *UsageTracker
+	for b.Loop() {
+		tr = NewUsageTracker()
+		for i := range records {
+			p := &pairs[i%distinct]
+			tr.Record(p.customer, p.dimension, 1)
+		}
+	}
+	b.StopTimer()
+	heap := heapInUse()
+	if got := tr.Pending(); got != records {
+		b.Fatalf("Pending() = %d, want %d", got, records)
+	}
+	runtime.KeepAlive(pairs)
+	b.ReportMetric(float64(heap)/(1<<20), "heap-MB")
+	b.ReportMetric(float64(int64(heap)-int64(base))/(1<<20), "tracker-MB")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/records, "ns/record")
+}
+
+// heapInUse returns the bytes of heap in use after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
