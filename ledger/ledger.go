@@ -164,7 +164,8 @@ func (e *ValidationError) Unwrap() error { return ErrInvalidRecord }
 
 const maxIDLen = 256
 
-// Validate checks r as Ingest would at time now.
+// validate checks record i of a batch as Ingest does at time now, and
+// sets a zero Time to now.
 func (c Config) validate(i int, r *Record, now time.Time) error {
 	bad := func(field, value, rule string) error {
 		if len(value) > 64 {
@@ -520,10 +521,12 @@ func (l *Ledger) SealCustomer(ctx context.Context, p marketplace.CloudProvider, 
 func (l *Ledger) seal(ctx context.Context, req SealRequest) (int, error) {
 	req.Unit = l.unit
 	req.MaxUnits = l.maxUnits
-	sealed, err := l.store.Seal(ctx, req)
+	res, err := l.store.Seal(ctx, req)
 	if err != nil {
 		return 0, fmt.Errorf("ledger: seal: %w", err)
 	}
+	l.countLate(res.Folded)
+	sealed := res.Sealed
 	var counts [3]int64
 	for _, b := range sealed {
 		for i, p := range marketplace.Providers() {

@@ -26,13 +26,15 @@ type Store interface {
 	Fold(ctx context.Context) ([]BucketDelta, error)
 
 	// Seal folds, then seals open buckets as PlanSeal plans for req, in one
-	// commit, and returns the buckets it sealed or skipped.
-	Seal(ctx context.Context, req SealRequest) ([]Bucket, error)
+	// commit, and returns what it folded and the buckets it sealed or skipped.
+	Seal(ctx context.Context, req SealRequest) (SealResult, error)
 
 	// Claim leases up to req.Limit sealed buckets of req.Provider that are
 	// due (NextAttempt <= req.Now) and not leased by anyone else (or whose
 	// lease expired), oldest hour first. Two callers never hold a lease on
-	// the same bucket at once.
+	// the same bucket at once. A bucket whose last lease ran out without a
+	// Complete is returned, and stored, with MaybeApplied set: its holder
+	// may have sent it before it died.
 	Claim(ctx context.Context, req ClaimRequest) ([]Bucket, error)
 
 	// Complete stores the outcomes of a claim. An outcome whose lease is no
@@ -53,6 +55,12 @@ type Store interface {
 
 	// Close releases the store.
 	Close() error
+}
+
+// SealResult is what one Seal did.
+type SealResult struct {
+	Folded []BucketDelta // what the fold before sealing added
+	Sealed []Bucket      // buckets now sealed or skipped
 }
 
 // ClaimRequest asks for report work.

@@ -250,10 +250,11 @@ func queryBuckets(ctx context.Context, q interface {
 }
 
 // Seal implements ledger.Store.
-func (s *Store) Seal(ctx context.Context, req ledger.SealRequest) ([]ledger.Bucket, error) {
-	var sealed []ledger.Bucket
+func (s *Store) Seal(ctx context.Context, req ledger.SealRequest) (ledger.SealResult, error) {
+	var res ledger.SealResult
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		if _, err := fold(ctx, tx); err != nil {
+		var err error
+		if res.Folded, err = fold(ctx, tx); err != nil {
 			return err
 		}
 		q := `SELECT ` + bucketCols + ` FROM buckets WHERE state = 'open' AND hour < ?`
@@ -300,13 +301,13 @@ func (s *Store) Seal(ctx context.Context, req ledger.SealRequest) ([]ledger.Buck
 		if err := writeSealPlan(ctx, tx, plan); err != nil {
 			return err
 		}
-		sealed = plan.Buckets
+		res.Sealed = plan.Buckets
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: seal: %w", err)
+		return ledger.SealResult{}, fmt.Errorf("sqlite: seal: %w", err)
 	}
-	return sealed, nil
+	return res, nil
 }
 
 func writeSealPlan(ctx context.Context, tx *sql.Tx, plan ledger.SealPlan) error {
@@ -359,14 +360,17 @@ func (s *Store) Claim(ctx context.Context, req ledger.ClaimRequest) ([]ledger.Bu
 		if err != nil || len(claimed) == 0 {
 			return err
 		}
-		st, err := tx.PrepareContext(ctx, `UPDATE buckets SET lease_owner = ?, lease_until = ? WHERE id = ?`)
+		// A lease still named here ran out without a Complete: its holder
+		// may have sent the bucket, so it may have been applied.
+		st, err := tx.PrepareContext(ctx, `UPDATE buckets SET lease_owner = ?, lease_until = ?,
+			maybe_applied = (maybe_applied OR lease_owner != '') WHERE id = ? RETURNING maybe_applied`)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
 		until := req.Now.Add(req.Lease).UnixMilli()
-		for _, b := range claimed {
-			if _, err := st.ExecContext(ctx, req.Owner, until, b.ID); err != nil {
+		for i := range claimed {
+			if err := st.QueryRowContext(ctx, req.Owner, until, claimed[i].ID).Scan(&claimed[i].MaybeApplied); err != nil {
 				return err
 			}
 		}

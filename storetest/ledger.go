@@ -245,6 +245,12 @@ func runLedger(t *testing.T, h Harness) {
 		if got := e.cnt.Get("late"); got != 4 {
 			t.Errorf("late = %d, want 4", got)
 		}
+		// Late usage that a seal folds is counted too.
+		e.ingest(rec("aws", "c1", "req", 1, t0.Add(-2*time.Hour), ""))
+		e.seal()
+		if got := e.cnt.Get("late"); got != 5 {
+			t.Errorf("late after a folding seal = %d, want 5", got)
+		}
 	})
 
 	t.Run("UnitRemainders", func(t *testing.T) {
