@@ -476,9 +476,14 @@ func (s *Store) Backlog(ctx context.Context) ([]ledger.Backlog, error) {
 
 // PurgeEvents implements ledger.Store.
 func (s *Store) PurgeEvents(ctx context.Context, t time.Time) (int64, error) {
+	return s.purge(ctx, "events", t)
+}
+
+// purge deletes the rows of table (events or notifications) that expired before t.
+func (s *Store) purge(ctx context.Context, table string, t time.Time) (int64, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE expires < ?`, t.UnixMilli())
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE expires < ?`, t.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -486,7 +491,7 @@ func (s *Store) PurgeEvents(ctx context.Context, t time.Time) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("sqlite: purge events: %w", err)
+		return 0, fmt.Errorf("sqlite: purge %s: %w", table, err)
 	}
 	return n, nil
 }

@@ -252,17 +252,5 @@ func (s *Store) Processed(ctx context.Context, p marketplace.CloudProvider, id s
 
 // PurgeNotifications implements marketplace.NotificationLog.
 func (s *Store) PurgeNotifications(ctx context.Context, t time.Time) (int64, error) {
-	var n int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE expires < ?`, t.UnixMilli())
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: purge notifications: %w", err)
-	}
-	return n, nil
+	return s.purge(ctx, "notifications", t)
 }
