@@ -105,7 +105,7 @@ type Sizer interface {
 
 // ReporterConfig tunes a Reporter. Zero values take the defaults shown.
 type ReporterConfig struct {
-	Lease       time.Duration // how long a claim is held; default 2 min
+	Lease       time.Duration // how long a claim is held; default 5 min, at least 2 × SendTimeout
 	ClaimLimit  int           // buckets per round; default 500
 	SendTimeout time.Duration // per call; default 30 s
 	BackoffBase time.Duration // first retry delay; default 2 s
@@ -132,7 +132,7 @@ type Reporter struct {
 // NewReporter returns a reporter of l's buckets to target.
 func NewReporter(l *Ledger, target Target, cfg ReporterConfig) *Reporter {
 	if cfg.Lease <= 0 {
-		cfg.Lease = 2 * time.Minute
+		cfg.Lease = 5 * time.Minute
 	}
 	if cfg.ClaimLimit <= 0 {
 		cfg.ClaimLimit = 500
@@ -152,6 +152,7 @@ func NewReporter(l *Ledger, target Target, cfg ReporterConfig) *Reporter {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 5 * time.Second
 	}
+	cfg.Lease = maxDuration(cfg.Lease, 2*cfg.SendTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = l.cfg.Logger
 	}
@@ -230,9 +231,22 @@ func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 	if err := r.complete(ctx, owner, done, &st); err != nil {
 		return st, err
 	}
-	for _, call := range calls {
+	// Stop sending while a whole call still fits in the lease: buckets left
+	// over are released unsent, rather than left to a lease that runs out
+	// (which marks them as possibly applied).
+	stopAt := now.Add(r.cfg.Lease - r.cfg.SendTimeout)
+	for ci, call := range calls {
 		if err := r.limiter.Wait(ctx); err != nil {
-			return st, err // the claim expires; nothing was sent
+			return st, err // the claim expires; nothing more was sent
+		}
+		if r.l.cfg.Clock().After(stopAt) {
+			var rest []Completion
+			for _, c := range calls[ci:] {
+				for _, b := range c {
+					rest = append(rest, Completion{BucketID: b.ID, State: StateSealed, NextAttempt: b.NextAttempt, MaybeApplied: b.MaybeApplied, Now: now})
+				}
+			}
+			return st, r.complete(ctx, owner, rest, &st)
 		}
 		reports := make([]Report, len(call))
 		for i, b := range call {
@@ -255,6 +269,7 @@ func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 				res = results[i]
 			}
 			outs[i] = r.outcome(b, res, now)
+			outs[i].Attempted = true
 		}
 		if err := r.complete(ctx, owner, outs, &st); err != nil {
 			return st, err
@@ -300,7 +315,11 @@ func (r *Reporter) group(ctx context.Context, bs []Bucket, now time.Time) (calls
 			var err error
 			g, err = grouper.GroupOf(ctx, toReport(b))
 			if err != nil {
-				done = append(done, r.outcome(b, wholeCallResult(err), now))
+				res := wholeCallResult(err)
+				res.MaybeApplied = false // nothing was sent
+				c := r.outcome(b, res, now)
+				c.Attempted = true
+				done = append(done, c)
 				continue
 			}
 		}
@@ -397,7 +416,9 @@ func (r *Reporter) complete(ctx context.Context, owner string, outs []Completion
 			con++
 			r.cfg.Logger.Warn("usage report conflicts with the cloud's record", "provider", p, "bucket", c.BucketID, "reason", c.Reason)
 		case StateSealed:
-			ret++
+			if c.Attempted {
+				ret++
+			}
 		case StateCarried, StateExpired:
 			miss++
 			r.cfg.Logger.Warn("usage bucket missed its deadline", "provider", p, "bucket", c.BucketID, "state", c.State, "reason", c.Reason)

@@ -377,3 +377,30 @@ func TestBufferedDurability(t *testing.T) {
 		t.Errorf("after Close: %+v", bs)
 	}
 }
+
+func TestReporterReleasesWhatTheLeaseCannotCover(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	e.rtSealed(t, "a", "b", "c")
+	tg := &rtTarget{limits: ledger.Limits{MaxItems: 1}}
+	tg.answer = func(rs []ledger.Report) ([]ledger.Result, error) {
+		e.advance(time.Minute) // a slow call
+		return reportAll(rs), nil
+	}
+	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{Lease: 2 * time.Minute, SendTimeout: 50 * time.Second})
+	st, err := r.RunOnce(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Lease 2 min, send timeout 50 s: after the second slow call no third fits.
+	if st.Reported != 2 || len(tg.calls) != 2 {
+		t.Fatalf("round: %+v after %d calls, want 2 reported", st, len(tg.calls))
+	}
+	for _, b := range e.states(t) {
+		if b.State == ledger.StateSealed && (b.MaybeApplied || b.Attempts != 0) {
+			t.Errorf("released bucket %s: maybeApplied %v attempts %d", b.Customer, b.MaybeApplied, b.Attempts)
+		}
+	}
+	if st, _ := r.RunOnce(t.Context()); st.Reported != 1 {
+		t.Errorf("next round: %+v", st)
+	}
+}

@@ -14,10 +14,10 @@ import (
 //
 // Package storetest holds the conformance suite every Store must pass.
 type Store interface {
-	// Append stores records in one commit. A record whose EventID was
-	// already stored and has not expired is a duplicate: it is not counted
-	// again, and dup[i] is true for it. New event ids are kept until
-	// eventExpiry. Records that are not duplicates are added to the append
+	// Append stores records in one commit. A record whose EventID is
+	// already stored is a duplicate: it is not counted again, and dup[i] is
+	// true for it. New event ids are kept at least until eventExpiry (when
+	// PurgeEvents may remove them). Records that are not duplicates are added to the append
 	// log (see EncodeDeltas), to be folded into buckets by Fold.
 	Append(ctx context.Context, recs []Record, eventExpiry time.Time) (dup []bool, err error)
 
@@ -75,8 +75,12 @@ type ClaimRequest struct {
 // Completion is the stored outcome of one claimed bucket.
 type Completion struct {
 	BucketID int64
-	// State is the bucket's new state: StateSealed for a retry, or a final state.
-	State        State
+	// State is the bucket's new state: StateSealed for a retry (or a
+	// release of a bucket not sent), or a final state.
+	State State
+	// Attempted says this claim tried the bucket (sent it, or failed to
+	// prepare it); only then does its attempt count, and its backoff, grow.
+	Attempted    bool
 	RecordID     string
 	Reason       string
 	NextAttempt  time.Time // for a retry

@@ -386,7 +386,7 @@ func (s *Store) Claim(ctx context.Context, req ledger.ClaimRequest) ([]ledger.Bu
 func (s *Store) Complete(ctx context.Context, owner string, outs []ledger.Completion) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		st, err := tx.PrepareContext(ctx, `UPDATE buckets SET state = ?, record_id = ?, reason = ?, next_attempt = ?,
-			maybe_applied = ?, attempts = attempts + 1, lease_owner = '', lease_until = 0, done_at = ?
+			maybe_applied = ?, attempts = attempts + ?, lease_owner = '', lease_until = 0, done_at = ?
 			WHERE id = ? AND lease_owner = ? AND state = 'sealed'
 			RETURNING provider, customer, dimension`)
 		if err != nil {
@@ -400,7 +400,11 @@ func (s *Store) Complete(ctx context.Context, owner string, outs []ledger.Comple
 				done = unixMilli(c.Now)
 			}
 			var k ledger.SeriesKey
-			err := st.QueryRowContext(ctx, c.State, c.RecordID, c.Reason, unixMilli(c.NextAttempt), c.MaybeApplied, done, c.BucketID, owner).
+			attempted := 0
+			if c.Attempted {
+				attempted = 1
+			}
+			err := st.QueryRowContext(ctx, c.State, c.RecordID, c.Reason, unixMilli(c.NextAttempt), c.MaybeApplied, attempted, done, c.BucketID, owner).
 				Scan(&k.Provider, &k.Customer, &k.Dimension)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // the lease moved on; its new holder reports it

@@ -328,7 +328,7 @@ func runLedger(t *testing.T, h Harness) {
 		must(t, e.store.Complete(ctx, "B", []ledger.Completion{{BucketID: a[0].ID, State: ledger.StateRejected, Now: now}}))
 		must(t, e.store.Complete(ctx, "A", []ledger.Completion{
 			{BucketID: a[0].ID, State: ledger.StateReported, RecordID: "r0", Now: now},
-			{BucketID: a[1].ID, State: ledger.StateSealed, NextAttempt: now.Add(time.Minute), MaybeApplied: true, Reason: "timeout", Now: now},
+			{BucketID: a[1].ID, State: ledger.StateSealed, NextAttempt: now.Add(time.Minute), MaybeApplied: true, Reason: "timeout", Attempted: true, Now: now},
 			{BucketID: a[2].ID, State: ledger.StateRejected, Reason: "CustomerNotSubscribed", Now: now},
 		}))
 		got := map[int64]ledger.Bucket{}
@@ -354,6 +354,12 @@ func runLedger(t *testing.T, h Harness) {
 		if err != nil || len(c) != 3 {
 			t.Fatalf("claim C after lease expiry: %d, %v", len(c), err)
 		}
+		for _, x := range c {
+			// B's lease ran out without a Complete: B may have sent them.
+			if wasB := x.ID == b[0].ID || x.ID == b[1].ID; wasB != x.MaybeApplied && x.ID != a[1].ID {
+				t.Errorf("bucket %d taken over from an expired lease: maybeApplied = %v, want %v", x.ID, x.MaybeApplied, wasB)
+			}
+		}
 		must(t, e.store.Complete(ctx, "B", []ledger.Completion{{BucketID: b[0].ID, State: ledger.StateConflict, Now: later}}))
 		if x := e.buckets(ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateConflict}}); len(x) != 0 {
 			t.Errorf("an expired lease's outcome was stored: %+v", views(x))
@@ -361,6 +367,23 @@ func runLedger(t *testing.T, h Harness) {
 		bl, err := e.store.Backlog(ctx)
 		if err != nil || len(bl) != 2 || bl[0].Provider != "aws" || bl[0].Sealed != 3 || bl[1].Sealed != 1 {
 			t.Errorf("backlog: %+v, %v", bl, err)
+		}
+	})
+
+	t.Run("ReleaseUnsent", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		e.ingest(rec("aws", "c1", "req", 1, t0.Add(-time.Hour), ""))
+		e.seal()
+		ctx, now := t.Context(), e.clock.Now()
+		a, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "A", Now: now, Lease: time.Minute, Limit: 1})
+		if err != nil || len(a) != 1 {
+			t.Fatalf("claim: %v", err)
+		}
+		// Released unsent: due again at once, no attempt counted, not possibly applied.
+		must(t, e.store.Complete(ctx, "A", []ledger.Completion{{BucketID: a[0].ID, State: ledger.StateSealed, NextAttempt: a[0].NextAttempt, Now: now}}))
+		b, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "B", Now: now, Lease: time.Minute, Limit: 1})
+		if err != nil || len(b) != 1 || b[0].Attempts != 0 || b[0].MaybeApplied {
+			t.Errorf("after release: %+v, %v", b, err)
 		}
 	})
 
