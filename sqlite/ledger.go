@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/saasmarket/marketplace"
@@ -29,8 +30,9 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record, eventExpiry ti
 		if err != nil {
 			return err
 		}
-		deltas := make([]ledger.Delta, 0, len(recs))
-		idx := make(map[ledger.BucketKey]int, len(recs))
+		sc := appendScratchPool.Get().(*appendScratch)
+		defer sc.release()
+		deltas, idx := sc.deltas, sc.idx
 		for i := range recs {
 			r := &recs[i]
 			if r.EventID != "" {
@@ -48,16 +50,35 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record, eventExpiry ti
 			idx[k] = len(deltas)
 			deltas = append(deltas, ledger.Delta{BucketKey: k, Quantity: r.Quantity})
 		}
+		sc.deltas = deltas
 		if len(deltas) == 0 {
 			return nil
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO usage_log (data) VALUES (?)`, ledger.EncodeDeltas(nil, deltas))
+		sc.buf = ledger.EncodeDeltas(sc.buf, deltas)
+		_, err = tx.ExecContext(ctx, `INSERT INTO usage_log (data) VALUES (?)`, sc.buf)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: append: %w", err)
 	}
 	return dup, nil
+}
+
+// appendScratch is the working memory of one Append, reused across commits
+// so that a commit of thousands of records does not feed the garbage collector.
+type appendScratch struct {
+	idx    map[ledger.BucketKey]int
+	deltas []ledger.Delta
+	buf    []byte
+}
+
+var appendScratchPool = sync.Pool{New: func() any { return &appendScratch{idx: make(map[ledger.BucketKey]int)} }}
+
+func (sc *appendScratch) release() {
+	clear(sc.idx)
+	clear(sc.deltas) // drop references to the records' strings
+	sc.deltas, sc.buf = sc.deltas[:0], sc.buf[:0]
+	appendScratchPool.Put(sc)
 }
 
 // insertEvents inserts the records' event ids and returns the set that was new.
