@@ -11,9 +11,7 @@ import (
 
 func TestMeterBacksUsageTracker(t *testing.T) {
 	e := rtOpen(t, ledger.Config{})
-	e.mu.Lock()
-	e.now = time.Now() // the tracker stamps records with the real time
-	e.mu.Unlock()
+	e.clock.Set(time.Now()) // the tracker stamps records with the real time
 	m := ledger.Meter{Ledger: e.l, Provider: marketplace.Azure}
 	tr := marketplace.NewUsageTracker()
 	tr.Record("sub-1", "tokens", 5)

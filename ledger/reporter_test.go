@@ -14,6 +14,7 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/ledger/ledgertest"
 	"github.com/saasmarket/marketplace/sqlite"
 )
 
@@ -63,21 +64,10 @@ type rtEnv struct {
 	l     *ledger.Ledger
 	store *sqlite.Store
 	cnt   *ledger.Counters
-	mu    sync.Mutex
-	now   time.Time
+	clock *ledgertest.Clock
 }
 
-func (e *rtEnv) clock() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.now
-}
-
-func (e *rtEnv) advance(d time.Duration) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.now = e.now.Add(d)
-}
+func (e *rtEnv) advance(d time.Duration) { e.clock.Advance(d) }
 
 func rtOpen(t *testing.T, cfg ledger.Config) *rtEnv {
 	t.Helper()
@@ -85,8 +75,8 @@ func rtOpen(t *testing.T, cfg ledger.Config) *rtEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &rtEnv{store: st, cnt: &ledger.Counters{}, now: rtNow}
-	cfg.Clock, cfg.Metrics = e.clock, e.cnt
+	e := &rtEnv{store: st, cnt: &ledger.Counters{}, clock: ledgertest.NewClock(rtNow)}
+	cfg.Clock, cfg.Metrics = e.clock.Now, e.cnt
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	e.l = ledger.New(st, cfg)
 	t.Cleanup(func() {
@@ -368,7 +358,7 @@ func TestBufferedDurability(t *testing.T) {
 	if _, err := e.l.Ingest(ctx, []ledger.Record{{Provider: marketplace.GCP, Customer: "c", Dimension: "d", Quantity: 1}}); !errors.Is(err, ledger.ErrClosed) {
 		t.Errorf("ingest after close: %v", err)
 	}
-	l2 := ledger.New(e.store, ledger.Config{Clock: e.clock})
+	l2 := ledger.New(e.store, ledger.Config{Clock: e.clock.Now})
 	defer l2.Close()
 	if err := l2.Fold(ctx); err != nil {
 		t.Fatal(err)

@@ -12,25 +12,8 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/ledger/ledgertest"
 )
-
-// clock is a fake time source the tests move by hand.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
 
 // t0 is half past ten: records go into the 10:00 bucket unless told otherwise.
 var t0 = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
@@ -40,7 +23,7 @@ type env struct {
 	h     Harness
 	db    string
 	store Store
-	clock *clock
+	clock *ledgertest.Clock
 	l     *ledger.Ledger
 	cnt   *ledger.Counters
 }
@@ -51,7 +34,7 @@ func newEnv(t *testing.T, h Harness, cfg ledger.Config) *env {
 }
 
 func openEnv(t *testing.T, h Harness, db string, cfg ledger.Config) *env {
-	e := &env{t: t, h: h, db: db, store: h.Open(t, db), clock: &clock{now: t0}, cnt: &ledger.Counters{}}
+	e := &env{t: t, h: h, db: db, store: h.Open(t, db), clock: ledgertest.NewClock(t0), cnt: &ledger.Counters{}}
 	cfg.Clock = e.clock.Now
 	cfg.Metrics = e.cnt
 	e.l = ledger.New(e.store, cfg)
