@@ -128,8 +128,13 @@ func TestCrash(t *testing.T) {
 
 	killed, finished := 0, 0
 	phases := map[string]int{} // where the kills hit
+	// Kill delays are drawn below maxDelay. Once the work is reported, a run
+	// only re-ingests duplicates and ends quickly: whenever a run ends
+	// before its kill, the window halves, so that kills keep landing inside
+	// the work whatever this machine's speed.
+	maxDelay := 200
 	for run := 0; ; run++ {
-		if run == 100 {
+		if run == 300 {
 			t.Fatalf("gave up after %d runs (%d killed)", run, killed)
 		}
 		last := killed >= kills
@@ -140,10 +145,10 @@ func TestCrash(t *testing.T) {
 			}
 			break
 		}
-		// Kill it somewhere in its work: from a few milliseconds to 200 ms
-		// after it opened the ledger, or after it started reporting.
+		// Kill it somewhere in its work: up to maxDelay after it opened the
+		// ledger, or after it started reporting.
 		mark := []string{"ready", "reporting"}[rng.IntN(2)]
-		delay := time.Duration(5+rng.IntN(196)) * time.Millisecond
+		delay := time.Duration(1+rng.IntN(maxDelay)) * time.Millisecond
 		ok, err := c.killAfter(mark, delay)
 		if err != nil {
 			t.Fatalf("run %d: %v\n%s", run, err, c.output())
@@ -155,6 +160,8 @@ func TestCrash(t *testing.T) {
 			phases[ph]++
 			if ph != "done" {
 				killed++
+			} else {
+				maxDelay = max(2, maxDelay/2)
 			}
 			continue
 		}
@@ -162,6 +169,7 @@ func TestCrash(t *testing.T) {
 			t.Fatalf("run %d failed before it was killed: %v\n%s", run, err, c.output())
 		}
 		finished++
+		maxDelay = max(2, maxDelay/2)
 	}
 	t.Logf("%d runs killed in their work (kills by phase: %v), %d finished before their kill, then a final run", killed, phases, finished)
 
