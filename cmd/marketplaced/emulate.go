@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+)
+
+// cloudEmulator is one cloud's emulator as the emulate subcommand runs it.
+// Each cloud has its own file (emulate_aws.go, ...).
+type cloudEmulator interface {
+	Name() string
+	// RegisterFlags adds the cloud's flags (its listen address, its faults)
+	// to fs, each prefixed with the cloud's name.
+	RegisterFlags(fs *flag.FlagSet)
+	// Start starts serving and returns once it listens, with the lines to
+	// print for the user (base URL, how to point the official clients at
+	// it). It serves until ctx is done.
+	Start(ctx context.Context, logger *slog.Logger) (info string, err error)
+}
+
+// errNotBuilt is returned by the emulators that do not exist yet.
+var errNotBuilt = errors.New("not built yet")
+
+func emulators() []cloudEmulator {
+	return []cloudEmulator{newAWSEmulator(), newAzureEmulator(), newGCPEmulator()}
+}
+
+func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
+	fs := flag.NewFlagSet("marketplaced emulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	clouds := fs.String("clouds", "aws,azure,gcp", "comma-separated emulators to run")
+	all := emulators()
+	for _, e := range all {
+		e.RegisterFlags(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	want := strings.Split(*clouds, ",")
+	started := 0
+	for _, e := range all {
+		if !slices.Contains(want, e.Name()) {
+			continue
+		}
+		info, err := e.Start(ctx, logger.With("cloud", e.Name()))
+		if errors.Is(err, errNotBuilt) {
+			fmt.Fprintf(stdout, "%s emulator: %v\n", e.Name(), err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s emulator: %w", e.Name(), err)
+		}
+		started++
+		fmt.Fprintf(stdout, "%s emulator\n%s\n", e.Name(), strings.TrimRight(info, "\n"))
+	}
+	if started == 0 {
+		return fmt.Errorf("no emulator started (asked for %q)", *clouds)
+	}
+	fmt.Fprintln(stdout, "serving; Ctrl-C stops")
+	<-ctx.Done()
+	return nil
+}
