@@ -1,3 +1,6 @@
+// Package depcheck imports the clouds' SDKs that the integrations use, so
+// that go.mod keeps them at the versions this machine's module proxy serves
+// until the integrations import them themselves. It is removed then.
 package depcheck
 
 import (
