@@ -1,0 +1,122 @@
+package aws_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/aws"
+	emu "github.com/saasmarket/marketplace/emulator/aws"
+	"github.com/saasmarket/marketplace/ledger"
+)
+
+type lineKey struct {
+	customer, dimension string
+	hour                time.Time
+}
+
+// workload ingests n records of the given customers over the hours 09:00
+// to 11:00 and returns the expected bill per line.
+func workload(t *testing.T, e *env, customers []string, n int, seed uint64) map[lineKey]int64 {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 7))
+	dims := []string{"requests", "images"}
+	recs := make([]ledger.Record, n)
+	want := map[lineKey]int64{}
+	for i := range recs {
+		r := ledger.Record{Provider: marketplace.AWS, Customer: customers[rng.IntN(len(customers))],
+			Dimension: dims[rng.IntN(len(dims))], Quantity: 1 + rng.Int64N(1000), Time: onDay(9+rng.IntN(3), rng.IntN(60)),
+			EventID: fmt.Sprintf("ev-%d-%06d", seed, i)}
+		recs[i] = r
+		want[lineKey{r.Customer, r.Dimension, r.Time.Truncate(time.Hour)}] += r.Quantity
+	}
+	if _, err := e.ledger.Ingest(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ledger.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+// checkBill compares the emulator's bill with want and the ledger's
+// stored outcomes with the bill.
+func checkBill(t *testing.T, e *env, want map[lineKey]int64, custOf func(string) string) {
+	t.Helper()
+	bill := e.emu.Bill()
+	got := map[lineKey]int64{}
+	ids := map[lineKey]string{}
+	for _, l := range bill.Lines {
+		k := lineKey{l.Customer, l.Dimension, l.Hour}
+		got[k] = l.Quantity
+		ids[k] = l.MeteringRecordId
+	}
+	wantByBill := map[lineKey]int64{}
+	for k, v := range want {
+		wantByBill[lineKey{custOf(k.customer), k.dimension, k.hour}] = v
+	}
+	if len(got) != len(wantByBill) {
+		t.Errorf("bill has %d lines, want %d", len(got), len(wantByBill))
+	}
+	for k, v := range wantByBill {
+		if got[k] != v {
+			t.Errorf("bill %v = %d, want %d", k, got[k], v)
+		}
+	}
+	if st := e.emu.Stats(); st.Duplicate != 0 {
+		t.Errorf("the reporter caused %d DuplicateRecord answers", st.Duplicate)
+	}
+	bs, err := e.ledger.Buckets(t.Context(), ledger.BucketFilter{Provider: marketplace.AWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if b.State != ledger.StateReported {
+			t.Errorf("bucket %s/%s@%s is %s (%s), want reported", b.Customer, b.Dimension, b.Hour, b.State, b.Reason)
+			continue
+		}
+		if id := ids[lineKey{custOf(b.Customer), b.Dimension, b.Hour}]; b.RecordID != id {
+			t.Errorf("bucket %s/%s@%s stored record id %q, the bill has %q", b.Customer, b.Dimension, b.Hour, b.RecordID, id)
+		}
+	}
+}
+
+// TestExactlyOnceThroughFaults drives the ledger's reporter through the
+// official SDK client against the emulator with every fault on, in both
+// buyer identity modes: the bill must equal the ingested usage exactly,
+// with no DuplicateRecord ever caused.
+func TestExactlyOnceThroughFaults(t *testing.T) {
+	faults := emu.Faults{ThrottleTPS: 20, ThrottleBurst: 1, ErrorRate: 0.15, DropRate: 0.15, UnprocessedRate: 0.15, Latency: time.Millisecond, Seed: 3}
+	for _, licenseMode := range []bool{false, true} {
+		t.Run(fmt.Sprintf("license=%v", licenseMode), func(t *testing.T) {
+			e := newEnv(t, emu.Config{Faults: faults})
+			var customers []string
+			custOf := func(c string) string { return c }
+			cfg := aws.ReporterConfig{Rate: 1000, Logger: discard}
+			for i := range 20 {
+				if licenseMode {
+					b := e.emu.AddBuyer(emu.Buyer{ProductCode: "prod-lic", LicenseArn: "new"})
+					customers = append(customers, aws.LicenseCustomer(b.CustomerAWSAccountId, b.LicenseArn))
+					continue
+				}
+				b := e.emu.AddBuyer(emu.Buyer{ProductCode: "prod-1", CustomerIdentifier: fmt.Sprintf("cust-%d", i)})
+				customers = append(customers, b.CustomerIdentifier)
+				cfg.ProductCode = "prod-1"
+			}
+			if licenseMode {
+				custOf = func(c string) string { a, _, _ := aws.ParseLicenseCustomer(c); return a }
+			}
+			want := workload(t, e, customers, 3000, 1)
+			rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, cfg), fastReporting)
+			e.reportAll(t, rep)
+			checkBill(t, e, want, custOf)
+			st := e.emu.Stats()
+			t.Logf("emulator: %+v", st)
+			if st.Throttled == 0 || st.Errors == 0 || st.Dropped == 0 || st.Unprocessed == 0 || st.Idempotent == 0 {
+				t.Errorf("not every fault happened: %+v", st)
+			}
+		})
+	}
+}

@@ -1,0 +1,330 @@
+// Package aws is an emulator of AWS Marketplace's Metering and Entitlement
+// services. It speaks their JSON 1.1 protocol (POST /, X-Amz-Target,
+// PascalCase fields, epoch-second timestamps, "__type" errors) closely
+// enough that the official AWS SDK for Go v2 clients work against it
+// unchanged: point their BaseEndpoint at the emulator's URL.
+//
+// It keeps AWS's rules: at most 25 records and 1 MB per BatchMeterUsage,
+// exactly one buyer identifier per record, the 24 hour window with the
+// month-end grace, idempotent identical records (same MeteringRecordId) and
+// DuplicateRecord for another quantity in the same customer, dimension and
+// hour (first write wins). What it accepted is "the bill" (Bill, or GET
+// /emulator/bill). Faults (throttling above a rate, errors, latency,
+// unprocessed records, and applying a request but dropping its response)
+// let tests prove that a client bills exactly once.
+//
+// Buyers are created with AddBuyer, registration tokens minted with
+// MintToken (or POST /emulator/buyers for the demo); lifecycle events are
+// sent as signed SNS messages or EventBridge-shaped events (see events.go).
+package aws
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Faults are failures the emulator injects into metering calls. Rates are
+// probabilities between 0 and 1.
+type Faults struct {
+	// ThrottleTPS: metering calls above this rate per second get
+	// ThrottlingException. Zero: no limit.
+	ThrottleTPS float64
+	// ThrottleBurst is how many calls may come at once; default one
+	// second's worth of ThrottleTPS.
+	ThrottleBurst int
+	// ErrorRate: calls refused with InternalServiceErrorException (HTTP
+	// 500) before anything is applied.
+	ErrorRate float64
+	// Latency is added to every call.
+	Latency time.Duration
+	// UnprocessedRate: each record of a BatchMeterUsage is returned in
+	// UnprocessedRecords (not applied) with this probability.
+	UnprocessedRate float64
+	// DropRate: the call is applied, then the connection is closed without
+	// a response.
+	DropRate float64
+	// Seed makes the random faults reproducible.
+	Seed uint64
+}
+
+// Credentials are the test credentials whose SigV4 signatures the emulator
+// accepts.
+type Credentials struct {
+	AccessKeyID, SecretAccessKey string
+}
+
+// Config sets up an Emulator. The zero value is usable (no signature
+// checks, no faults, real time).
+type Config struct {
+	// Credentials, when set, make every API call require a valid SigV4
+	// signature (signing name aws-marketplace) by one of them.
+	Credentials []Credentials
+	Faults      Faults
+	// Clock is the emulator's time (the 24 hour window, token expiry).
+	// Signature times are checked against the wall clock, which the SDK
+	// signs with.
+	Clock func() time.Time
+	// EmptyPages makes GetEntitlements answer an empty page with a
+	// NextToken before every non-empty page after the first, as AWS may.
+	EmptyPages bool
+	Logger     *slog.Logger
+}
+
+// Emulator is the emulated AWS Marketplace. It is an http.Handler; serve it
+// with httptest.NewServer or an http.Server.
+type Emulator struct {
+	cfg Config
+	key *ecdsa.PrivateKey // signs RegisterUsage JWTs
+	mux *http.ServeMux
+
+	mu       sync.Mutex
+	faults   Faults
+	rng      *mrand.Rand
+	limiter  *rate.Limiter
+	buyers   map[string]*Buyer // by buyer key
+	tokens   map[string]token
+	lines    map[lineKey]*line
+	meterIDs map[string]string // MeterUsage client token → record id
+	stats    Stats
+	seq      int
+}
+
+type token struct {
+	buyer   string
+	expires time.Time
+}
+
+// Stats count what the emulator saw.
+type Stats struct {
+	Calls, Throttled, Errors, Dropped, Unprocessed int
+	Accepted, Idempotent, Duplicate, NotSubscribed int
+	OutOfBounds                                    int
+}
+
+// New returns an emulator.
+func New(cfg Config) *Emulator {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand does not fail
+	}
+	e := &Emulator{
+		cfg: cfg, key: key, mux: http.NewServeMux(),
+		buyers: map[string]*Buyer{}, tokens: map[string]token{},
+		lines: map[lineKey]*line{}, meterIDs: map[string]string{},
+	}
+	e.SetFaults(cfg.Faults)
+	e.mux.HandleFunc("POST /{$}", e.serveAPI)
+	e.mux.HandleFunc("GET /emulator/bill", e.serveBill)
+	e.mux.HandleFunc("GET /emulator/keys", e.serveKeys)
+	e.mux.HandleFunc("POST /emulator/buyers", e.serveNewBuyer)
+	return e
+}
+
+// ServeHTTP serves the AWS APIs at POST / and the emulator's own endpoints
+// under /emulator/.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) { e.mux.ServeHTTP(w, r) }
+
+// SetFaults replaces the faults; tests turn them on and off.
+func (e *Emulator) SetFaults(f Faults) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.faults = f
+	e.rng = mrand.New(mrand.NewPCG(f.Seed, f.Seed^0x9e3779b97f4a7c15))
+	e.limiter = nil
+	if f.ThrottleTPS > 0 {
+		burst := f.ThrottleBurst
+		if burst <= 0 {
+			burst = int(math.Max(1, math.Ceil(f.ThrottleTPS)))
+		}
+		e.limiter = rate.NewLimiter(rate.Limit(f.ThrottleTPS), burst)
+	}
+}
+
+// Stats returns the counters.
+func (e *Emulator) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
+}
+
+func (e *Emulator) chance(p float64) bool { return p > 0 && e.rng.Float64() < p }
+
+// apiError is an AWS error: its code goes to "__type".
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.msg }
+
+func errorf(code, format string, a ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: code, msg: fmt.Sprintf(format, a...)}
+}
+
+const maxRequestBytes = 1 << 20
+
+// operation handles one X-Amz-Target.
+type operation func(e *Emulator, body []byte) (any, error)
+
+var operations = map[string]operation{
+	"AWSMPMeteringService.BatchMeterUsage":    (*Emulator).batchMeterUsage,
+	"AWSMPMeteringService.MeterUsage":         (*Emulator).meterUsage,
+	"AWSMPMeteringService.ResolveCustomer":    (*Emulator).resolveCustomer,
+	"AWSMPMeteringService.RegisterUsage":      (*Emulator).registerUsage,
+	"AWSMPEntitlementService.GetEntitlements": (*Emulator).getEntitlements,
+}
+
+// metered operations are subject to the faults.
+func metered(target string) bool {
+	return target == "AWSMPMeteringService.BatchMeterUsage" || target == "AWSMPMeteringService.MeterUsage"
+}
+
+func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
+	target := r.Header.Get("X-Amz-Target")
+	op, ok := operations[target]
+	if !ok {
+		writeError(w, &apiError{status: http.StatusBadRequest, code: "UnknownOperationException", msg: "unknown X-Amz-Target " + target})
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
+	if err != nil {
+		writeError(w, errorf("SerializationException", "read body: %v", err))
+		return
+	}
+	if len(body) > maxRequestBytes {
+		writeError(w, &apiError{status: http.StatusRequestEntityTooLarge, code: "RequestEntityTooLargeException", msg: "request is 1 MB or more"})
+		return
+	}
+	if len(e.cfg.Credentials) > 0 {
+		// The SDK signs with the wall clock, not with cfg.Clock.
+		if err := verifySigV4(r, body, e.cfg.Credentials, time.Now()); err != nil {
+			writeError(w, &apiError{status: http.StatusForbidden, code: "InvalidSignatureException", msg: err.Error()})
+			return
+		}
+	}
+	drop := false
+	if metered(target) {
+		e.mu.Lock()
+		f := e.faults
+		e.stats.Calls++
+		var fault *apiError
+		switch {
+		case e.limiter != nil && !e.limiter.Allow():
+			e.stats.Throttled++
+			fault = errorf("ThrottlingException", "rate exceeded (%.4g TPS)", f.ThrottleTPS)
+		case e.chance(f.ErrorRate):
+			e.stats.Errors++
+			fault = &apiError{status: http.StatusInternalServerError, code: "InternalServiceErrorException", msg: "injected fault"}
+		case e.chance(f.DropRate):
+			e.stats.Dropped++
+			drop = true
+		}
+		e.mu.Unlock()
+		if f.Latency > 0 {
+			select {
+			case <-time.After(f.Latency):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if fault != nil {
+			writeError(w, fault)
+			return
+		}
+	}
+	out, err := op(e, body)
+	if drop {
+		dropConnection(w)
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	if err := json.NewEncoder(w).Encode(out); err != nil {
+		e.cfg.Logger.Warn("write response", "err", err)
+	}
+}
+
+// dropConnection closes the client's connection without an answer: the
+// request was applied but its caller cannot know.
+func dropConnection(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler) // HTTP/2: abort the stream
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = &apiError{status: http.StatusInternalServerError, code: "InternalServiceErrorException", msg: err.Error()}
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-ErrorType", ae.code)
+	w.WriteHeader(ae.status)
+	_ = json.NewEncoder(w).Encode(map[string]string{
+		"__type":  "com.amazonaws.marketplace#" + ae.code,
+		"message": ae.msg,
+	})
+}
+
+// decode reads a JSON 1.1 request body into v.
+func decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return errorf("SerializationException", "malformed request: %v", err)
+	}
+	return nil
+}
+
+// epoch is a JSON 1.1 timestamp: epoch seconds, possibly fractional.
+type epoch struct{ time.Time }
+
+func (t *epoch) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("timestamp must be epoch seconds: %w", err)
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1<<40 {
+		return errors.New("timestamp out of range")
+	}
+	sec, frac := math.Modf(f)
+	t.Time = time.Unix(int64(sec), int64(frac*1e9)).UTC()
+	return nil
+}
+
+func (t epoch) MarshalJSON() ([]byte, error) {
+	return json.Marshal(float64(t.UnixMilli()) / 1000)
+}
+
+func (e *Emulator) nextID(prefix string) string {
+	e.seq++
+	return fmt.Sprintf("%s-%08d", prefix, e.seq)
+}
+
+func trimmed(s string) string { return strings.TrimSpace(s) }
