@@ -1,0 +1,247 @@
+package gcp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxReportBytes is Service Control's limit on one request.
+const MaxReportBytes = 1 << 20
+
+// gRPC status codes used in reportErrors.
+const (
+	codeInvalidArgument    = 3
+	codeAlreadyExists      = 6
+	codeFailedPrecondition = 9
+)
+
+// The wire shapes of Service Control v1 that the emulator reads and writes
+// (see servicecontrol-api.json). Int64 values travel as JSON strings.
+type scOperation struct {
+	OperationID     string            `json:"operationId"`
+	OperationName   string            `json:"operationName"`
+	ConsumerID      string            `json:"consumerId"`
+	StartTime       string            `json:"startTime"`
+	EndTime         string            `json:"endTime"`
+	MetricValueSets []scMetricSet     `json:"metricValueSets"`
+	UserLabels      map[string]string `json:"userLabels,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+}
+
+type scMetricSet struct {
+	MetricName   string          `json:"metricName"`
+	MetricValues []scMetricValue `json:"metricValues"`
+}
+
+type scMetricValue struct {
+	Int64Value *string `json:"int64Value,omitempty"`
+}
+
+type scStatus struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+type scReportError struct {
+	OperationID string   `json:"operationId"`
+	Status      scStatus `json:"status"`
+}
+
+type scCheckError struct {
+	Code    string `json:"code"`
+	Subject string `json:"subject,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+// activeStates are the entitlement states in which usage is billed.
+var activeStates = []string{
+	"ENTITLEMENT_ACTIVE", "ENTITLEMENT_PENDING_CANCELLATION",
+	"ENTITLEMENT_PENDING_PLAN_CHANGE", "ENTITLEMENT_PENDING_PLAN_CHANGE_APPROVAL",
+}
+
+// consumerErrorLocked says why consumerID may not be billed, or "".
+func (e *Emulator) consumerErrorLocked(consumerID string) string {
+	if code := e.checkErr[consumerID]; code != "" {
+		return code
+	}
+	for _, id := range e.entOrder {
+		ent := e.ents[id]
+		if ent.UsageReportingID == consumerID && slices.Contains(activeStates, ent.State) {
+			return ""
+		}
+	}
+	return "SERVICE_NOT_ACTIVATED"
+}
+
+// serviceMethod splits "svc:check" and checks the service.
+func (e *Emulator) serviceMethod(w http.ResponseWriter, r *http.Request) (string, bool) {
+	name := r.PathValue("name")
+	svc, verb, ok := strings.Cut(name, ":")
+	if !ok || (verb != "check" && verb != "report") {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "unknown method %q", name)
+		return "", false
+	}
+	if svc != e.cfg.ServiceName {
+		writeError(w, http.StatusForbidden, "PERMISSION_DENIED", "service %q is not managed by this emulator (it serves %q)", svc, e.cfg.ServiceName)
+		return "", false
+	}
+	return verb, true
+}
+
+func (e *Emulator) serveServiceControl(w http.ResponseWriter, r *http.Request) {
+	verb, ok := e.serviceMethod(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxReportBytes+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "read body: %v", err)
+		return
+	}
+	if len(body) > MaxReportBytes {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "request payload size exceeds the limit: %d bytes", MaxReportBytes)
+		return
+	}
+	if verb == "check" {
+		e.check(w, body)
+		return
+	}
+	e.report(w, body)
+}
+
+func (e *Emulator) check(w http.ResponseWriter, body []byte) {
+	var req struct {
+		Operation *scOperation `json:"operation"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.Operation == nil {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "invalid CheckRequest: %v", err)
+		return
+	}
+	op := req.Operation
+	if op.ConsumerID == "" || op.OperationID == "" {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "operation.consumerId and operation.operationId are required")
+		return
+	}
+	e.mu.Lock()
+	e.calls["services.check"]++
+	code := e.consumerErrorLocked(op.ConsumerID)
+	e.mu.Unlock()
+	resp := map[string]any{"operationId": op.OperationID, "serviceConfigId": "emulator"}
+	if code != "" {
+		resp["checkErrors"] = []scCheckError{{Code: code, Subject: op.ConsumerID, Detail: "consumer " + op.ConsumerID + ": " + code}}
+	} else if n, ok := strings.CutPrefix(op.ConsumerID, "project_number:"); ok {
+		resp["checkInfo"] = map[string]any{"consumerInfo": map[string]any{"projectNumber": n, "type": "PROJECT"}}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (e *Emulator) report(w http.ResponseWriter, body []byte) {
+	var req struct {
+		Operations []scOperation `json:"operations"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "invalid ReportRequest: %v", err)
+		return
+	}
+	if len(req.Operations) == 0 {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "operations must not be empty")
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls["services.report"]++
+	var errs []scReportError
+	for _, op := range req.Operations {
+		if code, msg := e.applyLocked(op); code != 0 {
+			errs = append(errs, scReportError{OperationID: op.OperationID, Status: scStatus{Code: code, Message: msg}})
+		}
+	}
+	resp := map[string]any{"serviceConfigId": "emulator"}
+	if len(errs) > 0 {
+		resp["reportErrors"] = errs
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// opRecord is what the emulator remembers of an accepted operation.
+type opRecord struct {
+	fingerprint string
+	lines       []BillLine
+}
+
+// applyLocked validates and bills one operation; it answers a gRPC code and
+// message for a refused one.
+func (e *Emulator) applyLocked(op scOperation) (int, string) {
+	lines, err := e.validate(op)
+	if err != nil {
+		return codeInvalidArgument, err.Error()
+	}
+	if code := e.consumerErrorLocked(op.ConsumerID); code != "" {
+		return codeFailedPrecondition, code + ": consumer " + op.ConsumerID + " cannot be billed"
+	}
+	fp, _ := json.Marshal(lines)
+	if prev, ok := e.ops[op.OperationID]; ok {
+		if prev.fingerprint == string(fp) {
+			return 0, "" // the same operation again: deduplicated
+		}
+		return codeAlreadyExists, "operation " + op.OperationID + " was already reported with different content"
+	}
+	e.ops[op.OperationID] = &opRecord{fingerprint: string(fp), lines: lines}
+	e.opOrder = append(e.opOrder, op.OperationID)
+	return 0, ""
+}
+
+func (e *Emulator) validate(op scOperation) ([]BillLine, error) {
+	if op.OperationID == "" || op.ConsumerID == "" {
+		return nil, errors.New("operationId and consumerId are required")
+	}
+	start, err := time.Parse(time.RFC3339Nano, op.StartTime)
+	if err != nil {
+		return nil, fmt.Errorf("startTime: %w", err)
+	}
+	end, err := time.Parse(time.RFC3339Nano, op.EndTime)
+	if err != nil {
+		return nil, fmt.Errorf("endTime: %w", err)
+	}
+	if end.Before(start) {
+		return nil, errors.New("endTime is before startTime")
+	}
+	if start.After(e.now().Add(5 * time.Minute)) {
+		return nil, errors.New("startTime is in the future")
+	}
+	if len(op.MetricValueSets) == 0 {
+		return nil, errors.New("metricValueSets must not be empty")
+	}
+	var lines []BillLine
+	for _, set := range op.MetricValueSets {
+		metric, ok := strings.CutPrefix(set.MetricName, e.cfg.ServiceName+"/")
+		if !ok || metric == "" {
+			return nil, fmt.Errorf("metricName %q is not a metric of service %s", set.MetricName, e.cfg.ServiceName)
+		}
+		if len(e.cfg.Metrics) > 0 && !slices.Contains(e.cfg.Metrics, metric) {
+			return nil, fmt.Errorf("metricName %q is not defined", set.MetricName)
+		}
+		if len(set.MetricValues) == 0 {
+			return nil, fmt.Errorf("metric %s has no values", set.MetricName)
+		}
+		for _, v := range set.MetricValues {
+			if v.Int64Value == nil {
+				return nil, fmt.Errorf("metric %s: int64Value required", set.MetricName)
+			}
+			n, err := strconv.ParseInt(*v.Int64Value, 10, 64)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("metric %s: int64Value %q must be a non-negative int64", set.MetricName, *v.Int64Value)
+			}
+			lines = append(lines, BillLine{OperationID: op.OperationID, ConsumerID: op.ConsumerID, MetricName: set.MetricName,
+				StartTime: start.UTC(), EndTime: end.UTC(), Value: n})
+		}
+	}
+	return lines, nil
+}
