@@ -1,0 +1,216 @@
+package gcp_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	emu "github.com/saasmarket/marketplace/emulator/gcp"
+	"github.com/saasmarket/marketplace/gcp"
+)
+
+const audience = "saas.example.com"
+
+// signupEnv is an env with a sign-up handler whose keys come from the
+// emulator's key URL, counting key fetches.
+type signupEnv struct {
+	*env
+	handler *gcp.SignupHandler
+	linked  atomic.Int32
+	linkErr error
+	fetches atomic.Int32
+}
+
+func newSignupEnv(t *testing.T) *signupEnv {
+	t.Helper()
+	s := &signupEnv{env: newEnv(t, emu.Config{Audience: audience})}
+	keys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.fetches.Add(1)
+		s.emu.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(keys.Close)
+	v := gcp.NewSignupVerifier(gcp.SignupVerifierConfig{Audience: audience, KeysURL: keys.URL + "/x509", Clock: s.clock.Now})
+	var err error
+	s.handler, err = gcp.NewSignupHandler(gcp.SignupConfig{Verifier: v, Procurement: s.proc, Logger: discard, Subscriptions: s.store,
+		Link: func(_ context.Context, su *gcp.Signup) (string, string, error) {
+			if s.linkErr != nil {
+				return "", "", s.linkErr
+			}
+			s.linked.Add(1)
+			return "seller-" + su.AccountID, "/welcome", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *signupEnv) post(token string) *httptest.ResponseRecorder {
+	form := url.Values{gcp.SignupField: {token}}
+	req := httptest.NewRequest(http.MethodPost, "/signup/gcp", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	s.handler.ServeHTTP(w, req)
+	return w
+}
+
+func TestSignupApprovesAfterLinking(t *testing.T) {
+	s := newSignupEnv(t)
+	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
+	tok, err := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.post(tok)
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/welcome" {
+		t.Fatalf("answer %d %q: %s", w.Code, w.Header().Get("Location"), w.Body)
+	}
+	if s.linked.Load() != 1 || s.emu.AccountApproval("acc-1", gcp.SignupApproval) != "APPROVED" {
+		t.Fatalf("linked %d, approval %s", s.linked.Load(), s.emu.AccountApproval("acc-1", gcp.SignupApproval))
+	}
+}
+
+func TestSignupRefusals(t *testing.T) {
+	s := newSignupEnv(t)
+	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
+	mint := func(o emu.TokenOptions) string {
+		tok, err := s.emu.MintSignupToken("acc-1", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	valid := mint(emu.TokenOptions{})
+	kid := func() string {
+		tok, _, err := jwt.NewParser().ParseUnverified(valid, jwt.MapClaims{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Header["kid"].(string)
+	}()
+	claims := func() jwt.MapClaims {
+		now := s.clock.Now()
+		return jwt.MapClaims{"iss": gcp.SignupIssuer, "aud": audience, "sub": "acc-1", "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix()}
+	}
+	none := jwt.NewWithClaims(jwt.SigningMethodNone, claims())
+	none.Header["kid"] = kid
+	noneTok, err := none.SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// HS256 keyed with the public certificate: the classic algorithm confusion.
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, claims())
+	hs.Header["kid"] = kid
+	hsTok, err := hs.SignedString([]byte("-----BEGIN CERTIFICATE-----"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RS256 with the right kid but another key.
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := jwt.NewWithClaims(jwt.SigningMethodRS256, claims())
+	rs.Header["kid"] = kid
+	forged, err := rs.SignedString(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := ""
+	cases := []struct {
+		name  string
+		token string
+		code  int
+	}{
+		{"alg none", noneTok, http.StatusUnauthorized},
+		{"HS256", hsTok, http.StatusUnauthorized},
+		{"forged signature", forged, http.StatusUnauthorized},
+		{"foreign iss", mint(emu.TokenOptions{Issuer: "https://accounts.google.com"}), http.StatusUnauthorized},
+		{"iss prefix", mint(emu.TokenOptions{Issuer: gcp.SignupIssuer + "x"}), http.StatusUnauthorized},
+		{"other aud", mint(emu.TokenOptions{Audience: "evil.example.com"}), http.StatusUnauthorized},
+		{"expired", mint(emu.TokenOptions{IssuedAt: s.clock.Now().Add(-10 * time.Minute)}), http.StatusUnauthorized},
+		{"issued in the future", mint(emu.TokenOptions{IssuedAt: s.clock.Now().Add(10 * time.Minute)}), http.StatusUnauthorized},
+		{"lives too long", mint(emu.TokenOptions{Expiry: 48 * time.Hour}), http.StatusUnauthorized},
+		{"empty sub", mint(emu.TokenOptions{Subject: &empty}), http.StatusUnauthorized},
+		{"garbage", "not.a.jwt", http.StatusUnauthorized},
+		{"missing", "", http.StatusBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := s.post(tc.token)
+			if w.Code != tc.code {
+				t.Fatalf("answer %d, want %d: %s", w.Code, tc.code, w.Body)
+			}
+			if tc.code == http.StatusUnauthorized && !strings.Contains(w.Body.String(), "invalid sign-up token") {
+				t.Errorf("unclear error: %s", w.Body)
+			}
+			if s.linked.Load() != 0 || s.emu.AccountApproval("acc-1", gcp.SignupApproval) != "PENDING" {
+				t.Fatalf("state changed: linked %d, approval %s", s.linked.Load(), s.emu.AccountApproval("acc-1", gcp.SignupApproval))
+			}
+		})
+	}
+	// Within the leeway, a token just expired is still fine.
+	if w := s.post(mint(emu.TokenOptions{IssuedAt: s.clock.Now().Add(-5*time.Minute - 10*time.Second)})); w.Code != http.StatusSeeOther {
+		t.Errorf("token 10 s past exp: %d, want accepted within leeway", w.Code)
+	}
+}
+
+func TestSignupLinkFailureApprovesNothing(t *testing.T) {
+	s := newSignupEnv(t)
+	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
+	s.linkErr = errors.New("user store down")
+	tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+	if w := s.post(tok); w.Code != http.StatusBadGateway {
+		t.Fatalf("answer %d", w.Code)
+	}
+	if got := s.emu.AccountApproval("acc-1", gcp.SignupApproval); got != "PENDING" {
+		t.Fatalf("approval %s after a failed link", got)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/signup/gcp", nil)
+	w := httptest.NewRecorder()
+	s.handler.ServeHTTP(w, req)
+	if w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET: %d", w.Code)
+	}
+}
+
+// TestSignupKeyRotation: keys are cached; an unknown kid refreshes them,
+// at most once per 30 s.
+func TestSignupKeyRotation(t *testing.T) {
+	s := newSignupEnv(t)
+	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
+	for range 3 {
+		tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+		if w := s.post(tok); w.Code != http.StatusSeeOther {
+			t.Fatalf("answer %d: %s", w.Code, w.Body)
+		}
+	}
+	if n := s.fetches.Load(); n != 1 {
+		t.Fatalf("%d key fetches for three tokens, want 1 (cached)", n)
+	}
+	if err := s.emu.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+	if w := s.post(tok); w.Code != http.StatusUnauthorized {
+		t.Fatalf("unknown kid right after a fetch: %d, want a refusal (refresh rate-limited)", w.Code)
+	}
+	s.clock.Advance(31 * time.Second)
+	tok, _ = s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+	if w := s.post(tok); w.Code != http.StatusSeeOther {
+		t.Fatalf("rotated key: %d: %s", w.Code, w.Body)
+	}
+	if n := s.fetches.Load(); n != 2 {
+		t.Fatalf("%d key fetches, want 2", n)
+	}
+}
