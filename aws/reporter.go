@@ -31,10 +31,12 @@ func ParseLicenseCustomer(customer string) (accountID, licenseArn string, err er
 
 // ReporterConfig tunes a Reporter.
 type ReporterConfig struct {
-	// ProductCode selects product-code mode: ledger customers are
-	// CustomerIdentifiers of this product. Empty selects license mode:
-	// ledger customers are LicenseCustomer ids, and no ProductCode is sent.
+	// ProductCode is the product; in product-code mode (the legacy one)
+	// ledger customers are its CustomerIdentifiers.
 	ProductCode string
+	// LicenseMode: ledger customers are LicenseCustomer ids (account id and
+	// license ARN), and no ProductCode is sent.
+	LicenseMode bool
 	// Rate caps BatchMeterUsage calls per second, bisection included.
 	// Default 10 (AWS's quota); a burst of one.
 	Rate float64
@@ -87,7 +89,7 @@ func (*Reporter) Limits() ledger.Limits {
 // GroupOf implements ledger.Grouper: one product (product-code mode) or
 // one license per call.
 func (r *Reporter) GroupOf(_ context.Context, rep ledger.Report) (string, error) {
-	if r.cfg.ProductCode != "" {
+	if !r.cfg.LicenseMode {
 		return r.cfg.ProductCode, nil
 	}
 	_, lic, err := ParseLicenseCustomer(rep.Customer)
@@ -102,12 +104,20 @@ func (r *Reporter) Size(rep ledger.Report) int { return recordSize(r.record(rep)
 
 func (r *Reporter) record(rep ledger.Report) UsageRecord {
 	rec := UsageRecord{Dimension: rep.Dimension, Quantity: int(rep.Quantity), Timestamp: rep.Hour.UTC()}
-	if r.cfg.ProductCode != "" {
+	if !r.cfg.LicenseMode {
 		rec.CustomerIdentifier = rep.Customer
 	} else {
 		rec.CustomerAWSAccountId, rec.LicenseArn, _ = ParseLicenseCustomer(rep.Customer)
 	}
 	return rec
+}
+
+// productCode is the ProductCode sent: none in license mode.
+func (r *Reporter) productCode() string {
+	if r.cfg.LicenseMode {
+		return ""
+	}
+	return r.cfg.ProductCode
 }
 
 // Send implements ledger.Target.
@@ -116,7 +126,7 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 	var send []int
 	for i, rep := range reports {
 		rec := r.record(rep)
-		if err := rec.validate(0, r.cfg.ProductCode); err != nil {
+		if err := rec.validate(0, r.productCode()); err != nil {
 			results[i] = ledger.Result{Outcome: ledger.OutcomeRejected, Reason: err.Error()}
 			continue
 		}
@@ -149,7 +159,7 @@ func (r *Reporter) send(ctx context.Context, reports []ledger.Report, idx []int,
 	if err := r.limiter.Wait(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ledger.ErrNotApplied, err)
 	}
-	in := &BatchMeterUsageInput{ProductCode: r.cfg.ProductCode, UsageRecords: make([]UsageRecord, len(idx))}
+	in := &BatchMeterUsageInput{ProductCode: r.productCode(), UsageRecords: make([]UsageRecord, len(idx))}
 	for j, i := range idx {
 		in.UsageRecords[j] = r.record(reports[i])
 	}

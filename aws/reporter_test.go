@@ -94,16 +94,15 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 			e := newEnv(t, emu.Config{Faults: faults})
 			var customers []string
 			custOf := func(c string) string { return c }
-			cfg := aws.ReporterConfig{Rate: 1000, Logger: discard}
+			cfg := aws.ReporterConfig{Rate: 1000, Logger: discard, LicenseMode: licenseMode, ProductCode: "prod-1"}
 			for i := range 20 {
 				if licenseMode {
-					b := e.emu.AddBuyer(emu.Buyer{ProductCode: "prod-lic", LicenseArn: "new"})
+					b := e.emu.AddBuyer(emu.Buyer{ProductCode: "prod-1", LicenseArn: "new"})
 					customers = append(customers, aws.LicenseCustomer(b.CustomerAWSAccountId, b.LicenseArn))
 					continue
 				}
 				b := e.emu.AddBuyer(emu.Buyer{ProductCode: "prod-1", CustomerIdentifier: fmt.Sprintf("cust-%d", i)})
 				customers = append(customers, b.CustomerIdentifier)
-				cfg.ProductCode = "prod-1"
 			}
 			if licenseMode {
 				custOf = func(c string) string { a, _, _ := aws.ParseLicenseCustomer(c); return a }

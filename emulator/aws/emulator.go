@@ -89,6 +89,7 @@ type Config struct {
 type Emulator struct {
 	cfg Config
 	key *ecdsa.PrivateKey // signs RegisterUsage JWTs
+	sns snsSigner
 	mux *http.ServeMux
 
 	mu       sync.Mutex
@@ -137,6 +138,7 @@ func New(cfg Config) *Emulator {
 	e.mux.HandleFunc("GET /emulator/bill", e.serveBill)
 	e.mux.HandleFunc("GET /emulator/keys", e.serveKeys)
 	e.mux.HandleFunc("POST /emulator/buyers", e.serveNewBuyer)
+	e.mux.HandleFunc("GET "+SNSCertPath, e.serveSNSCert)
 	return e
 }
 

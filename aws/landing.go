@@ -1,0 +1,125 @@
+package aws
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/saasmarket/marketplace"
+)
+
+// TokenField is the form field AWS posts the registration token in.
+const TokenField = "x-amzn-marketplace-token"
+
+// recorder notes whether the seller's hook wrote a response.
+type recorder struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (r *recorder) WriteHeader(code int) { r.wrote = true; r.ResponseWriter.WriteHeader(code) }
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+// LandingHandler serves the seller's registration URL: AWS Marketplace
+// sends the buyer's browser there with a POST carrying the form field
+// x-amzn-marketplace-token. The handler resolves the token with AWS,
+// stores the subscription as pending, calls Config.Link so the seller
+// links it to an account of its own, then marks it active. An invalid or
+// expired token gets a 400 that says so, and nothing is stored.
+func (p *Provider) LandingHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "AWS Marketplace registration: POST the form field "+TokenField, http.StatusMethodNotAllowed)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, "AWS Marketplace registration: unreadable form: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		token := r.PostForm.Get(TokenField)
+		if token == "" {
+			http.Error(w, "AWS Marketplace registration: the form field "+TokenField+" is missing", http.StatusBadRequest)
+			return
+		}
+		ctx := r.Context()
+		out, err := p.cfg.Metering.ResolveCustomer(ctx, token)
+		switch {
+		case errors.Is(err, ErrExpiredToken):
+			http.Error(w, "Your AWS Marketplace registration link has expired. Return to AWS Marketplace and choose \"Set up your account\" again.", http.StatusBadRequest)
+			return
+		case errors.Is(err, ErrInvalidToken), errors.Is(err, ErrInvalidInput):
+			http.Error(w, "This AWS Marketplace registration token is not valid. Start again from the product page on AWS Marketplace.", http.StatusBadRequest)
+			return
+		case err != nil:
+			p.cfg.Logger.Error("resolve AWS Marketplace registration token", "err", err)
+			http.Error(w, "AWS Marketplace could not be reached to confirm your registration; please try again in a minute.", http.StatusBadGateway)
+			return
+		}
+		if out.ProductCode != p.cfg.ProductCode {
+			http.Error(w, "This registration is for another product.", http.StatusBadRequest)
+			return
+		}
+		cust, subID, err := p.customerOf(out.CustomerIdentifier, out.CustomerAWSAccountId, out.LicenseArn)
+		if err != nil {
+			p.cfg.Logger.Error("AWS Marketplace registration without the buyer ids this mode needs", "err", err)
+			http.Error(w, "AWS Marketplace answered without the buyer's identity.", http.StatusBadGateway)
+			return
+		}
+		init := marketplace.Subscription{ID: subID, CustomerID: cust, Provider: marketplace.AWS, ProductCode: out.ProductCode,
+			Status: marketplace.StatusPending, Attributes: map[string]string{
+				"customer_identifier": out.CustomerIdentifier, "customer_aws_account_id": out.CustomerAWSAccountId, "license_arn": out.LicenseArn}}
+		sub, err := p.update(ctx, subID, init, func(s *marketplace.Subscription) bool {
+			if s.Version == 0 {
+				return true
+			}
+			if s.Status == marketplace.StatusCancelled || s.Status == marketplace.StatusExpired {
+				s.Status = marketplace.StatusPending // a buyer who subscribed again
+				return true
+			}
+			return false
+		})
+		if err != nil {
+			p.cfg.Logger.Error("store AWS subscription", "customer", cust, "err", err)
+			http.Error(w, "Your registration could not be stored; please try again.", http.StatusInternalServerError)
+			return
+		}
+		rec := &recorder{ResponseWriter: w}
+		account := sub.AccountID
+		if p.cfg.Link != nil {
+			account, err = p.cfg.Link(ctx, rec, r, sub)
+			if err != nil {
+				p.cfg.Logger.Error("link AWS subscription to an account", "customer", cust, "err", err)
+				if !rec.wrote {
+					http.Error(w, "Your account could not be linked; please try again.", http.StatusInternalServerError)
+				}
+				return
+			}
+		}
+		_, err = p.update(ctx, subID, init, func(s *marketplace.Subscription) bool {
+			if s.Status != marketplace.StatusPending && s.AccountID == account {
+				return false
+			}
+			if s.Status == marketplace.StatusPending {
+				s.Status = marketplace.StatusActive
+			}
+			s.AccountID = account
+			return true
+		})
+		if err != nil {
+			p.cfg.Logger.Error("activate AWS subscription", "customer", cust, "err", err)
+			if !rec.wrote {
+				http.Error(w, "Your subscription could not be activated; please try again.", http.StatusInternalServerError)
+			}
+			return
+		}
+		if !rec.wrote {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintln(w, "Your AWS Marketplace subscription is active.")
+		}
+	})
+}

@@ -1,0 +1,231 @@
+package aws_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
+	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
+	"github.com/aws/smithy-go"
+
+	emu "github.com/saasmarket/marketplace/emulator/aws"
+	"github.com/saasmarket/marketplace/ledger/ledgertest"
+)
+
+var creds = emu.Credentials{AccessKeyID: "AKIDTEST", SecretAccessKey: "secret"}
+
+func start(t *testing.T, clock *ledgertest.Clock, f emu.Faults) (*emu.Emulator, *marketplacemetering.Client, *httptest.Server) {
+	t.Helper()
+	e := emu.New(emu.Config{Clock: clock.Now, Credentials: []emu.Credentials{creds}, Faults: f, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	c := marketplacemetering.New(marketplacemetering.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(srv.URL),
+		RetryMaxAttempts: 1,
+		Credentials: awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
+			return awssdk.Credentials{AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey}, nil
+		})})
+	return e, c, srv
+}
+
+func code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return ""
+}
+
+func rec(cust string, dim string, q int32, ts time.Time) types.UsageRecord {
+	return types.UsageRecord{CustomerIdentifier: awssdk.String(cust), Dimension: awssdk.String(dim), Quantity: awssdk.Int32(q), Timestamp: awssdk.Time(ts)}
+}
+
+func TestBatchMeterUsageRules(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 20, 0, 0, time.UTC)
+	clock := ledgertest.NewClock(now)
+	e, c, _ := start(t, clock, emu.Faults{})
+	b := e.AddBuyer(emu.Buyer{ProductCode: "prod", CustomerIdentifier: "c1"})
+	gone := e.AddBuyer(emu.Buyer{ProductCode: "prod", CustomerIdentifier: "c2"})
+	if err := e.SetSubscribed(gone.Key(), false); err != nil {
+		t.Fatal(err)
+	}
+	lic := e.AddBuyer(emu.Buyer{ProductCode: "prod", LicenseArn: "new"})
+	h := now.Truncate(time.Hour)
+	licRec := types.UsageRecord{CustomerAWSAccountId: awssdk.String(lic.CustomerAWSAccountId), LicenseArn: awssdk.String(lic.LicenseArn),
+		Dimension: awssdk.String("d"), Quantity: awssdk.Int32(4), Timestamp: awssdk.Time(h)}
+	both := rec(b.CustomerIdentifier, "d", 1, h)
+	both.CustomerAWSAccountId = awssdk.String(b.CustomerAWSAccountId)
+	badAlloc := rec(b.CustomerIdentifier, "alloc", 10, h)
+	badAlloc.UsageAllocations = []types.UsageAllocation{{AllocatedUsageQuantity: awssdk.Int32(4)}, {AllocatedUsageQuantity: awssdk.Int32(5)}}
+	goodAlloc := rec(b.CustomerIdentifier, "alloc", 9, h)
+	goodAlloc.UsageAllocations = badAlloc.UsageAllocations
+	many := make([]types.UsageRecord, 26)
+	for i := range many {
+		many[i] = rec(b.CustomerIdentifier, "d", 1, h)
+	}
+
+	tests := []struct {
+		name    string
+		product string
+		recs    []types.UsageRecord
+		code    string // whole-call error code
+		status  []types.UsageRecordResultStatus
+		sameID  int // index of an earlier case whose record id must come back
+	}{
+		{name: "first", product: "prod", recs: []types.UsageRecord{rec("c1", "d", 5, h.Add(10*time.Minute))}, status: []types.UsageRecordResultStatus{"Success"}},
+		{name: "identical is idempotent (minutes ignored)", product: "prod", recs: []types.UsageRecord{rec("c1", "d", 5, h.Add(40*time.Minute))}, status: []types.UsageRecordResultStatus{"Success"}},
+		{name: "other quantity same hour", product: "prod", recs: []types.UsageRecord{rec("c1", "d", 6, h)}, status: []types.UsageRecordResultStatus{"DuplicateRecord"}},
+		{name: "unsubscribed", product: "prod", recs: []types.UsageRecord{rec("c2", "d", 6, h)}, status: []types.UsageRecordResultStatus{"CustomerNotSubscribed"}},
+		{name: "license mode", recs: []types.UsageRecord{licRec}, status: []types.UsageRecordResultStatus{"Success"}},
+		{name: "license mode with product code", product: "prod", recs: []types.UsageRecord{licRec}, code: "ValidationException"},
+		{name: "both identifiers", product: "prod", recs: []types.UsageRecord{both}, code: "InvalidCustomerIdentifierException"},
+		{name: "unknown customer", product: "prod", recs: []types.UsageRecord{rec("nobody", "d", 1, h)}, code: "InvalidCustomerIdentifierException"},
+		{name: "wrong product", product: "other", recs: []types.UsageRecord{rec("c1", "d", 1, h)}, code: "InvalidProductCodeException"},
+		{name: "24 hours old", product: "prod", recs: []types.UsageRecord{rec("c1", "d", 1, now.Add(-24*time.Hour))}, code: "TimestampOutOfBoundsException"},
+		{name: "23 hours old", product: "prod", recs: []types.UsageRecord{rec("c1", "old", 1, now.Add(-23*time.Hour))}, status: []types.UsageRecordResultStatus{"Success"}},
+		{name: "future", product: "prod", recs: []types.UsageRecord{rec("c1", "d", 1, now.Add(2*time.Hour))}, code: "TimestampOutOfBoundsException"},
+		{name: "26 records", product: "prod", recs: many, code: "ValidationException"},
+		{name: "allocations must sum", product: "prod", recs: []types.UsageRecord{badAlloc}, code: "InvalidUsageAllocationsException"},
+		{name: "allocations that sum", product: "prod", recs: []types.UsageRecord{goodAlloc}, status: []types.UsageRecordResultStatus{"Success"}},
+	}
+	ids := map[string]string{}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &marketplacemetering.BatchMeterUsageInput{UsageRecords: tc.recs}
+			if tc.product != "" {
+				in.ProductCode = awssdk.String(tc.product)
+			}
+			out, err := c.BatchMeterUsage(t.Context(), in)
+			if got := code(err); got != tc.code {
+				t.Fatalf("error %q, want %q", got, tc.code)
+			}
+			if err != nil {
+				return
+			}
+			if len(out.Results) != len(tc.status) {
+				t.Fatalf("%d results, want %d", len(out.Results), len(tc.status))
+			}
+			for i, r := range out.Results {
+				if r.Status != tc.status[i] {
+					t.Errorf("result %d: %s, want %s", i, r.Status, tc.status[i])
+				}
+				if r.Status == "Success" && awssdk.ToString(r.MeteringRecordId) == "" {
+					t.Error("Success without a MeteringRecordId")
+				}
+				ids[tc.name] = awssdk.ToString(r.MeteringRecordId)
+			}
+		})
+	}
+	if ids["first"] == "" || ids["first"] != ids["identical is idempotent (minutes ignored)"] {
+		t.Errorf("identical record got id %q, first %q", ids["identical is idempotent (minutes ignored)"], ids["first"])
+	}
+	if got := e.Bill().Sum("c1", "d"); got != 5 {
+		t.Errorf("bill c1/d = %d, want 5 (first write wins)", got)
+	}
+}
+
+func TestMonthEndGrace(t *testing.T) {
+	tests := []struct {
+		now, ts time.Time
+		code    string
+	}{
+		{time.Date(2026, 4, 1, 5, 59, 0, 0, time.UTC), time.Date(2026, 3, 30, 10, 0, 0, 0, time.UTC), ""},
+		{time.Date(2026, 4, 1, 6, 0, 0, 0, time.UTC), time.Date(2026, 3, 30, 10, 0, 0, 0, time.UTC), "TimestampOutOfBoundsException"},
+		{time.Date(2026, 4, 1, 5, 0, 0, 0, time.UTC), time.Date(2026, 2, 28, 10, 0, 0, 0, time.UTC), "TimestampOutOfBoundsException"},
+		{time.Date(2026, 4, 2, 5, 0, 0, 0, time.UTC), time.Date(2026, 3, 31, 10, 0, 0, 0, time.UTC), "TimestampOutOfBoundsException"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.now.Format(time.RFC3339)+"/"+tc.ts.Format(time.RFC3339), func(t *testing.T) {
+			e, c, _ := start(t, ledgertest.NewClock(tc.now), emu.Faults{})
+			e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+			_, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("p"),
+				UsageRecords: []types.UsageRecord{rec("c", "d", 1, tc.ts)}})
+			if got := code(err); got != tc.code {
+				t.Errorf("error %q, want %q", got, tc.code)
+			}
+		})
+	}
+}
+
+func TestSignatureRequired(t *testing.T) {
+	clock := ledgertest.NewClock(time.Now())
+	e, _, srv := start(t, clock, emu.Faults{})
+	e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+	for name, cr := range map[string]awssdk.Credentials{
+		"wrong secret":       {AccessKeyID: creds.AccessKeyID, SecretAccessKey: "guess"},
+		"unknown access key": {AccessKeyID: "AKIDOTHER", SecretAccessKey: creds.SecretAccessKey},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := marketplacemetering.New(marketplacemetering.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(srv.URL), RetryMaxAttempts: 1,
+				Credentials: awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) { return cr, nil })})
+			_, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("p"),
+				UsageRecords: []types.UsageRecord{rec("c", "d", 1, clock.Now())}})
+			if got := code(err); got != "InvalidSignatureException" {
+				t.Errorf("error %q, want InvalidSignatureException", got)
+			}
+		})
+	}
+	t.Run("anonymous", func(t *testing.T) {
+		c := marketplacemetering.New(marketplacemetering.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(srv.URL), RetryMaxAttempts: 1,
+			Credentials: awssdk.AnonymousCredentials{}})
+		_, err := c.ResolveCustomer(t.Context(), &marketplacemetering.ResolveCustomerInput{RegistrationToken: awssdk.String("x")})
+		if got := code(err); got != "InvalidSignatureException" {
+			t.Errorf("error %q, want InvalidSignatureException", got)
+		}
+	})
+	if n := len(e.Bill().Lines); n != 0 {
+		t.Errorf("refused calls billed %d lines", n)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	clock := ledgertest.NewClock(time.Now())
+	tests := []struct {
+		name   string
+		faults emu.Faults
+		code   string
+		billed bool
+	}{
+		{"throttle", emu.Faults{ThrottleTPS: 0.001, ThrottleBurst: 1}, "ThrottlingException", false},
+		{"error", emu.Faults{ErrorRate: 1}, "InternalServiceErrorException", false},
+		{"drop", emu.Faults{DropRate: 1}, "error", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, c, _ := start(t, clock, tc.faults)
+			e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+			in := &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("p"), UsageRecords: []types.UsageRecord{rec("c", "d", 1, clock.Now())}}
+			if tc.name == "throttle" {
+				if _, err := c.BatchMeterUsage(t.Context(), in); err != nil {
+					t.Fatalf("first call within the burst: %v", err)
+				}
+			}
+			_, err := c.BatchMeterUsage(t.Context(), in)
+			if got := code(err); !strings.HasPrefix(got, tc.code) {
+				t.Errorf("error %q, want %q", got, tc.code)
+			}
+			if billed := e.Bill().Sum("c", "d") > 0; billed != tc.billed && tc.name != "throttle" {
+				t.Errorf("billed = %v, want %v", billed, tc.billed)
+			}
+		})
+	}
+	t.Run("unprocessed", func(t *testing.T) {
+		e, c, _ := start(t, clock, emu.Faults{UnprocessedRate: 1})
+		e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+		out, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("p"), UsageRecords: []types.UsageRecord{rec("c", "d", 1, clock.Now())}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.UnprocessedRecords) != 1 || len(out.Results) != 0 || e.Bill().Sum("c", "d") != 0 {
+			t.Errorf("got %d unprocessed, %d results, bill %d", len(out.UnprocessedRecords), len(out.Results), e.Bill().Sum("c", "d"))
+		}
+	})
+}
