@@ -185,7 +185,7 @@ func TestClientMetering(t *testing.T) {
 // TestDecodeTolerant decodes a subscription with fields this client does
 // not know and date-only term dates.
 func TestDecodeTolerant(t *testing.T) {
-	b, err := os.ReadFile("testdata/subscription_response.json")
+	b, err := os.ReadFile("testdata/subscription_date_only.json")
 	if err != nil {
 		t.Fatal(err)
 	}

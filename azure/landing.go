@@ -54,7 +54,7 @@ func NewLanding(cfg LandingConfig) *Landing {
 	return &Landing{cfg: cfg}
 }
 
-// ErrNoToken is returned for a landing request without a token.
+// ErrNoToken is returned for a landing request without a valid token.
 var ErrNoToken = errors.New("azure: landing request without a token")
 
 // LandingToken returns the marketplace token of a landing URL's raw query,
@@ -70,8 +70,13 @@ func LandingToken(rawQuery string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("azure: landing token: %w", err)
 		}
-		if tok == "" {
+		if tok == "" || len(tok) > 8192 {
 			break
+		}
+		for i := 0; i < len(tok); i++ {
+			if tok[i] < 0x20 || tok[i] > 0x7e {
+				return "", fmt.Errorf("%w: a marketplace token is printable ASCII", ErrNoToken)
+			}
 		}
 		return tok, nil
 	}

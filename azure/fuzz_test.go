@@ -1,0 +1,73 @@
+package azure_test
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+
+	"github.com/saasmarket/marketplace/azure"
+	emu "github.com/saasmarket/marketplace/emulator/azure"
+	"github.com/saasmarket/marketplace/ledger"
+)
+
+// FuzzDecodeWebhook: any body decodes to a checked payload or to an
+// ErrBadPayload, never a panic.
+func FuzzDecodeWebhook(f *testing.F) {
+	seed, err := os.ReadFile("testdata/webhook_changeplan.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"id":"x","subscriptionId":"y","action":"Renew","timeStamp":"2026-03-01"}`))
+	f.Add([]byte(`{"id":"x","subscriptionId":"a/b","action":"Renew"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := azure.DecodeWebhook(b)
+		if err != nil {
+			if !errors.Is(err, azure.ErrBadPayload) {
+				t.Fatalf("error not wrapping ErrBadPayload: %v", err)
+			}
+			return
+		}
+		if p.ID == "" || p.SubscriptionID == "" || p.Action == "" {
+			t.Fatalf("accepted an incomplete payload: %+v", p)
+		}
+	})
+}
+
+// FuzzLanding sends any query to the landing handler against the
+// emulator: it answers 200 only for a genuine token, otherwise 400 or 405,
+// and never panics.
+func FuzzLanding(f *testing.F) {
+	v := newEnv(f, emu.Config{}, ledger.Config{})
+	p, err := v.emu.CreatePurchase(emu.Purchase{PlanID: "basic"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	landing := azure.NewLanding(azure.LandingConfig{Client: v.client, Subs: v.store, Logger: discard})
+	f.Add("token="+p.Token, "GET")
+	f.Add("token=%2B%2F", "GET")
+	f.Add("token=", "POST")
+	f.Add("a=b&token=%zz", "GET")
+	f.Add("token=a+b", "HEAD")
+	f.Fuzz(func(t *testing.T, rawQuery, method string) {
+		req := httptest.NewRequest(http.MethodGet, "/landing", nil)
+		req.Method = method
+		req.URL.RawQuery = rawQuery
+		rec := httptest.NewRecorder()
+		landing.ServeHTTP(rec, req)
+		tok, _ := azure.LandingToken(rawQuery)
+		switch rec.Code {
+		case http.StatusOK:
+			if tok != p.Token {
+				t.Fatalf("200 for token %q", tok)
+			}
+		case http.StatusBadRequest, http.StatusMethodNotAllowed:
+		default:
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	})
+}
