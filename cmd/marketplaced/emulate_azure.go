@@ -39,12 +39,11 @@ func (a *azureEmulator) RegisterFlags(fs *flag.FlagSet) {
 
 func (a *azureEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
 	cfg := emu.Config{WebhookURL: a.webhook, Faults: a.faults, OperationDelay: a.opDelay, Logger: logger}
-	e := emu.New(cfg)
 	if a.secret != "" {
-		c := e.Config()
-		cfg.Clients = map[string]string{c.PublisherApp: a.secret}
-		e = emu.New(cfg)
+		cfg.PublisherApp = emu.DefaultPublisherApp
+		cfg.Clients = map[string]string{cfg.PublisherApp: a.secret}
 	}
+	e := emu.New(cfg)
 	base, certPEM, err := e.Start(ctx, a.addr)
 	if err != nil {
 		return "", err

@@ -35,6 +35,12 @@ const ResourceID = "20e940b3-4c77-4b0b-9a53-9e16a1b010a7"
 // APIVersion is the only api-version the APIs accept.
 const APIVersion = "2018-08-31"
 
+// Defaults of Config.
+const (
+	DefaultTenantID     = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	DefaultPublisherApp = "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59"
+)
+
 // Plan is a plan of the emulated offer.
 type Plan struct {
 	ID          string `json:"planId"`
@@ -103,10 +109,10 @@ type Emulator struct {
 // New returns an emulator.
 func New(cfg Config) *Emulator {
 	if cfg.TenantID == "" {
-		cfg.TenantID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+		cfg.TenantID = DefaultTenantID
 	}
 	if cfg.PublisherApp == "" {
-		cfg.PublisherApp = "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59"
+		cfg.PublisherApp = DefaultPublisherApp
 	}
 	if cfg.PublisherID == "" {
 		cfg.PublisherID = "contoso"

@@ -229,9 +229,9 @@ var ErrInvalidAction = errors.New("azure emulator: action not allowed in this st
 // Action is a buyer's or Microsoft's change to a subscription, which the
 // emulator announces to the publisher's webhook.
 type Action struct {
-	Name     string // one of the Action* constants
-	PlanID   string // ChangePlan
-	Quantity int64  // ChangeQuantity
+	Name     string `json:"action"`   // one of the Action* constants
+	PlanID   string `json:"planId"`   // ChangePlan
+	Quantity int64  `json:"quantity"` // ChangeQuantity
 }
 
 // Drive applies a buyer's or Microsoft's action as Azure does and calls the
