@@ -47,7 +47,9 @@ type env struct {
 func newEnv(t testing.TB, cfg emu.Config) *env {
 	t.Helper()
 	e := &env{clock: ledgertest.NewClock(testNow)}
-	cfg.Clock = e.clock.Now
+	if cfg.Clock == nil {
+		cfg.Clock = e.clock.Now
+	}
 	cfg.Credentials = []emu.Credentials{testCreds}
 	cfg.Logger = discard
 	e.emu = emu.New(cfg)
