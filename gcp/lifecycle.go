@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/api/cloudcommerceprocurement/v1"
@@ -120,7 +122,16 @@ type LifecycleConfig struct {
 // Lifecycle applies Google's lifecycle messages: each once (by eventId,
 // durably), never older over newer (updateTime), always from the state the
 // Procurement API holds now, and answering the approvals Google waits for.
-type Lifecycle struct{ cfg LifecycleConfig }
+//
+// Messages about one entitlement or account are handled one at a time in a
+// process (striped locks), so concurrent duplicate deliveries do not race
+// to answer the same approval; across processes a lost race fails the
+// approval call, and the redelivery finds the work done.
+type Lifecycle struct {
+	cfg   LifecycleConfig
+	seed  maphash.Seed
+	locks [64]sync.Mutex
+}
 
 // NewLifecycle returns a Lifecycle; Procurement, Subscriptions and
 // Notifications are required.
@@ -137,7 +148,14 @@ func NewLifecycle(cfg LifecycleConfig) (*Lifecycle, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Lifecycle{cfg: cfg}, nil
+	return &Lifecycle{cfg: cfg, seed: maphash.MakeSeed()}, nil
+}
+
+// lock serializes the messages of one entitlement or account.
+func (l *Lifecycle) lock(key string) func() {
+	mu := &l.locks[maphash.String(l.seed, key)%uint64(len(l.locks))]
+	mu.Lock()
+	return mu.Unlock
 }
 
 // Handle applies one message's data. It returns nil when the message is
@@ -151,6 +169,13 @@ func (l *Lifecycle) Handle(ctx context.Context, data []byte) error {
 		return nil
 	}
 	log := l.cfg.Logger.With("event", m.EventID, "type", m.EventType)
+	key := "account/"
+	if m.Entitlement != nil {
+		key = "entitlement/" + m.Entitlement.ID
+	} else if m.Account != nil {
+		key += m.Account.ID
+	}
+	defer l.lock(key)()
 	seen, err := l.cfg.Notifications.Processed(ctx, marketplace.GCP, m.EventID)
 	if err != nil {
 		return fmt.Errorf("gcp: lifecycle %s: %w", m.EventID, err)

@@ -152,10 +152,11 @@ func TestCheckErrorsReject(t *testing.T) {
 	}{
 		{"billing disabled", func(e *env, _, c string) { e.emu.SetCheckError(c, "BILLING_DISABLED") }, "BILLING_DISABLED", true},
 		{"project deleted", func(e *env, _, c string) { e.emu.SetCheckError(c, "PROJECT_DELETED") }, "PROJECT_DELETED", true},
-		{"cancelled entitlement", func(e *env, ent, _ string) {
+		{"cancelled entitlement, past the final report grace", func(e *env, ent, _ string) {
 			if err := e.emu.Cancel(t.Context(), ent); err != nil {
 				t.Fatal(err)
 			}
+			e.clock.Advance(emu.FinalReportGrace + time.Minute)
 		}, "SERVICE_NOT_ACTIVATED", true},
 		{"transient", func(e *env, _, c string) { e.emu.SetCheckError(c, "BILLING_STATUS_UNAVAILABLE") }, "BILLING_STATUS_UNAVAILABLE", false},
 	}

@@ -192,6 +192,7 @@ func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) err
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLATION_REVERTED", ent, now))
 	case "cancel":
 		ent.State, ent.CancellationReason, ent.NewPendingPlan = StateCancelled, "user-cancelled", ""
+		ent.cancelledAt = now
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, now))
 	case "delete":
 		delete(e.ents, id)

@@ -120,7 +120,13 @@ type entitlement struct {
 	CreateTime         string            `json:"createTime"`
 	UpdateTime         string            `json:"updateTime"`
 	Properties         map[string]string `json:"-"`
+	cancelledAt        time.Time
 }
+
+// FinalReportGrace is how long after a cancellation the emulator still
+// accepts usage of the entitlement's consumer for hours that began before
+// it: the buyer's final usage report.
+const FinalReportGrace = time.Hour
 
 // New returns an emulator; serve it with Handler.
 func New(cfg Config) (*Emulator, error) {

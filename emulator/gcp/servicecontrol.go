@@ -66,14 +66,25 @@ var activeStates = []string{
 	"ENTITLEMENT_PENDING_PLAN_CHANGE", "ENTITLEMENT_PENDING_PLAN_CHANGE_APPROVAL",
 }
 
-// consumerErrorLocked says why consumerID may not be billed, or "".
-func (e *Emulator) consumerErrorLocked(consumerID string) string {
+// consumerErrorLocked says why consumerID may not be billed for usage
+// that began at start (zero: now), or "". A cancelled entitlement still
+// takes its final usage, of hours that began before the cancellation, for
+// FinalReportGrace.
+func (e *Emulator) consumerErrorLocked(consumerID string, start time.Time) string {
 	if code := e.checkErr[consumerID]; code != "" {
 		return code
 	}
+	now := e.now()
 	for _, id := range e.entOrder {
 		ent := e.ents[id]
-		if ent.UsageReportingID == consumerID && slices.Contains(activeStates, ent.State) {
+		if ent.UsageReportingID != consumerID {
+			continue
+		}
+		if slices.Contains(activeStates, ent.State) {
+			return ""
+		}
+		if ent.State == StateCancelled && !ent.cancelledAt.IsZero() && now.Before(ent.cancelledAt.Add(FinalReportGrace)) &&
+			(start.IsZero() || start.Before(ent.cancelledAt)) {
 			return ""
 		}
 	}
@@ -131,7 +142,8 @@ func (e *Emulator) check(w http.ResponseWriter, body []byte) {
 	}
 	e.mu.Lock()
 	e.calls["services.check"]++
-	code := e.consumerErrorLocked(op.ConsumerID)
+	start, _ := time.Parse(time.RFC3339Nano, op.StartTime)
+	code := e.consumerErrorLocked(op.ConsumerID, start)
 	e.mu.Unlock()
 	resp := map[string]any{"operationId": op.OperationID, "serviceConfigId": "emulator"}
 	if code != "" {
@@ -183,7 +195,7 @@ func (e *Emulator) applyLocked(op scOperation) (int, string) {
 	if err != nil {
 		return codeInvalidArgument, err.Error()
 	}
-	if code := e.consumerErrorLocked(op.ConsumerID); code != "" {
+	if code := e.consumerErrorLocked(op.ConsumerID, lines[0].StartTime); code != "" {
 		return codeFailedPrecondition, code + ": consumer " + op.ConsumerID + " cannot be billed"
 	}
 	fp, _ := json.Marshal(lines)
