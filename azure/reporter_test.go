@@ -204,3 +204,34 @@ func TestReporterPerMillionTokens(t *testing.T) {
 		t.Errorf("plan %q", plans[a])
 	}
 }
+
+// TestReporterHonoursRetryAfter: a 429 is not applied and the bucket waits
+// at least the Retry-After the emulator sent.
+func TestReporterHonoursRetryAfter(t *testing.T) {
+	v := newEnv(t, emu.Config{}, ledger.Config{})
+	id := v.subscribe(t, "basic")
+	if _, err := v.ledger.Ingest(t.Context(), []ledger.Record{{Provider: marketplace.Azure, Customer: id, Dimension: "requests", Quantity: 4, Time: onDay(10, 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.ledger.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	v.emu.SetFaults(emu.Faults{ThrottleRate: 1, RetryAfter: 90 * time.Second, MeteringOnly: true})
+	rep := ledger.NewReporter(v.ledger, azure.NewReporter(v.client, v.store, 0), fastReporting)
+	if _, err := rep.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := v.ledger.Buckets(t.Context(), ledger.BucketFilter{})
+	if err != nil || len(bs) != 1 {
+		t.Fatal(bs, err)
+	}
+	b := bs[0]
+	if b.State != ledger.StateSealed || b.MaybeApplied || b.NextAttempt.Before(v.clock.Now().Add(90*time.Second)) {
+		t.Fatalf("after a 429 with Retry-After 90: %s maybeApplied=%v next in %v", b.State, b.MaybeApplied, b.NextAttempt.Sub(v.clock.Now()))
+	}
+	v.emu.SetFaults(emu.Faults{})
+	v.reportAll(t, rep)
+	if bill := v.emu.Bill(); len(bill) != 1 || bill[0].Quantity != 4 {
+		t.Fatalf("bill %+v", bill)
+	}
+}

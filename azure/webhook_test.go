@@ -28,6 +28,7 @@ type hooked struct {
 	landing *azure.Landing
 	sink    *webhookSink
 	decide  func(op *azure.Operation) bool
+	changed func(*marketplace.Subscription)
 }
 
 func newHooked(t *testing.T) *hooked {
@@ -46,6 +47,11 @@ func newHooked(t *testing.T) *hooked {
 				return h.decide(op), nil
 			}
 			return true, nil
+		},
+		Changed: func(_ context.Context, s *marketplace.Subscription) {
+			if h.changed != nil {
+				h.changed(s)
+			}
 		},
 		TenantID: v.tenant, AppID: v.app, JWKSURL: v.srv.URL + "/" + v.tenant + "/discovery/v2.0/keys",
 		HTTPClient: v.srv.Client(), Clock: v.clock.Now, Logger: discard, KeyRefresh: time.Hour,
