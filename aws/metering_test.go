@@ -292,3 +292,32 @@ func TestAWSCertURL(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadDefaultConfig: credentials, region and the emulator's endpoint
+// come from the environment, as `marketplaced emulate` tells users.
+func TestLoadDefaultConfig(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	b := e.emu.AddBuyer(emu.Buyer{ProductCode: "p", LicenseArn: "new"})
+	tok, _ := e.emu.MintToken(b.Key(), time.Hour)
+	t.Setenv("AWS_ACCESS_KEY_ID", testCreds.AccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", testCreds.SecretAccessKey)
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	t.Setenv("AWS_ENDPOINT_URL_MARKETPLACE_METERING", e.srv.URL)
+	m, err := aws.LoadMetering(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.ResolveCustomer(t.Context(), tok)
+	if err != nil || out.LicenseArn != b.LicenseArn || out.CustomerIdentifier != "" {
+		t.Fatalf("ResolveCustomer through the default config: %+v %v", out, err)
+	}
+	x, err := aws.LoadEntitlements(t.Context(), e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.GetEntitlements(t.Context(), "p", aws.EntitlementFilter{}); err != nil {
+		t.Errorf("GetEntitlements with a base endpoint override: %v", err)
+	}
+}

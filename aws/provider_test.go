@@ -269,3 +269,33 @@ func TestEntitlementsRefresh(t *testing.T) {
 		t.Errorf("gpu after removal: %v", err)
 	}
 }
+
+// TestEmulatorDeliversEvents: the emulator sends EventBridge events and
+// signed SNS messages over HTTP to the provider's endpoints.
+func TestEmulatorDeliversEvents(t *testing.T) {
+	var h http.Handler = http.NotFoundHandler()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) })
+	recv := httptest.NewServer(mux)
+	t.Cleanup(recv.Close)
+	var e *env
+	e = newEnv(t, emu.Config{Notify: emu.NotifyConfig{EventBridgeEndpoint: recv.URL + "/events", EventBridgeHeader: hdr, EventBridgeSecret: secret,
+		SNSEndpoint: recv.URL + "/sns", SNSTopicArn: topic}})
+	p := newProvider(t, e, false, nil)
+	v, _, _ := snsEnv(t, e)
+	routes := http.NewServeMux()
+	routes.Handle("/events", p.EventBridgeHandler(hdr, secret))
+	routes.Handle("/sns", p.SNSHandler(v))
+	h = routes
+	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
+	if code, err := e.emu.SendEventBridge(t.Context(), "Purchase Agreement Created - Manufacturer", b.Key()); err != nil || code != http.StatusNoContent {
+		t.Fatalf("EventBridge delivery: %d %v", code, err)
+	}
+	if ok, _ := p.IsActive(t.Context(), b.Key()); !ok {
+		t.Fatal("not active after the delivered event")
+	}
+	// SNS needs the certificate on the TLS host the verifier trusts; without it the message is refused.
+	if code, err := e.emu.SendSNS(t.Context(), "unsubscribe-success", b.Key()); err == nil {
+		t.Fatalf("SNS without a certificate URL configured: %d", code)
+	}
+}

@@ -81,7 +81,27 @@ type Config struct {
 	// EmptyPages makes GetEntitlements answer an empty page with a
 	// NextToken before every non-empty page after the first, as AWS may.
 	EmptyPages bool
-	Logger     *slog.Logger
+	// Notifications: where SendEventBridge and SendSNS deliver.
+	Notify NotifyConfig
+	Logger *slog.Logger
+}
+
+// NotifyConfig says where the emulator sends lifecycle events.
+type NotifyConfig struct {
+	// EventBridgeEndpoint receives EventBridge events as an API
+	// destination would send them, with EventBridgeHeader:
+	// EventBridgeSecret (the connection's API key).
+	EventBridgeEndpoint string
+	EventBridgeHeader   string
+	EventBridgeSecret   string
+	// SNSEndpoint receives signed SNS messages of SNSTopicArn; their
+	// SigningCertURL is SNSCertURL (where this emulator's SNSCertPath is
+	// served).
+	SNSEndpoint string
+	SNSTopicArn string
+	SNSCertURL  string
+	// Client sends them; default http.DefaultClient.
+	Client *http.Client
 }
 
 // Emulator is the emulated AWS Marketplace. It is an http.Handler; serve it
@@ -139,6 +159,7 @@ func New(cfg Config) *Emulator {
 	e.mux.HandleFunc("GET /emulator/keys", e.serveKeys)
 	e.mux.HandleFunc("POST /emulator/buyers", e.serveNewBuyer)
 	e.mux.HandleFunc("GET "+SNSCertPath, e.serveSNSCert)
+	e.mux.HandleFunc("POST /emulator/events", e.serveSendEvent)
 	return e
 }
 

@@ -231,3 +231,71 @@ func Deliver(ctx context.Context, client *http.Client, endpoint string, body []b
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	return resp.StatusCode, nil
 }
+
+// SendEventBridge sends an EventBridge event about the buyer with key to
+// Notify.EventBridgeEndpoint and returns the receiver's HTTP status.
+func (e *Emulator) SendEventBridge(ctx context.Context, detailType, buyerKey string) (int, error) {
+	n := e.cfg.Notify
+	if n.EventBridgeEndpoint == "" {
+		return 0, fmt.Errorf("emulator: no EventBridge endpoint configured")
+	}
+	body, err := e.EventBridgeEvent(detailType, buyerKey)
+	if err != nil {
+		return 0, err
+	}
+	h := http.Header{}
+	if n.EventBridgeHeader != "" {
+		h.Set(n.EventBridgeHeader, n.EventBridgeSecret)
+	}
+	return Deliver(ctx, n.Client, n.EventBridgeEndpoint, body, h)
+}
+
+// SendSNS sends a signed SNS notification (SignatureVersion 2) with action
+// about the buyer with key to Notify.SNSEndpoint.
+func (e *Emulator) SendSNS(ctx context.Context, action, buyerKey string) (int, error) {
+	n := e.cfg.Notify
+	if n.SNSEndpoint == "" || n.SNSTopicArn == "" || n.SNSCertURL == "" {
+		return 0, fmt.Errorf("emulator: SNS endpoint, topic and certificate URL must be configured")
+	}
+	m, err := e.SNSNotification(n.SNSTopicArn, action, buyerKey, 2, n.SNSCertURL)
+	if err != nil {
+		return 0, err
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return 0, err
+	}
+	h := http.Header{}
+	h.Set("x-amz-sns-message-type", m.Type)
+	h.Set("x-amz-sns-message-id", m.MessageId)
+	h.Set("x-amz-sns-topic-arn", m.TopicArn)
+	h.Set("Content-Type", "text/plain; charset=UTF-8")
+	return Deliver(ctx, n.Client, n.SNSEndpoint, body, h)
+}
+
+// serveSendEvent sends a lifecycle event: the JSON body names the Buyer
+// (its key) and either a DetailType (EventBridge) or an Action (SNS).
+func (e *Emulator) serveSendEvent(w http.ResponseWriter, r *http.Request) {
+	var in struct{ Buyer, DetailType, Action string }
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&in); err != nil {
+		http.Error(w, "body must be JSON {Buyer, DetailType | Action}: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var status int
+	var err error
+	switch {
+	case in.DetailType != "":
+		status, err = e.SendEventBridge(r.Context(), in.DetailType, in.Buyer)
+	case in.Action != "":
+		status, err = e.SendSNS(r.Context(), in.Action, in.Buyer)
+	default:
+		http.Error(w, "DetailType or Action is required", http.StatusBadRequest)
+		return
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]int{"ReceiverStatus": status})
+}

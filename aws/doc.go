@@ -1,0 +1,31 @@
+// Package aws integrates AWS Marketplace SaaS products, on the official
+// AWS SDK for Go v2.
+//
+//   - Metering: Metering (and the seed's MeteringClient) call
+//     ResolveCustomer, BatchMeterUsage, MeterUsage and RegisterUsage,
+//     validating inputs first; every AWS error matches its ErrorCode with
+//     errors.Is and the SDK's typed exception with errors.As.
+//   - Reporter is the ledger's Target for AWS: sealed hours go out with
+//     BatchMeterUsage exactly once (see its doc).
+//   - Provider is the marketplace.Provider: LandingHandler for the
+//     registration URL, EventBridgeHandler, PollSQS and SNSHandler for
+//     lifecycle notifications, entitlement checks from an in-process cache.
+//   - Entitlements reads contract entitlements with GetEntitlements.
+//   - TokenBillingTracker bills tokens in whole millions (tokens_1m).
+//
+// Buyer identity and the ledger customer id: products that identify buyers
+// by CustomerIdentifier (with the product code; "product-code mode") bill
+// by that id, so it is the ledger customer, UsageRecord.CustomerID and
+// Subscription.CustomerID. Products created from June 2026 identify buyers
+// by CustomerAWSAccountId and LicenseArn ("license mode", no ProductCode in
+// BatchMeterUsage); their customer id is LicenseCustomer(account, license),
+// "<account id>/<license ARN>". A record never carries both identifiers.
+//
+// Subscription states map as follows: a resolved registration token that
+// is not linked yet is pending; linked, or subscribe-success / Purchase
+// Agreement Created, is active; subscribe-fail, unsubscribe-success and
+// License Deprovisioned are cancelled. unsubscribe-pending and Purchase
+// Agreement Ended keep the state but seal the buyer's usage at once (the
+// final flush), as do the cancellations: AWS accepts a buyer's usage for
+// one hour after them.
+package aws
