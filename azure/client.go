@@ -92,6 +92,7 @@ type APIError struct {
 	Body       []byte
 }
 
+// Error describes the call and its ids.
 func (e *APIError) Error() string {
 	msg := e.Message
 	if msg == "" {

@@ -83,6 +83,9 @@ func LandingToken(rawQuery string) (string, error) {
 	return "", ErrNoToken
 }
 
+// ServeHTTP serves GET ?token=...: 200 with the Done page once active, 400
+// for a missing or refused token, 502 when Azure or the store failed (the
+// buyer may reload).
 func (l *Landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")

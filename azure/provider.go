@@ -98,6 +98,7 @@ func (p *Provider) load(ctx context.Context, k entitlement.Key) (entitlement.Dec
 	return entitlement.Denied(k), nil
 }
 
+// The types implement the interfaces they are consumed through.
 var (
 	_ marketplace.Provider = (*Provider)(nil)
 	_ ledger.Target        = (*Reporter)(nil)

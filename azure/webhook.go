@@ -178,6 +178,9 @@ func (h *Webhook) Authenticate(ctx context.Context, header string) error {
 
 const maxWebhookBody = 1 << 20
 
+// ServeHTTP answers 401 to an unauthenticated call or one for an operation
+// Azure does not know, 400 to a malformed body, 500 when applying failed
+// (Azure retries), and 200 otherwise.
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")

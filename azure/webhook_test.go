@@ -256,3 +256,36 @@ func TestWebhookForged(t *testing.T) {
 		})
 	}
 }
+
+// TestWebhookRetriedAfterFailure: when Azure's API fails during a webhook,
+// the handler answers 500 and changes nothing; Azure's redelivery then
+// applies the change once.
+func TestWebhookRetriedAfterFailure(t *testing.T) {
+	h := newHooked(t)
+	ctx := t.Context()
+	id := h.land(t, "basic")
+	h.clock.Advance(time.Second)
+	h.emu.SetFaults(emu.Faults{ErrorRate: 1})
+	op, st, err := h.emu.Drive(ctx, id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+	if err != nil || st != http.StatusInternalServerError {
+		t.Fatalf("during the outage: %d, %v", st, err)
+	}
+	if s := h.stored(t, id); s.Plan != "basic" {
+		t.Fatalf("applied during the outage: %+v", s)
+	}
+	h.emu.SetFaults(emu.Faults{})
+	for range 2 {
+		if st, err := h.emu.Deliver(ctx, op); err != nil || st != http.StatusOK {
+			t.Fatalf("redelivery: %d, %v", st, err)
+		}
+	}
+	if s := h.stored(t, id); s.Plan != "pro" {
+		t.Fatalf("after redelivery: %+v", s)
+	}
+	if got, _ := h.emu.Operation(op); got != emu.OpSucceeded {
+		t.Fatalf("operation %s", got)
+	}
+	if n := h.emu.Calls()["SubscriptionOperations_UpdateOperationStatus"]; n != 1 {
+		t.Fatalf("%d PATCHes of the operation, want 1", n)
+	}
+}

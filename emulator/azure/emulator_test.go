@@ -2,6 +2,8 @@ package azure_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -322,4 +324,27 @@ func TestEntraDiscovery(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Errorf("wrong secret: %d", resp.StatusCode)
 	}
+}
+
+// TestStart serves over TLS with the certificate it returns.
+func TestStart(t *testing.T) {
+	e := emu.New(emu.Config{Logger: slog.New(slog.DiscardHandler)})
+	base, certPEM, err := e.Start(t.Context(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(certPEM) {
+		t.Fatal("no certificate")
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(base + "/emulator/bill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("bill: %d", resp.StatusCode)
+	}
+	hc.CloseIdleConnections()
 }
