@@ -1,6 +1,7 @@
 package azure_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -68,6 +69,40 @@ func FuzzLanding(f *testing.F) {
 		case http.StatusBadRequest, http.StatusMethodNotAllowed:
 		default:
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	})
+}
+
+// FuzzDecodeResponses decodes any body as the API answers this client
+// reads: an error or a value, never a panic.
+func FuzzDecodeResponses(f *testing.F) {
+	for _, name := range []string{"subscription_response.json", "subscription_date_only.json", "batch_usage_response.json", "operation_response.json"} {
+		b, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"term":{"startDate":"2026-02-30"}}`))
+	f.Add([]byte(`{"result":[{"error":{"additionalInfo":null}}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s azure.Subscription
+		json.Unmarshal(b, &s)
+		var r azure.ResolvedSubscription
+		json.Unmarshal(b, &r)
+		var op azure.Operation
+		json.Unmarshal(b, &op)
+		var br azure.BatchResult
+		if json.Unmarshal(b, &br) == nil {
+			for _, it := range br.Result {
+				it.Error.Accepted()
+			}
+		}
+		var tm azure.Time
+		if json.Unmarshal(b, &tm) == nil && !tm.IsZero() {
+			if _, err := json.Marshal(tm); err != nil {
+				t.Fatalf("decoded %v but cannot encode it: %v", tm, err)
+			}
 		}
 	})
 }

@@ -165,16 +165,17 @@ func (l *Landing) Complete(ctx context.Context, r *http.Request, token string) (
 		if err := l.cfg.Client.Activate(ctx, res.ID, res.PlanID, res.Quantity); err != nil {
 			return nil, err
 		}
+		activated := false
 		if sub, err = update(ctx, l.cfg.Subs, res.ID, nil, func(s *marketplace.Subscription) bool {
-			if s.Status != marketplace.StatusPending {
-				return false
+			activated = s.Status == marketplace.StatusPending
+			if activated {
+				s.Status = marketplace.StatusActive
 			}
-			s.Status = marketplace.StatusActive
-			return true
+			return activated
 		}); err != nil {
 			return nil, fmt.Errorf("azure: store active subscription %s: %w", res.ID, err)
 		}
-		if l.cfg.Activated != nil {
+		if activated && l.cfg.Activated != nil {
 			l.cfg.Activated(ctx, sub)
 		}
 	}

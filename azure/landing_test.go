@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -112,4 +114,38 @@ func tokensOf(t *testing.T, v *env) azure.TokenSource {
 		t.Fatal(err)
 	}
 	return azure.NewTokens(cred, 0)
+}
+
+// TestLandingConcurrent: several tabs land the same purchase at once; the
+// subscription is activated and announced once.
+func TestLandingConcurrent(t *testing.T) {
+	h := newHooked(t)
+	var activated atomic.Int32
+	landing := azure.NewLanding(azure.LandingConfig{Client: h.client, Subs: h.store, Logger: discard,
+		Activated: func(context.Context, *marketplace.Subscription) { activated.Add(1) }})
+	p, err := h.emu.CreatePurchase(emu.Purchase{PlanID: "basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 6)
+	for i := range codes {
+		wg.Go(func() {
+			rec := httptest.NewRecorder()
+			landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/landing?token="+url.QueryEscape(p.Token), nil))
+			codes[i] = rec.Code
+		})
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusOK {
+			t.Errorf("tab %d: %d", i, c)
+		}
+	}
+	if activated.Load() != 1 {
+		t.Errorf("announced %d times", activated.Load())
+	}
+	if s := h.stored(t, p.SubscriptionID); s.Status != marketplace.StatusActive {
+		t.Errorf("%+v", s)
+	}
 }
