@@ -40,7 +40,7 @@ type env struct {
 	proc   *gcp.Procurement
 }
 
-func newEnv(t *testing.T, cfg emu.Config) *env {
+func newEnv(t testing.TB, cfg emu.Config) *env {
 	t.Helper()
 	ctx := t.Context()
 	e := &env{clock: ledgertest.NewClock(testNow)}

@@ -291,3 +291,30 @@ func TestRequestsStayUnderOneMegabyte(t *testing.T) {
 		t.Fatal("MaxRequestBytes leaves no room under 1 MB")
 	}
 }
+
+// TestTokensBilledPerMillionWithCarry: whole millions are billed each
+// hour and the remainder carries into the next hour, never rounded up.
+func TestTokensBilledPerMillionWithCarry(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	_, c := e.activeConsumer(t, "acc")
+	for _, r := range []struct {
+		h int
+		q int64
+	}{{9, 2_500_000}, {10, 700_000}, {11, 900_000}} {
+		if err := e.ledger.Record(t.Context(), ledger.Record{Provider: marketplace.GCP, Customer: c, Dimension: gcp.TokenDimension, Quantity: r.q, Time: onDay(r.h, 30)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.ledger.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.reportAll(t, e.reporter(t))
+	got := map[int]int64{}
+	for _, l := range e.emu.Bill() {
+		got[l.StartTime.Hour()] += l.Value
+	}
+	want := map[int]int64{9: 2, 10: 1, 11: 1} // 2.5M → 2 (+0.5M), 1.2M → 1 (+0.2M), 1.1M → 1 (+0.1M)
+	if len(got) != len(want) || got[9] != 2 || got[10] != 1 || got[11] != 1 {
+		t.Fatalf("billed per hour %v, want %v", got, want)
+	}
+}

@@ -31,7 +31,7 @@ type signupEnv struct {
 	fetches atomic.Int32
 }
 
-func newSignupEnv(t *testing.T) *signupEnv {
+func newSignupEnv(t testing.TB) *signupEnv {
 	t.Helper()
 	s := &signupEnv{env: newEnv(t, emu.Config{Audience: audience})}
 	keys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
