@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/aws"
 	emu "github.com/saasmarket/marketplace/emulator/aws"
@@ -298,4 +301,42 @@ func TestEmulatorDeliversEvents(t *testing.T) {
 	if code, err := e.emu.SendSNS(t.Context(), "unsubscribe-success", b.Key()); err == nil {
 		t.Fatalf("SNS without a certificate URL configured: %d", code)
 	}
+}
+
+// TestPollSQS: EventBridge events read from an SQS queue with the official
+// SQS client are applied and deleted; a malformed one is deleted too.
+func TestPollSQS(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	p := newProvider(t, e, false, nil)
+	creds := sqsCreds()
+	client := sqs.New(sqs.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(e.srv.URL), Credentials: creds})
+	queue := e.srv.URL + "/123456789012/marketplace-events"
+	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
+	if err := e.emu.Enqueue(queue, "Purchase Agreement Created - Manufacturer", b.Key()); err != nil {
+		t.Fatal(err)
+	}
+	e.emu.EnqueueRaw(queue, "not an event")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- p.PollSQS(ctx, client, queue) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.emu.QueueLen(queue) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("PollSQS returned %v", err)
+	}
+	if n := e.emu.QueueLen(queue); n != 0 {
+		t.Errorf("%d messages left on the queue", n)
+	}
+	if ok, _ := p.IsActive(t.Context(), b.Key()); !ok {
+		t.Error("event from SQS not applied")
+	}
+}
+
+func sqsCreds() awssdk.CredentialsProvider {
+	return awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
+		return awssdk.Credentials{AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey}, nil
+	})
 }

@@ -57,26 +57,33 @@ func (t *TokenBillingTracker) Snapshot() []UsageRecord {
 // list what was recorded (Quantity in tokens, status Success). On error
 // nothing was recorded and the tokens stay pending.
 func (t *TokenBillingTracker) Flush(ctx context.Context) (*BatchMeterUsageOutput, error) {
+	// Swap the counts out, so recording never waits for the ledger's commit.
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	pending := t.pending
+	t.pending = map[string]int64{}
+	t.mu.Unlock()
 	out := &BatchMeterUsageOutput{Results: []UsageRecordResult{}}
-	if len(t.pending) == 0 {
-		return out, nil
-	}
 	now := t.ledger.Config().Clock()
-	recs := make([]marketplace.UsageRecord, 0, len(t.pending))
-	for c, n := range t.pending {
+	recs := make([]marketplace.UsageRecord, 0, len(pending))
+	for c, n := range pending {
 		if n > 0 {
 			recs = append(recs, marketplace.UsageRecord{CustomerID: c, Dimension: TokensDimension, Quantity: n, Timestamp: now})
 		}
 	}
+	if len(recs) == 0 {
+		return out, nil
+	}
 	if err := (ledger.Meter{Ledger: t.ledger, Provider: marketplace.AWS}).SubmitUsage(ctx, recs); err != nil {
+		t.mu.Lock()
+		for c, n := range pending {
+			t.pending[c] += n
+		}
+		t.mu.Unlock()
 		return nil, fmt.Errorf("aws: flush tokens: %w", err)
 	}
 	for _, r := range recs {
 		out.Results = append(out.Results, UsageRecordResult{MeteringStatus: StatusSuccess,
 			UsageRecord: UsageRecord{CustomerIdentifier: r.CustomerID, Dimension: TokensDimension, Quantity: int(r.Quantity), Timestamp: now.Truncate(time.Hour)}})
 	}
-	clear(t.pending)
 	return out, nil
 }

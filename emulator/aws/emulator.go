@@ -120,6 +120,7 @@ type Emulator struct {
 	tokens   map[string]token
 	lines    map[lineKey]*line
 	meterIDs map[string]string // MeterUsage client token → record id
+	queues   map[string][]*sqsMessage
 	stats    Stats
 	seq      int
 }
@@ -226,7 +227,7 @@ func metered(target string) bool {
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	target := r.Header.Get("X-Amz-Target")
 	op, ok := operations[target]
-	if !ok {
+	if !ok && !strings.HasPrefix(target, "AmazonSQS.") {
 		writeError(w, &apiError{status: http.StatusBadRequest, code: "UnknownOperationException", msg: "unknown X-Amz-Target " + target})
 		return
 	}
@@ -245,6 +246,10 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 			writeError(w, &apiError{status: http.StatusForbidden, code: "InvalidSignatureException", msg: err.Error()})
 			return
 		}
+	}
+	if strings.HasPrefix(target, "AmazonSQS.") {
+		e.serveSQS(w, r, target, body)
+		return
 	}
 	drop := false
 	if metered(target) {
@@ -286,9 +291,11 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	if err := json.NewEncoder(w).Encode(out); err != nil {
-		e.cfg.Logger.Warn("write response", "err", err)
-	}
+	writeJSON(w, out)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	_ = json.NewEncoder(w).Encode(v) // the client went away
 }
 
 // dropConnection closes the client's connection without an answer: the
@@ -349,5 +356,3 @@ func (e *Emulator) nextID(prefix string) string {
 	e.seq++
 	return fmt.Sprintf("%s-%08d", prefix, e.seq)
 }
-
-func trimmed(s string) string { return strings.TrimSpace(s) }

@@ -35,8 +35,8 @@ func verifySigV4(r *http.Request, body []byte, creds []Credentials, now time.Tim
 	if len(scope) != 5 || scope[4] != "aws4_request" {
 		return fmt.Errorf("%w: malformed Credential", errSignature)
 	}
-	if scope[3] != "aws-marketplace" {
-		return fmt.Errorf("%w: signing name %q, want aws-marketplace", errSignature, scope[3])
+	if scope[3] != "aws-marketplace" && scope[3] != "sqs" {
+		return fmt.Errorf("%w: signing name %q, want aws-marketplace (or sqs)", errSignature, scope[3])
 	}
 	var secret string
 	for _, c := range creds {
