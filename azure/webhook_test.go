@@ -289,3 +289,36 @@ func TestWebhookRetriedAfterFailure(t *testing.T) {
 		t.Fatalf("%d PATCHes of the operation, want 1", n)
 	}
 }
+
+// TestWebhookTokenShapes accepts both token versions Entra ID issues.
+func TestWebhookTokenShapes(t *testing.T) {
+	h := newHooked(t)
+	cases := []struct {
+		name string
+		mod  func(jwt.MapClaims)
+		ok   bool
+	}{
+		{"v2.0 with azp", func(c jwt.MapClaims) { delete(c, "appid") }, true},
+		{"v1.0 with appid", func(c jwt.MapClaims) {
+			delete(c, "azp")
+			c["iss"] = "https://sts.windows.net/" + h.tenant + "/"
+			c["ver"] = "1.0"
+		}, true},
+		{"exp within the leeway", func(c jwt.MapClaims) { c["exp"] = h.clock.Now().Add(-30 * time.Second).Unix() }, true},
+		{"no exp", func(c jwt.MapClaims) { delete(c, "exp") }, false},
+		{"aud as a list with ours", func(c jwt.MapClaims) { c["aud"] = []string{"x", h.app} }, true},
+		{"appid and azp disagree", func(c jwt.MapClaims) { c["azp"] = "other" }, false},
+		{"issuer of another tenant", func(c jwt.MapClaims) { c["iss"] = "https://login.microsoftonline.com/other/v2.0" }, false},
+	}
+	for _, tc := range cases {
+		c := h.emu.WebhookClaims()
+		tc.mod(c)
+		tok, err := h.emu.SignToken(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.hook.Authenticate(t.Context(), "Bearer "+tok); (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
