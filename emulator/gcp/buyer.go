@@ -35,7 +35,7 @@ type event struct {
 
 func (e *Emulator) newEventLocked(typ string) Event {
 	e.events++
-	return Event{EventID: "emu-event-" + strconv.Itoa(e.events), EventType: typ, ProviderID: e.cfg.ProviderID}
+	return Event{EventID: e.instance + "-" + strconv.Itoa(e.events), EventType: typ, ProviderID: e.cfg.ProviderID}
 }
 
 func (e *Emulator) entEventLocked(typ string, ent *entitlement, now time.Time) event {

@@ -24,9 +24,11 @@ import (
 	"context"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -84,6 +86,7 @@ type Emulator struct {
 	checkErr map[string]string // consumerId → check error code
 	nextID   int
 	events   int
+	instance string         // prefix of event ids, unique per emulator, so a restart reuses none
 	calls    map[string]int // by method, for tests
 }
 
@@ -155,6 +158,7 @@ func New(cfg Config) (*Emulator, error) {
 		checkErr: map[string]string{},
 		calls:    map[string]int{},
 	}
+	e.instance = fmt.Sprintf("emu-%08x", rand.Uint32())
 	if err := e.newKey(); err != nil {
 		return nil, err
 	}
@@ -279,4 +283,34 @@ func sortedKeys[M ~map[string]V, V any](m M) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// Start serves the emulator on addr, which must be a loopback address
+// ("127.0.0.1:0" picks a port), until ctx is done, and returns its base
+// URL. The server is shut down when ctx ends.
+func (e *Emulator) Start(ctx context.Context, addr string) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("emulator/gcp: listen address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return "", fmt.Errorf("emulator/gcp: listen address %q is not a loopback address", addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("emulator/gcp: %w", err)
+	}
+	srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.cfg.Logger.Error("gcp emulator stopped", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	return "http://" + l.Addr().String(), nil
 }

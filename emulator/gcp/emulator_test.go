@@ -1,6 +1,7 @@
 package gcp_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -233,5 +234,39 @@ func TestPagingAndFilterErrors(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("another provider: %d", resp.StatusCode)
+	}
+}
+
+func TestStartServesOnLoopbackOnly(t *testing.T) {
+	e, err := gcp.New(gcp.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Start(t.Context(), "0.0.0.0:0"); err == nil {
+		t.Fatal("listening on every interface was allowed")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	base, err := e.Start(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(base + "/bill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /bill: %d", resp.StatusCode)
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := http.Get(base + "/bill"); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still serving after its context ended")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
