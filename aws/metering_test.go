@@ -321,3 +321,30 @@ func TestLoadDefaultConfig(t *testing.T) {
 		t.Errorf("GetEntitlements with a base endpoint override: %v", err)
 	}
 }
+
+func TestSubscriptionManagerSeedAPI(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	b := e.emu.AddBuyer(emu.Buyer{ProductCode: "p"})
+	tok, _ := e.emu.MintToken(b.Key(), time.Hour)
+	m := aws.NewSubscriptionManager(aws.NewMemorySubscriptionStore(), e.meter)
+	ctx := t.Context()
+	sub, err := m.Subscribe(ctx, tok)
+	if err != nil || sub.CustomerIdentifier != b.CustomerIdentifier || sub.Status != aws.SubscriptionActive {
+		t.Fatalf("Subscribe: %+v %v", sub, err)
+	}
+	if ok, _ := m.IsActive(ctx, b.CustomerIdentifier); !ok {
+		t.Error("not active after Subscribe")
+	}
+	if _, err := m.Subscribe(ctx, "forged"); !errors.Is(err, aws.ErrInvalidToken) {
+		t.Errorf("forged token: %v", err)
+	}
+	if err := m.Unsubscribe(ctx, b.CustomerIdentifier); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := m.IsActive(ctx, b.CustomerIdentifier); ok {
+		t.Error("active after Unsubscribe")
+	}
+	if err := m.Unsubscribe(ctx, "nobody"); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("unknown customer: %v", err)
+	}
+}

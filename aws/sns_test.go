@@ -21,17 +21,27 @@ const topic = "arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notificati
 // snsEnv serves the emulator's SNS certificate and a SubscribeURL over
 // TLS on 127.0.0.1, and a verifier that trusts only that host.
 func snsEnv(t *testing.T, e *env) (v *aws.SNSVerifier, certURL string, confirms *atomic.Int32) {
+	v, certURL, confirms, _ = snsEnvCounting(t, e)
+	return v, certURL, confirms
+}
+
+func snsEnvCounting(t *testing.T, e *env) (v *aws.SNSVerifier, certURL string, confirms, certFetches *atomic.Int32) {
 	t.Helper()
-	confirms = &atomic.Int32{}
+	confirms, certFetches = &atomic.Int32{}, &atomic.Int32{}
 	mux := http.NewServeMux()
-	mux.Handle("/", e.emu)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == emu.SNSCertPath {
+			certFetches.Add(1)
+		}
+		e.emu.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("/confirm", func(w http.ResponseWriter, _ *http.Request) { confirms.Add(1) })
 	tls := httptest.NewTLSServer(mux)
 	t.Cleanup(tls.Close)
 	u, _ := url.Parse(tls.URL)
 	v = &aws.SNSVerifier{TopicARNs: []string{topic}, HTTPClient: tls.Client(),
 		AllowURL: func(x *url.URL) bool { return x.Scheme == "https" && x.Host == u.Host }}
-	return v, tls.URL + emu.SNSCertPath, confirms
+	return v, tls.URL + emu.SNSCertPath, confirms, certFetches
 }
 
 func post(t *testing.T, h http.Handler, m any) int {
@@ -51,7 +61,7 @@ func post(t *testing.T, h http.Handler, m any) int {
 func TestSNSForgeries(t *testing.T) {
 	e := newEnv(t, emu.Config{})
 	p := newProvider(t, e, false, nil)
-	v, certURL, _ := snsEnv(t, e)
+	v, certURL, _, fetches := snsEnvCounting(t, e)
 	h := p.SNSHandler(v)
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
 	good := func(version int) *emu.SNSMessage {
@@ -100,6 +110,9 @@ func TestSNSForgeries(t *testing.T) {
 	}
 	if ok, _ := p.IsActive(t.Context(), b.Key()); !ok {
 		t.Error("genuine subscribe-success did not activate")
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("certificate fetched %d times, want once (cached)", n)
 	}
 }
 
