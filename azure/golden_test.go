@@ -13,12 +13,12 @@ import (
 	"github.com/saasmarket/marketplace/azure"
 )
 
-// spec is one of Microsoft's OpenAPI files in ../shared/specs/azure.
+// spec is one of Microsoft's OpenAPI files, as copied into the repository's specs/azure.
 type spec struct{ schemas map[string]any }
 
 func loadSpec(t *testing.T, name string) spec {
 	t.Helper()
-	b, err := os.ReadFile("../../shared/specs/azure/" + name)
+	b, err := os.ReadFile("../specs/azure/" + name)
 	if err != nil {
 		t.Fatalf("the spec files are needed: %v", err)
 	}
