@@ -324,6 +324,11 @@ func (l *Lifecycle) store(ctx context.Context, stored *marketplace.Subscription,
 	if ent.NewPendingPlan != "" {
 		s.Attributes[AttrPendingPlan] = ent.NewPendingPlan
 	}
+	s.ExpiresAt = time.Time{}
+	if ent.State == StatePendingCancellation {
+		// Entitled until the term ends, even if the cancellation message is late.
+		s.ExpiresAt = parseTime(ent.SubscriptionEndTime)
+	}
 	s.CloudUpdated = fresh
 	if _, err := l.cfg.Subscriptions.PutSubscription(ctx, s); err != nil {
 		return err
