@@ -348,3 +348,32 @@ func TestSubscriptionManagerSeedAPI(t *testing.T) {
 		t.Errorf("unknown customer: %v", err)
 	}
 }
+
+// TestReporterBacksOffOnThrottling: a client set far above what the
+// service allows slows down after ThrottlingExceptions instead of being
+// throttled on every call.
+func TestReporterBacksOffOnThrottling(t *testing.T) {
+	e := newEnv(t, emu.Config{Faults: emu.Faults{ThrottleTPS: 50, ThrottleBurst: 1}})
+	var recs []ledger.Record
+	for range 60 {
+		lic := e.emu.AddBuyer(emu.Buyer{ProductCode: "p", LicenseArn: "new"})
+		recs = append(recs, ledger.Record{Provider: marketplace.AWS, Customer: aws.LicenseCustomer(lic.CustomerAWSAccountId, lic.LicenseArn),
+			Dimension: "requests", Quantity: 1, Time: onDay(11, 0)})
+	}
+	if _, err := e.ledger.Ingest(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ledger.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: "p", LicenseMode: true, Rate: 1000, Logger: discard}), fastReporting)
+	st, err := rep.RunOnce(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	throttled := e.emu.Stats().Throttled
+	t.Logf("60 calls: %d reported, %d throttled", st.Reported, throttled)
+	if throttled > 20 {
+		t.Errorf("%d of 60 calls throttled: the reporter did not back off", throttled)
+	}
+}

@@ -52,12 +52,14 @@ type ReporterConfig struct {
 // that hour: the first write wins) and UnprocessedRecords are retried.
 // When AWS refuses a whole call because of one record (its timestamp, its
 // customer, its dimension), the call is bisected until the bad record is
-// alone, so the others still go through. Throttling is retried after a
-// backoff, and the calls stay under Rate.
+// alone, so the others still go through. Calls stay under Rate; a
+// ThrottlingException halves the call rate (down to one call every two
+// seconds), each successful call raises it by a tenth again up to Rate, and
+// the throttled reports are retried after the ledger's backoff.
 type Reporter struct {
 	m       *Metering
 	cfg     ReporterConfig
-	limiter *rate.Limiter
+	limiter *rate.Limiter // its limit backs off on throttling (AIMD-like)
 }
 
 // NewReporter returns the AWS reporting target on m.
@@ -166,6 +168,7 @@ func (r *Reporter) send(ctx context.Context, reports []ledger.Report, idx []int,
 	out, err := r.m.batchMeterUsage(ctx, in, func(o *marketplacemetering.Options) {
 		o.RetryMaxAttempts = 1 // the ledger retries, with the same payload
 	})
+	r.adapt(errors.Is(err, ErrThrottling))
 	if err == nil {
 		r.apply(reports, idx, out, results)
 		return nil
@@ -198,6 +201,19 @@ func (r *Reporter) send(ctx context.Context, reports []ledger.Report, idx []int,
 		results[i] = res
 	}
 	return nil
+}
+
+// adapt backs the call rate off after throttling and brings it back after
+// successful calls.
+func (r *Reporter) adapt(throttled bool) {
+	cur := float64(r.limiter.Limit())
+	next := min(cur*1.1, r.cfg.Rate)
+	if throttled {
+		next = max(cur/2, 0.5)
+	}
+	if next != cur {
+		r.limiter.SetLimit(rate.Limit(next))
+	}
 }
 
 // classify marks a whole-call error for the ledger: throttling and
