@@ -435,3 +435,46 @@ func TestAccountDeletedRemovesPersonalData(t *testing.T) {
 		t.Errorf("seller hook called %d times", l.deleted.Load())
 	}
 }
+
+// TestLifecycleThroughProcurementFaults: the Procurement API fails, throttles
+// and loses responses of applied approvals; every message is nacked until
+// its change is stored, and every buyer ends in Google's state.
+func TestLifecycleThroughProcurementFaults(t *testing.T) {
+	client := pstestBackend().dial(t)
+	p, sub := topic(t, client, "marketplace")
+	l := newLifecycleEnv(t, emu.PubSubPublisher{P: p}, gcp.Policy{})
+	l.emu.SetFaults(emu.Faults{Scope: "procurement", ErrorRate: 0.2, Throttle: 0.2, DropResponse: 0.3})
+	c := gcp.NewConsumer(sub, l.lc, gcp.ConsumerConfig{MaxOutstanding: 3, Logger: discard})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var ids []string
+	for i := range 6 {
+		ids = append(ids, l.emu.Purchase(t.Context(), "acc-"+string(rune('a'+i)), "example-api", "standard"))
+	}
+	for i, id := range ids {
+		eventually(t, "entitlement "+id+" stored active", func() bool {
+			s := l.sub(t, id)
+			return s != nil && s.Status == marketplace.StatusActive
+		})
+		if i%2 == 0 {
+			if err := l.emu.Cancel(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, id := range ids {
+		want := marketplace.StatusActive
+		if i%2 == 0 {
+			want = marketplace.StatusCancelled
+		}
+		eventually(t, "entitlement "+id+" stored "+want, func() bool { return l.sub(t, id).Status == want })
+		if st, _, _, _ := l.emu.Entitlement(id); gcp.Status(st) != want {
+			t.Errorf("%s: Google holds %s", id, st)
+		}
+	}
+	if n := l.emu.Calls()["entitlements.approve"]; n < len(ids) {
+		t.Errorf("%d approvals reached the emulator for %d entitlements", n, len(ids))
+	}
+}

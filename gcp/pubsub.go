@@ -134,6 +134,7 @@ type pushBody struct {
 	Subscription string `json:"subscription"`
 }
 
+// ServeHTTP verifies the bearer token, then hands the message to the Lifecycle.
 func (h *PushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.Logger
 	if log == nil {

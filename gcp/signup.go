@@ -47,6 +47,7 @@ func NewSignupHandler(cfg SignupConfig) (*SignupHandler, error) {
 	return &SignupHandler{cfg: cfg}, nil
 }
 
+// ServeHTTP handles Google's sign-up POST: verify, link, approve.
 func (h *SignupHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)

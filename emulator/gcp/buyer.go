@@ -136,8 +136,8 @@ func (e *Emulator) Purchase(ctx context.Context, accountID, product, plan string
 	return id
 }
 
-// Entitlement returns a copy of an entitlement's emulated state as JSON
-// fields: state, plan, newPendingPlan, usageReportingId, account.
+// Entitlement returns an entitlement's state, plan and usageReportingId,
+// for tests and tools to look at what Google holds.
 func (e *Emulator) Entitlement(id string) (state, plan, usageReportingID string, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
