@@ -20,8 +20,8 @@ import (
 	emu "github.com/saasmarket/marketplace/emulator/aws"
 )
 
-// The service models in testdata/specs are the official botocore files
-// (copied from the project's shared specs, with their licence).
+// The service models are the official botocore files in the repository's
+// specs/aws (copies of the project's shared specs).
 
 type shape struct {
 	Type    string `json:"type"`
@@ -56,7 +56,7 @@ type model struct {
 
 func loadModel(t *testing.T, file string) *model {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("testdata", "specs", file))
+	raw, err := os.ReadFile(filepath.Join("..", "specs", "aws", file))
 	if err != nil {
 		t.Fatal(err)
 	}
