@@ -214,3 +214,36 @@ func TestSignupKeyRotation(t *testing.T) {
 		t.Fatalf("%d key fetches, want 2", n)
 	}
 }
+
+// TestSignupLinksStoredAndLaterEntitlements: the seller's account id lands
+// on the buyer's stored entitlements, and on those created afterwards.
+func TestSignupLinksStoredAndLaterEntitlements(t *testing.T) {
+	l := newLifecycleEnv(t, nil, gcp.Policy{})
+	ctx := t.Context()
+	first := l.emu.Purchase(ctx, "acc-1", "example-api", "standard")
+	from := l.drain(t, 0)
+	h, err := gcp.NewSignupHandler(gcp.SignupConfig{
+		Verifier:    gcp.NewSignupVerifier(gcp.SignupVerifierConfig{Audience: "saas.example.com", KeysURL: l.srv.URL + "/x509", Clock: l.clock.Now}),
+		Procurement: l.proc, Subscriptions: l.store, Logger: discard,
+		Link: func(_ context.Context, s *gcp.Signup) (string, string, error) { return "seller-" + s.AccountID, "", nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := l.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+	req := httptest.NewRequest(http.MethodPost, "/signup", strings.NewReader(url.Values{gcp.SignupField: {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusOK {
+		t.Fatalf("sign-up: %d %s", w.Code, w.Body)
+	}
+	if s := l.sub(t, first); s.AccountID != "seller-acc-1" {
+		t.Fatalf("stored entitlement linked to %q", s.AccountID)
+	}
+	second := l.emu.Purchase(ctx, "acc-1", "example-api", "pro")
+	l.drain(t, from)
+	if s := l.sub(t, second); s.AccountID != "seller-acc-1" {
+		t.Fatalf("later entitlement linked to %q", s.AccountID)
+	}
+}
