@@ -225,7 +225,9 @@ func TestSignupLinksStoredAndLaterEntitlements(t *testing.T) {
 	h, err := gcp.NewSignupHandler(gcp.SignupConfig{
 		Verifier:    gcp.NewSignupVerifier(gcp.SignupVerifierConfig{Audience: "saas.example.com", KeysURL: l.srv.URL + "/x509", Clock: l.clock.Now}),
 		Procurement: l.proc, Subscriptions: l.store, Logger: discard,
-		Link: func(_ context.Context, s *gcp.Signup) (string, string, error) { return "seller-" + s.AccountID, "", nil },
+		Link: func(_ context.Context, s *gcp.Signup) (string, string, error) {
+			return "seller-" + s.AccountID, "", nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
