@@ -1,11 +1,8 @@
 package gcp_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,13 +11,10 @@ import (
 	"time"
 )
 
-// specDir holds a copy of ../shared/specs/gcp: the discovery documents the
-// official clients are generated from. TestSpecCopyIsCurrent keeps it equal
-// to the shared one.
-const specDir = "testdata/specs"
-
-// sharedSpecDir is the project's shared copy, where the checkout has it.
-const sharedSpecDir = "../../shared/specs/gcp"
+// specDir holds the repository's copy of the discovery documents the
+// official clients are generated from (kept equal to ../shared/specs by the
+// root package's TestSpecCopiesAreCurrent).
+const specDir = "../specs/gcp"
 
 type discovery struct {
 	Schemas map[string]schema `json:"schemas"`
@@ -52,26 +46,6 @@ func loadSpec(t *testing.T, file string) discovery {
 func specEnum(t *testing.T, file, def, field string) []string {
 	t.Helper()
 	return loadSpec(t, file).Schemas[def].Properties[field].Enum
-}
-
-func TestSpecCopyIsCurrent(t *testing.T) {
-	for _, f := range []string{"cloudcommerceprocurement-api.json", "servicecontrol-api.json"} {
-		shared, err := os.ReadFile(filepath.Join(sharedSpecDir, f))
-		if errors.Is(err, fs.ErrNotExist) {
-			t.Logf("%s not in this checkout; using the copy in %s", sharedSpecDir, specDir)
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		local, err := os.ReadFile(filepath.Join(specDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(shared, local) {
-			t.Errorf("%s differs from %s: copy it again", filepath.Join(specDir, f), sharedSpecDir)
-		}
-	}
 }
 
 // conform checks that v (decoded JSON) has only fields of the schema def,
