@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -79,7 +80,7 @@ func (p *Provider) Apply(ctx context.Context, ev Event) error {
 	if ev.ID == "" {
 		return fmt.Errorf("%w: notification without an id", ErrInvalidInput)
 	}
-	cust, subID, err := p.customerOf(ev.CustomerIdentifier, ev.CustomerAWSAccountId, ev.LicenseArn)
+	cust, subID, err := p.eventCustomer(ctx, &ev)
 	if err != nil {
 		return err
 	}
@@ -97,6 +98,60 @@ func (p *Provider) Apply(ctx context.Context, ev Event) error {
 		return fmt.Errorf("aws: notification log: %w", err)
 	}
 	return nil
+}
+
+// licenseIDPattern finds a license's id (l-…) at the end of its ARN. AWS
+// writes license ARNs in more than one form (ResolveCustomer:
+// arn:aws:license-manager::<account>:license:l-…; the documented
+// EventBridge example: aws:license-manager:<region>:<account>:l-…), so
+// events are matched to subscriptions on the id.
+var licenseIDPattern = regexp.MustCompile(`(?:^|[:/])(l-[0-9A-Za-z]+)$`)
+
+func licenseID(arn string) string {
+	if m := licenseIDPattern.FindStringSubmatch(arn); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// eventCustomer finds whom an event is about. SNS messages name the
+// CustomerIdentifier; EventBridge events name the acceptor account and
+// (License events) the license, so they are matched to a stored
+// subscription by license id, or by account for events without a license.
+// An event about a license nobody registered yet names a new subscription
+// in license mode; otherwise it is acknowledged and ignored
+// (ErrUnknownEvent): the landing page or a later event creates it.
+func (p *Provider) eventCustomer(ctx context.Context, ev *Event) (cust, subID string, err error) {
+	if ev.CustomerIdentifier != "" {
+		return p.customerOf(ev.CustomerIdentifier, ev.CustomerAWSAccountId, ev.LicenseArn)
+	}
+	lid := licenseID(ev.LicenseArn)
+	if lid != "" || ev.CustomerAWSAccountId != "" {
+		subs, err := p.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.AWS, "")
+		if err != nil {
+			return "", "", fmt.Errorf("aws: find the event's subscription: %w", err)
+		}
+		var byAccount []marketplace.Subscription
+		for _, s := range subs {
+			if s.ProductCode != p.cfg.ProductCode {
+				continue
+			}
+			if lid != "" && licenseID(s.Attributes["license_arn"]) == lid {
+				ev.LicenseArn = s.Attributes["license_arn"]
+				return s.CustomerID, s.ID, nil
+			}
+			if lid == "" && s.Attributes["customer_aws_account_id"] == ev.CustomerAWSAccountId {
+				byAccount = append(byAccount, s)
+			}
+		}
+		if len(byAccount) == 1 {
+			return byAccount[0].CustomerID, byAccount[0].ID, nil
+		}
+	}
+	if p.cfg.LicenseMode && ev.LicenseArn != "" && ev.CustomerAWSAccountId != "" {
+		return p.customerOf("", ev.CustomerAWSAccountId, ev.LicenseArn)
+	}
+	return "", "", fmt.Errorf("%w: no subscription known for account %q, license %q", ErrUnknownEvent, ev.CustomerAWSAccountId, ev.LicenseArn)
 }
 
 func (p *Provider) apply(ctx context.Context, action string, ev Event, cust, subID string) error {

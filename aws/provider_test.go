@@ -44,6 +44,18 @@ func postToken(t *testing.T, h http.Handler, token string) *httptest.ResponseRec
 	return w
 }
 
+// land registers the buyer through the landing page, as AWS sends it.
+func land(t *testing.T, e *env, p *aws.Provider, b emu.Buyer) {
+	t.Helper()
+	tok, err := e.emu.MintToken(b.Key(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := postToken(t, p.LandingHandler(), tok); w.Code != http.StatusOK {
+		t.Fatalf("landing: %d %s", w.Code, w.Body)
+	}
+}
+
 func TestLanding(t *testing.T) {
 	for _, licenseMode := range []bool{false, true} {
 		t.Run(map[bool]string{false: "product-code", true: "license"}[licenseMode], func(t *testing.T) {
@@ -148,23 +160,30 @@ func TestEventBridgeLifecycle(t *testing.T) {
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product, LicenseArn: "new"})
 	cust := aws.LicenseCustomer(b.CustomerAWSAccountId, b.LicenseArn)
 
+	// An agreement event names no license: before the buyer registered,
+	// it is acknowledged and changes nothing.
 	created, err := e.emu.EventBridgeEvent("Purchase Agreement Created - Manufacturer", b.Key())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []string{"", "wrong", secret + "x"} {
-		if code := sendEB(t, h, created, bad); code != http.StatusUnauthorized {
-			t.Errorf("secret %q: %d, want 401", bad, code)
-		}
-	}
-	if _, err := p.ResolveSubscription(t.Context(), cust); !errors.Is(err, marketplace.ErrNotFound) {
-		t.Fatalf("unauthenticated event changed state: %v", err)
-	}
 	if code := sendEB(t, h, created, secret); code != http.StatusNoContent {
 		t.Fatalf("created: %d", code)
 	}
+	if _, err := p.ResolveSubscription(t.Context(), cust); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Fatalf("an agreement event for an unknown buyer created %v", err)
+	}
+	land(t, e, p, b)
+	deprovEarly, err := e.emu.EventBridgeEvent("License Deprovisioned - Manufacturer", b.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "wrong", secret + "x"} {
+		if code := sendEB(t, h, deprovEarly, bad); code != http.StatusUnauthorized {
+			t.Errorf("secret %q: %d, want 401", bad, code)
+		}
+	}
 	if ok, _ := p.IsActive(t.Context(), cust); !ok {
-		t.Fatal("not active after Purchase Agreement Created")
+		t.Fatal("unauthenticated events changed the subscription, or landing did not activate")
 	}
 	// Usage in the current hour, then deprovisioning: the final flush seals it.
 	if err := p.SubmitUsage(t.Context(), []marketplace.UsageRecord{{CustomerID: cust, Dimension: "requests", Quantity: 7, Timestamp: e.clock.Now()}}); err != nil {
@@ -173,9 +192,6 @@ func TestEventBridgeLifecycle(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	deprov, err := e.emu.EventBridgeEvent("License Deprovisioned - Manufacturer", b.Key())
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.emu.SetSubscribed(b.Key(), true); err != nil { // AWS still takes the final hour's usage
 		t.Fatal(err)
 	}
 	if code := sendEB(t, h, deprov, secret); code != http.StatusNoContent {
@@ -239,10 +255,7 @@ func TestEntitlementsRefresh(t *testing.T) {
 	p := newProvider(t, e, false, nil)
 	h := p.EventBridgeHandler(hdr, secret)
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
-	created, _ := e.emu.EventBridgeEvent("Purchase Agreement Created - Manufacturer", b.Key())
-	if code := sendEB(t, h, created, secret); code != http.StatusNoContent {
-		t.Fatalf("created: %d", code)
-	}
+	land(t, e, p, b)
 	if err := p.CheckEntitlement(t.Context(), b.Key(), "gpu"); !errors.Is(err, marketplace.ErrEntitlementDenied) {
 		t.Fatalf("before any entitlement: %v", err)
 	}
@@ -291,11 +304,16 @@ func TestEmulatorDeliversEvents(t *testing.T) {
 	routes.Handle("/sns", p.SNSHandler(v))
 	h = routes
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
-	if code, err := e.emu.SendEventBridge(t.Context(), "Purchase Agreement Created - Manufacturer", b.Key()); err != nil || code != http.StatusNoContent {
+	land(t, e, p, b)
+	if code, err := e.emu.SendEventBridge(t.Context(), "Purchase Agreement Ended - Manufacturer", b.Key()); err != nil || code != http.StatusNoContent {
 		t.Fatalf("EventBridge delivery: %d %v", code, err)
 	}
-	if ok, _ := p.IsActive(t.Context(), b.Key()); !ok {
-		t.Fatal("not active after the delivered event")
+	e.clock.Advance(time.Second)
+	if code, err := e.emu.SendEventBridge(t.Context(), "License Deprovisioned - Manufacturer", b.Key()); err != nil || code != http.StatusNoContent {
+		t.Fatalf("EventBridge delivery: %d %v", code, err)
+	}
+	if ok, _ := p.IsActive(t.Context(), b.Key()); ok {
+		t.Fatal("still active after the delivered events")
 	}
 	// SNS needs the certificate on the TLS host the verifier trusts; without it the message is refused.
 	if code, err := e.emu.SendSNS(t.Context(), "unsubscribe-success", b.Key()); err == nil {
@@ -312,7 +330,9 @@ func TestPollSQS(t *testing.T) {
 	client := sqs.New(sqs.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(e.srv.URL), Credentials: creds})
 	queue := e.srv.URL + "/123456789012/marketplace-events"
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
-	if err := e.emu.Enqueue(queue, "Purchase Agreement Created - Manufacturer", b.Key()); err != nil {
+	land(t, e, p, b)
+	e.clock.Advance(time.Second)
+	if err := e.emu.Enqueue(queue, "License Deprovisioned - Manufacturer", b.Key()); err != nil {
 		t.Fatal(err)
 	}
 	e.emu.EnqueueRaw(queue, "not an event")
@@ -330,7 +350,7 @@ func TestPollSQS(t *testing.T) {
 	if n := e.emu.QueueLen(queue); n != 0 {
 		t.Errorf("%d messages left on the queue", n)
 	}
-	if ok, _ := p.IsActive(t.Context(), b.Key()); !ok {
+	if ok, _ := p.IsActive(t.Context(), b.Key()); ok {
 		t.Error("event from SQS not applied")
 	}
 }

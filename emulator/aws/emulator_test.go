@@ -229,3 +229,32 @@ func TestFaults(t *testing.T) {
 		}
 	})
 }
+
+// TestFinalHour: after License Deprovisioned (or unsubscribe-pending) AWS
+// takes the buyer's usage for one more hour, then refuses it.
+func TestFinalHour(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 20, 0, 0, time.UTC)
+	clock := ledgertest.NewClock(now)
+	e, c, _ := start(t, clock, emu.Faults{})
+	b := e.AddBuyer(emu.Buyer{ProductCode: "p", LicenseArn: "new"})
+	if _, err := e.EventBridgeEvent("License Deprovisioned - Manufacturer", b.Key()); err != nil {
+		t.Fatal(err)
+	}
+	send := func(dim string) types.UsageRecordResultStatus {
+		out, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{UsageRecords: []types.UsageRecord{{
+			CustomerAWSAccountId: awssdk.String(b.CustomerAWSAccountId), LicenseArn: awssdk.String(b.LicenseArn),
+			Dimension: awssdk.String(dim), Quantity: awssdk.Int32(1), Timestamp: awssdk.Time(now)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Results[0].Status
+	}
+	clock.Advance(59 * time.Minute)
+	if got := send("a"); got != "Success" {
+		t.Errorf("within the final hour: %s", got)
+	}
+	clock.Advance(time.Minute)
+	if got := send("b"); got != "CustomerNotSubscribed" {
+		t.Errorf("after the final hour: %s", got)
+	}
+}

@@ -139,14 +139,18 @@ func (e *Emulator) SNSNotification(topicArn, action, buyerKey string, version in
 		if b.CustomerIdentifier == "" {
 			payload["customer-aws-account-id"], payload["license-arn"] = b.CustomerAWSAccountId, b.LicenseArn
 		}
-		switch action {
-		case "unsubscribe-pending", "unsubscribe-success":
-			b.Subscribed = action == "unsubscribe-pending" // metering stays open for the final hour
-		case "subscribe-success":
-			b.Subscribed = true
-		}
 	}
 	now := e.cfg.Clock()
+	if ok {
+		switch action {
+		case "unsubscribe-pending": // metering stays open for the final hour
+			b.Subscribed, b.EndedAt = false, now
+		case "unsubscribe-success":
+			b.Subscribed = false
+		case "subscribe-success":
+			b.Subscribed, b.EndedAt = true, time.Time{}
+		}
+	}
 	e.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("emulator: no buyer %q", buyerKey)
@@ -182,17 +186,15 @@ func (e *Emulator) EventBridgeEvent(detailType, buyerKey string) ([]byte, error)
 			"proposer":  map[string]string{"accountId": "999999999999"},
 			"product":   map[string]string{"id": "prod-" + b.ProductCode, "code": b.ProductCode},
 		}
-		if b.LicenseArn != "" {
-			detail["licenseArn"] = b.LicenseArn
-		}
-		if b.CustomerIdentifier != "" {
-			detail["customerIdentifier"] = b.CustomerIdentifier
-		}
-		if strings.HasPrefix(detailType, "License Deprovisioned") {
-			b.Subscribed = false
+		if b.LicenseArn != "" && strings.HasPrefix(detailType, "License ") {
+			// As AWS documents it: another form than ResolveCustomer's ARN.
+			detail["license"] = map[string]string{"arn": eventLicenseArn(b)}
 		}
 	}
 	now := e.cfg.Clock()
+	if ok && strings.HasPrefix(detailType, "License Deprovisioned") {
+		b.Subscribed, b.EndedAt = false, now // metering stays open for the final hour
+	}
 	e.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("emulator: no buyer %q", buyerKey)
@@ -202,6 +204,13 @@ func (e *Emulator) EventBridgeEvent(detailType, buyerKey string) ([]byte, error)
 		"account": "999999999999", "time": now.UTC().Format(time.RFC3339), "region": "us-east-1",
 		"resources": []string{}, "detail": detail,
 	})
+}
+
+// eventLicenseArn writes a license ARN as AWS's EventBridge examples do:
+// aws:license-manager:<region>:<account>:l-…
+func eventLicenseArn(b *Buyer) string {
+	id := b.LicenseArn[strings.LastIndex(b.LicenseArn, ":")+1:]
+	return "aws:license-manager:us-east-1:" + b.CustomerAWSAccountId + ":" + id
 }
 
 // Deliver POSTs a notification body to endpoint with the given headers,

@@ -21,8 +21,11 @@ type Buyer struct {
 	CustomerAWSAccountId string `json:"CustomerAWSAccountId"`
 	LicenseArn           string `json:"LicenseArn,omitempty"`
 	ProductCode          string `json:"ProductCode"`
-	// Subscribed buyers can be metered; others get CustomerNotSubscribed.
+	// Subscribed buyers can be metered; others get CustomerNotSubscribed,
+	// except for an hour after EndedAt (the final usage AWS accepts after
+	// unsubscribe-pending or License Deprovisioned).
 	Subscribed   bool          `json:"Subscribed"`
+	EndedAt      time.Time     `json:"EndedAt,omitzero"`
 	Entitlements []Entitlement `json:"Entitlements,omitempty"`
 }
 
@@ -62,8 +65,13 @@ func (e *Emulator) SetSubscribed(key string, subscribed bool) error {
 	if !ok {
 		return fmt.Errorf("emulator: no buyer %q", key)
 	}
-	b.Subscribed = subscribed
+	b.Subscribed, b.EndedAt = subscribed, time.Time{}
 	return nil
+}
+
+// meterable reports whether b's usage is accepted at now.
+func (b *Buyer) meterable(now time.Time) bool {
+	return b.Subscribed || (!b.EndedAt.IsZero() && now.Before(b.EndedAt.Add(time.Hour)))
 }
 
 // MintToken returns a registration token for the buyer with key, as AWS
@@ -348,7 +356,7 @@ func (e *Emulator) batchMeterUsage(body []byte) (any, error) {
 		}
 		l := e.lines[keys[i]]
 		switch {
-		case !buyers[i].Subscribed:
+		case !buyers[i].meterable(now):
 			e.stats.NotSubscribed++
 			res.Status = "CustomerNotSubscribed"
 		case l == nil:
