@@ -91,7 +91,16 @@ func NewProvider(cfg Config) (*Provider, error) {
 func (*Provider) Name() marketplace.CloudProvider { return marketplace.AWS }
 
 // SubmitUsage records usage durably in the ledger; the Reporter bills it.
+// In license mode every CustomerID must be a LicenseCustomer id; records
+// are refused before anything is stored otherwise.
 func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageRecord) error {
+	if p.cfg.LicenseMode {
+		for i, r := range records {
+			if _, _, err := ParseLicenseCustomer(r.CustomerID); err != nil {
+				return fmt.Errorf("%w: record %d: %w", marketplace.ErrMeteringFailed, i, err)
+			}
+		}
+	}
 	return ledger.Meter{Ledger: p.cfg.Ledger, Provider: marketplace.AWS}.SubmitUsage(ctx, records)
 }
 

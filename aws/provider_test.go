@@ -360,3 +360,16 @@ func sqsCreds() awssdk.CredentialsProvider {
 		return awssdk.Credentials{AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey}, nil
 	})
 }
+
+func TestSubmitUsageLicenseMode(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	p := newProvider(t, e, true, nil)
+	err := p.SubmitUsage(t.Context(), []marketplace.UsageRecord{{CustomerID: "cust-legacy", Dimension: "d", Quantity: 1, Timestamp: e.clock.Now()}})
+	if !errors.Is(err, marketplace.ErrMeteringFailed) || !errors.Is(err, aws.ErrInvalidInput) {
+		t.Errorf("a legacy customer id in license mode: %v", err)
+	}
+	ok := aws.LicenseCustomer("123456789012", "arn:aws:license-manager::123456789012:license:l-1")
+	if err := p.SubmitUsage(t.Context(), []marketplace.UsageRecord{{CustomerID: ok, Dimension: "d", Quantity: 1, Timestamp: e.clock.Now()}}); err != nil {
+		t.Error(err)
+	}
+}

@@ -2,8 +2,10 @@ package aws_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -256,5 +258,50 @@ func TestFinalHour(t *testing.T) {
 	clock.Advance(time.Minute)
 	if got := send("b"); got != "CustomerNotSubscribed" {
 		t.Errorf("after the final hour: %s", got)
+	}
+}
+
+// TestAdminEndpoints: the emulator's own HTTP endpoints for the demo.
+func TestAdminEndpoints(t *testing.T) {
+	clock := ledgertest.NewClock(time.Now())
+	_, c, srv := start(t, clock, emu.Faults{})
+	resp, err := http.Post(srv.URL+"/emulator/buyers", "application/json", strings.NewReader(`{"ProductCode":"prod-demo"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nb struct {
+		Buyer             emu.Buyer
+		RegistrationToken string
+	}
+	err = json.NewDecoder(resp.Body).Decode(&nb)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || nb.RegistrationToken == "" || nb.Buyer.CustomerIdentifier == "" {
+		t.Fatalf("new buyer: %d %+v %v", resp.StatusCode, nb, err)
+	}
+	out, err := c.ResolveCustomer(t.Context(), &marketplacemetering.ResolveCustomerInput{RegistrationToken: awssdk.String(nb.RegistrationToken)})
+	if err != nil || awssdk.ToString(out.CustomerIdentifier) != nb.Buyer.CustomerIdentifier {
+		t.Fatalf("resolve the minted token: %v", err)
+	}
+	if _, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("prod-demo"),
+		UsageRecords: []types.UsageRecord{rec(nb.Buyer.CustomerIdentifier, "d", 3, clock.Now())}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.Get(srv.URL + "/emulator/bill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bill emu.Bill
+	err = json.NewDecoder(resp.Body).Decode(&bill)
+	resp.Body.Close()
+	if err != nil || bill.Sum(nb.Buyer.CustomerIdentifier, "d") != 3 || len(bill.Lines) != 1 || bill.Lines[0].MeteringRecordId == "" {
+		t.Errorf("bill %+v %v", bill, err)
+	}
+	resp, err = http.Post(srv.URL+"/emulator/buyers", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("buyer without product: %d", resp.StatusCode)
 	}
 }
