@@ -113,12 +113,15 @@ type Subscription struct {
 	Updated time.Time
 }
 
-// Active reports whether the subscription is billable and entitled.
-func (s *Subscription) Active() bool {
+// Active reports whether the subscription is billable and entitled now.
+func (s *Subscription) Active() bool { return s.ActiveAt(time.Now()) }
+
+// ActiveAt reports whether the subscription is billable and entitled at t.
+func (s *Subscription) ActiveAt(t time.Time) bool {
 	if s == nil || s.Status != StatusActive {
 		return false
 	}
-	return s.ExpiresAt.IsZero() || time.Now().Before(s.ExpiresAt)
+	return s.ExpiresAt.IsZero() || t.Before(s.ExpiresAt)
 }
 
 // MeteringService submits consumption usage records to a cloud marketplace.

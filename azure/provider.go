@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"time"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
@@ -28,7 +26,7 @@ type Provider struct {
 // the webhook's and landing's change hook) after a subscription changes.
 func NewProvider(l *ledger.Ledger, subs marketplace.SubscriptionStore, ents marketplace.EntitlementStore, cfg entitlement.Config) *Provider {
 	p := &Provider{meter: ledger.Meter{Ledger: l, Provider: marketplace.Azure}, subs: subs, ents: ents}
-	p.cache = entitlement.New(p.load, cfg)
+	p.cache = entitlement.New(entitlement.StoreLoader{Subscriptions: subs, Entitlements: ents, Clock: l.Config().Clock}.Load, cfg)
 	return p
 }
 
@@ -70,33 +68,6 @@ func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature str
 
 // Invalidate drops the cached answers of a customer.
 func (p *Provider) Invalidate(customerID string) { p.cache.Invalidate(marketplace.Azure, customerID) }
-
-func (p *Provider) load(ctx context.Context, k entitlement.Key) (entitlement.Decision, error) {
-	s, err := p.subs.FindSubscription(ctx, marketplace.Azure, k.Customer)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return entitlement.Inactive(k), nil
-	}
-	if err != nil {
-		return entitlement.Decision{}, err
-	}
-	if !s.Active() {
-		return entitlement.Inactive(k), nil
-	}
-	if k.Feature == s.Plan || slices.Contains(s.Entitlements, k.Feature) {
-		return entitlement.Decision{Until: s.ExpiresAt}, nil
-	}
-	if p.ents != nil {
-		e, err := p.ents.GetEntitlement(ctx, marketplace.Azure, k.Customer, k.Feature)
-		switch {
-		case errors.Is(err, marketplace.ErrNotFound):
-		case err != nil:
-			return entitlement.Decision{}, err
-		case e.Valid(time.Now()):
-			return entitlement.Decision{Until: e.ExpiresAt}, nil
-		}
-	}
-	return entitlement.Denied(k), nil
-}
 
 // The types implement the interfaces they are consumed through.
 var (

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
@@ -44,7 +43,9 @@ func NewProvider(cfg ProviderConfig) (*Provider, error) {
 		return nil, errors.New("gcp: ProviderConfig needs Ledger and Subscriptions")
 	}
 	p := &Provider{meter: ledger.Meter{Ledger: cfg.Ledger, Provider: marketplace.GCP}, cfg: cfg}
-	p.cache = entitlement.New(p.load, cfg.Cache)
+	p.cache = entitlement.New(entitlement.StoreLoader{
+		Subscriptions: cfg.Subscriptions, Entitlements: cfg.Entitlements, PlanFeatures: cfg.PlanFeatures, Clock: cfg.Ledger.Config().Clock,
+	}.Load, cfg.Cache)
 	return p, nil
 }
 
@@ -92,29 +93,3 @@ func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature str
 // Invalidate drops the cached answers of a customer; the Lifecycle calls
 // it after every stored change.
 func (p *Provider) Invalidate(customerID string) { p.cache.Invalidate(marketplace.GCP, customerID) }
-
-func (p *Provider) load(ctx context.Context, k entitlement.Key) (entitlement.Decision, error) {
-	s, err := p.cfg.Subscriptions.FindSubscription(ctx, marketplace.GCP, k.Customer)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return entitlement.Inactive(k), nil
-	}
-	if err != nil {
-		return entitlement.Decision{}, err
-	}
-	if !s.Active() {
-		return entitlement.Inactive(k), nil
-	}
-	if k.Feature == s.Plan || slices.Contains(s.Entitlements, k.Feature) || slices.Contains(p.cfg.PlanFeatures[s.Plan], k.Feature) {
-		return entitlement.Decision{Until: s.ExpiresAt}, nil
-	}
-	if p.cfg.Entitlements != nil {
-		e, err := p.cfg.Entitlements.GetEntitlement(ctx, marketplace.GCP, k.Customer, k.Feature)
-		switch {
-		case err == nil && e.Valid(p.cfg.Ledger.Config().Clock()):
-			return entitlement.Decision{Until: e.ExpiresAt}, nil
-		case err != nil && !errors.Is(err, marketplace.ErrNotFound):
-			return entitlement.Decision{}, err
-		}
-	}
-	return entitlement.Denied(k), nil
-}
