@@ -233,7 +233,7 @@ func TestWireMatchesSpec(t *testing.T) {
 	var mu sync.Mutex
 	var seen []exchange
 	inner := e.emu
-	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var watch http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		rec := httptest.NewRecorder()
@@ -247,6 +247,7 @@ func TestWireMatchesSpec(t *testing.T) {
 		w.WriteHeader(rec.Code)
 		_, _ = w.Write(rec.Body.Bytes())
 	})
+	e.wrap.Store(&watch)
 	ctx := t.Context()
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c1"})
 	lic := e.emu.AddBuyer(emu.Buyer{ProductCode: "p", LicenseArn: "new"})

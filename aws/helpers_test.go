@@ -3,9 +3,11 @@ package aws_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +44,8 @@ type env struct {
 	meter  *aws.Metering
 	ledger *ledger.Ledger
 	store  *sqlite.Store
+	// wrap, when set, serves the emulator's requests instead (to watch them).
+	wrap atomic.Pointer[http.Handler]
 }
 
 func newEnv(t testing.TB, cfg emu.Config) *env {
@@ -53,7 +57,13 @@ func newEnv(t testing.TB, cfg emu.Config) *env {
 	cfg.Credentials = []emu.Credentials{testCreds}
 	cfg.Logger = discard
 	e.emu = emu.New(cfg)
-	e.srv = httptest.NewServer(e.emu)
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := e.wrap.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		e.emu.ServeHTTP(w, r)
+	}))
 	t.Cleanup(e.srv.Close)
 	creds := awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
 		return awssdk.Credentials{AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey}, nil

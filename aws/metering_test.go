@@ -258,12 +258,13 @@ func TestReporterRate(t *testing.T) {
 	var mu sync.Mutex
 	var calls []time.Time
 	rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: "p", LicenseMode: true, Logger: discard}), fastReporting)
-	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var watch http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		calls = append(calls, time.Now())
 		mu.Unlock()
 		e.emu.ServeHTTP(w, r)
 	})
+	e.wrap.Store(&watch)
 	st, err := rep.RunOnce(t.Context())
 	if err != nil || st.Reported != 6 || len(calls) != 6 {
 		t.Fatalf("round: %+v %v, %d calls (one per license)", st, err, len(calls))
