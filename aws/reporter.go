@@ -159,7 +159,14 @@ func recordFault(err error) bool {
 // them into per-report results.
 func (r *Reporter) send(ctx context.Context, reports []ledger.Report, idx []int, results []ledger.Result, top bool) error {
 	if err := r.limiter.Wait(ctx); err != nil {
-		return fmt.Errorf("%w: %w", ledger.ErrNotApplied, err)
+		if top {
+			return fmt.Errorf("%w: %w", ledger.ErrNotApplied, err)
+		}
+		// A bisected half that was never sent: the other half's results stand.
+		for _, i := range idx {
+			results[i] = ledger.Result{Outcome: ledger.OutcomeRetry, Reason: "not sent: " + err.Error()}
+		}
+		return nil
 	}
 	in := &BatchMeterUsageInput{ProductCode: r.productCode(), UsageRecords: make([]UsageRecord, len(idx))}
 	for j, i := range idx {
