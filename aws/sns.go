@@ -116,11 +116,15 @@ func (v *SNSVerifier) allow(u *url.URL) bool {
 	return AWSCertURL(u)
 }
 
+// client is HTTPClient (or a default one) that never follows redirects:
+// a certificate must come from the URL that was checked.
 func (v *SNSVerifier) client() *http.Client {
+	c := http.Client{Timeout: 10 * time.Second}
 	if v.HTTPClient != nil {
-		return v.HTTPClient
+		c = *v.HTTPClient
 	}
-	return &http.Client{Timeout: 10 * time.Second}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &c
 }
 
 // Verify checks m's topic, certificate URL and signature.
