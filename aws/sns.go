@@ -187,8 +187,11 @@ func (v *SNSVerifier) cert(ctx context.Context, certURL string) (*x509.Certifica
 		return nil, fmt.Errorf("aws: fetch SNS certificate: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("aws: fetch SNS certificate: HTTP %d", resp.StatusCode)
+	switch {
+	case resp.StatusCode >= 500:
+		return nil, fmt.Errorf("aws: fetch SNS certificate: HTTP %d", resp.StatusCode) // transient
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%w: certificate URL answered HTTP %d", ErrSNSSignature, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {

@@ -36,6 +36,9 @@ func snsEnvCounting(t *testing.T, e *env) (v *aws.SNSVerifier, certURL string, c
 		e.emu.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/confirm", func(w http.ResponseWriter, _ *http.Request) { confirms.Add(1) })
+	mux.HandleFunc("/redirect.pem", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "https://attacker.example.com/SimpleNotificationService-x.pem", http.StatusFound)
+	})
 	tls := httptest.NewTLSServer(mux)
 	t.Cleanup(tls.Close)
 	u, _ := url.Parse(tls.URL)
@@ -85,6 +88,9 @@ func TestSNSForgeries(t *testing.T) {
 		}, http.StatusForbidden},
 		{"certificate over http", func(m *emu.SNSMessage) { m.SigningCertURL = strings.Replace(m.SigningCertURL, "https:", "http:", 1) }, http.StatusForbidden},
 		{"certificate not .pem", func(m *emu.SNSMessage) { m.SigningCertURL = strings.TrimSuffix(m.SigningCertURL, ".pem") + ".txt" }, http.StatusForbidden},
+		{"certificate URL redirects elsewhere", func(m *emu.SNSMessage) {
+			m.SigningCertURL = strings.TrimSuffix(m.SigningCertURL, emu.SNSCertPath) + "/redirect.pem"
+		}, http.StatusForbidden},
 		{"wrong topic", func(m *emu.SNSMessage) { m.TopicArn = "arn:aws:sns:us-east-1:111111111111:other" }, http.StatusForbidden},
 		{"missing version", func(m *emu.SNSMessage) { m.SignatureVersion = "" }, http.StatusForbidden},
 		{"unknown version", func(m *emu.SNSMessage) { m.SignatureVersion = "3" }, http.StatusForbidden},
