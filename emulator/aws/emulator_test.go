@@ -1,9 +1,11 @@
 package aws_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -303,5 +305,37 @@ func TestAdminEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("buyer without product: %d", resp.StatusCode)
+	}
+}
+
+// tamper changes a signed request's body on its way, as an attacker
+// replaying a captured signature would.
+type tamper struct{}
+
+func (tamper) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, _ := io.ReadAll(r.Body)
+	body = bytes.Replace(body, []byte(`"Quantity":1`), []byte(`"Quantity":9`), 1)
+	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(body))
+	r2.ContentLength = int64(len(body))
+	return http.DefaultTransport.RoundTrip(r2)
+}
+
+func TestSignatureCoversBody(t *testing.T) {
+	clock := ledgertest.NewClock(time.Now())
+	e, _, srv := start(t, clock, emu.Faults{})
+	e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+	c := marketplacemetering.New(marketplacemetering.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(srv.URL), RetryMaxAttempts: 1,
+		HTTPClient: &http.Client{Transport: tamper{}},
+		Credentials: awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
+			return awssdk.Credentials{AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey}, nil
+		})})
+	_, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("p"),
+		UsageRecords: []types.UsageRecord{rec("c", "d", 1, clock.Now())}})
+	if got := code(err); got != "InvalidSignatureException" {
+		t.Errorf("tampered body: %q, want InvalidSignatureException", got)
+	}
+	if n := len(e.Bill().Lines); n != 0 {
+		t.Errorf("tampered request billed %d lines", n)
 	}
 }
