@@ -57,7 +57,7 @@ func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 			return fmt.Errorf("%s emulator: %w", e.Name(), err)
 		}
 		started++
-		fmt.Fprintf(stdout, "%s emulator\n%s\n", e.Name(), strings.TrimRight(info, "\n"))
+		fmt.Fprintf(stdout, "%s emulator\n%s", e.Name(), indent(info, "  "))
 	}
 	if started == 0 {
 		return fmt.Errorf("no emulator started (asked for %q)", *clouds)
@@ -65,4 +65,26 @@ func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	fmt.Fprintln(stdout, "serving; Ctrl-C stops")
 	<-ctx.Done()
 	return nil
+}
+
+// indent re-indents text by prefix, keeping its lines' relative indentation.
+func indent(text, prefix string) string {
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	common := -1
+	for _, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		if n := len(l) - len(strings.TrimLeft(l, " \t")); common < 0 || n < common {
+			common = n
+		}
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		if len(l) >= common && common > 0 {
+			l = l[common:]
+		}
+		b.WriteString(prefix + l + "\n")
+	}
+	return b.String()
 }

@@ -29,28 +29,28 @@ func newAWSEmulator() *awsEmulator { return &awsEmulator{} }
 func (*awsEmulator) Name() string { return "aws" }
 
 func (a *awsEmulator) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.listen, "aws.listen", "127.0.0.1:8471", "AWS emulator: loopback `address` to listen on")
-	fs.StringVar(&a.accessKey, "aws.access-key", "AKIDEMULATOR", "AWS emulator: access key id whose SigV4 signatures it accepts (empty: no signature check)")
-	fs.StringVar(&a.secretKey, "aws.secret-key", "emulator-secret", "AWS emulator: the secret access key of -aws.access-key")
-	fs.Float64Var(&a.faults.ThrottleTPS, "aws.throttle-tps", 0, "AWS emulator: throttle metering calls above this rate (0: never)")
-	fs.Float64Var(&a.faults.ErrorRate, "aws.error-rate", 0, "AWS emulator: share of metering calls failed with InternalServiceErrorException")
-	fs.DurationVar(&a.faults.Latency, "aws.latency", 0, "AWS emulator: latency added to every metering call")
-	fs.Float64Var(&a.faults.UnprocessedRate, "aws.unprocessed-rate", 0, "AWS emulator: share of records returned as UnprocessedRecords")
-	fs.Float64Var(&a.faults.DropRate, "aws.drop-rate", 0, "AWS emulator: share of metering calls applied whose response is then dropped")
-	fs.StringVar(&a.ebEndpoint, "aws.eventbridge-endpoint", "", "AWS emulator: `URL` that receives EventBridge events (POST /emulator/events)")
-	fs.StringVar(&a.ebHeader, "aws.eventbridge-header", "X-Marketplace-Secret", "AWS emulator: header carrying the EventBridge API destination secret")
-	fs.StringVar(&a.ebSecret, "aws.eventbridge-secret", "", "AWS emulator: the EventBridge API destination secret")
-	fs.StringVar(&a.snsEndpoint, "aws.sns-endpoint", "", "AWS emulator: `URL` that receives signed SNS messages")
-	fs.StringVar(&a.topic, "aws.sns-topic", "arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-emulator", "AWS emulator: SNS topic ARN of its messages")
+	fs.StringVar(&a.listen, "aws-listen", "127.0.0.1:8471", "AWS emulator: loopback `address` to listen on")
+	fs.StringVar(&a.accessKey, "aws-access-key", "AKIDEMULATOR", "AWS emulator: access key id whose SigV4 signatures it accepts (empty: no signature check)")
+	fs.StringVar(&a.secretKey, "aws-secret-key", "emulator-secret", "AWS emulator: the secret access key of -aws-access-key")
+	fs.Float64Var(&a.faults.ThrottleTPS, "aws-throttle-tps", 0, "AWS emulator: throttle metering calls above this rate (0: never)")
+	fs.Float64Var(&a.faults.ErrorRate, "aws-error-rate", 0, "AWS emulator: share of metering calls failed with InternalServiceErrorException")
+	fs.DurationVar(&a.faults.Latency, "aws-latency", 0, "AWS emulator: latency added to every metering call")
+	fs.Float64Var(&a.faults.UnprocessedRate, "aws-unprocessed-rate", 0, "AWS emulator: share of records returned as UnprocessedRecords")
+	fs.Float64Var(&a.faults.DropRate, "aws-drop-rate", 0, "AWS emulator: share of metering calls applied whose response is then dropped")
+	fs.StringVar(&a.ebEndpoint, "aws-eventbridge-endpoint", "", "AWS emulator: `URL` that receives EventBridge events (POST /emulator/events)")
+	fs.StringVar(&a.ebHeader, "aws-eventbridge-header", "X-Marketplace-Secret", "AWS emulator: header carrying the EventBridge API destination secret")
+	fs.StringVar(&a.ebSecret, "aws-eventbridge-secret", "", "AWS emulator: the EventBridge API destination secret")
+	fs.StringVar(&a.snsEndpoint, "aws-sns-endpoint", "", "AWS emulator: `URL` that receives signed SNS messages")
+	fs.StringVar(&a.topic, "aws-sns-topic", "arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-emulator", "AWS emulator: SNS topic ARN of its messages")
 }
 
 func (a *awsEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
 	host, _, err := net.SplitHostPort(a.listen)
 	if err != nil {
-		return "", fmt.Errorf("-aws.listen: %w", err)
+		return "", fmt.Errorf("-aws-listen: %w", err)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return "", errors.New("-aws.listen must be a loopback address: the emulator has no real security")
+		return "", errors.New("-aws-listen must be a loopback address: the emulator has no real security")
 	}
 	ln, err := net.Listen("tcp", a.listen)
 	if err != nil {

@@ -76,7 +76,7 @@ lifecycle topic   %s
 purchase          curl -X POST '%s/emulator/purchase?account=acc-1&product=demo&plan=standard'
 sign-up token     curl -X POST '%s/emulator/signup-token?account=acc-1'
 buyer actions     curl -X POST %s/emulator/entitlements/{id}/{changePlan?plan=pro|cancelAtTermEnd|revertCancellation|cancel|delete}
-bill              curl %s/bill`,
+bill              curl %s/emulator/bill`,
 		base, base+"/", g.provider, g.service, base, g.audience, topicInfo, base, base, base, base), nil
 }
 

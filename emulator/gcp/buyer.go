@@ -312,7 +312,7 @@ func (e *Emulator) routes() {
 	api("POST /v1/providers/{p}/entitlements/{name}", e.entitlement)
 	api("POST /v1/services/{name}", e.serveServiceControl)
 	m.HandleFunc("GET /x509", e.serveKeys)
-	m.HandleFunc("GET /bill", e.serveBill)
+	m.HandleFunc("GET /emulator/bill", e.serveBill)
 	m.HandleFunc("POST /emulator/purchase", e.servePurchase)
 	m.HandleFunc("POST /emulator/entitlements/{id}/{action}", e.serveBuyer)
 	m.HandleFunc("POST /emulator/accounts/{id}/delete", e.serveDeleteAccount)

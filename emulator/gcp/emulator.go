@@ -13,7 +13,7 @@
 //
 // Faults (throttling, error rates, latency and "apply the request, then
 // drop the response") let tests prove that a client bills exactly once. The
-// usage the emulator accepted is "the bill", served as JSON at /bill.
+// usage the emulator accepted is "the bill", served as JSON at /emulator/bill.
 //
 // Besides the Google APIs, the emulator serves a few routes under
 // /emulator/ that play the buyer and Google's side (purchase, plan change
@@ -178,7 +178,7 @@ func (e *Emulator) ServiceName() string { return e.cfg.ServiceName }
 //	/v1/providers/{p}/entitlements[/{id}[:verb]]   Procurement API entitlements
 //	/v1/services/{service}:check, :report          Service Control
 //	/x509                                          sign-up token keys (kid → PEM certificate)
-//	/bill                                          accepted usage, JSON
+//	/emulator/bill                                 accepted usage, JSON
 //	/emulator/...                                  buyer and Google actions (see routes)
 func (e *Emulator) Handler() http.Handler { return e.mux }
 

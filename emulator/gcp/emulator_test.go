@@ -94,7 +94,7 @@ func TestReportValidation(t *testing.T) {
 		t.Errorf("another service: %d", code)
 	}
 	// The bill as JSON.
-	resp, err := http.Get(srv.URL + "/bill")
+	resp, err := http.Get(srv.URL + "/emulator/bill")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestReportValidation(t *testing.T) {
 		Lines []map[string]any `json:"lines"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || len(b.Lines) != 1 || b.Lines[0]["int64Value"] != "5" {
-		t.Errorf("GET /bill: %+v %v", b, err)
+		t.Errorf("GET /emulator/bill: %+v %v", b, err)
 	}
 }
 
@@ -250,18 +250,18 @@ func TestStartServesOnLoopbackOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(base + "/bill")
+	resp, err := http.Get(base + "/emulator/bill")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
-		t.Fatalf("GET /bill: %d", resp.StatusCode)
+		t.Fatalf("GET /emulator/bill: %d", resp.StatusCode)
 	}
 	cancel()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := http.Get(base + "/bill"); err != nil {
+		if _, err := http.Get(base + "/emulator/bill"); err != nil {
 			break
 		}
 		if time.Now().After(deadline) {
