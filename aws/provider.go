@@ -83,7 +83,7 @@ func NewProvider(cfg Config) (*Provider, error) {
 		cfg.Cache.Clock = cfg.Clock
 	}
 	p := &Provider{cfg: cfg, ents: NewEntitlementStore(cfg.EntitlementDB)}
-	p.checker = entitlement.New(p.load, cfg.Cache)
+	p.checker = entitlement.New(entitlement.StoreLoader{Subscriptions: cfg.Subscriptions, Entitlements: cfg.EntitlementDB, Clock: cfg.Clock}.Load, cfg.Cache)
 	return p, nil
 }
 
@@ -122,7 +122,7 @@ func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error
 	if err != nil {
 		return false, fmt.Errorf("aws: is active %q: %w", customerID, err)
 	}
-	return s.Status == marketplace.StatusActive && (s.ExpiresAt.IsZero() || p.cfg.Clock().Before(s.ExpiresAt)), nil
+	return s.ActiveAt(p.cfg.Clock()), nil
 }
 
 // CheckEntitlement answers from the cache: the customer needs an active
@@ -131,43 +131,6 @@ func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error
 // GetEntitlements) for that dimension.
 func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature string) error {
 	return p.checker.Check(ctx, entitlement.Key{Provider: marketplace.AWS, Customer: customerID, Feature: feature})
-}
-
-func (p *Provider) load(ctx context.Context, k entitlement.Key) (entitlement.Decision, error) {
-	s, err := p.cfg.Subscriptions.FindSubscription(ctx, marketplace.AWS, k.Customer)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return entitlement.Inactive(k), nil
-	}
-	if err != nil {
-		return entitlement.Decision{}, err
-	}
-	now := p.cfg.Clock()
-	if s.Status != marketplace.StatusActive || (!s.ExpiresAt.IsZero() && !now.Before(s.ExpiresAt)) {
-		return entitlement.Inactive(k), nil
-	}
-	if k.Feature == "" {
-		return entitlement.Decision{Until: s.ExpiresAt}, nil
-	}
-	for _, f := range s.Entitlements {
-		if f == k.Feature {
-			return entitlement.Decision{Until: s.ExpiresAt}, nil
-		}
-	}
-	e, err := p.cfg.EntitlementDB.GetEntitlement(ctx, marketplace.AWS, k.Customer, k.Feature)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return entitlement.Denied(k), nil
-	}
-	if err != nil {
-		return entitlement.Decision{}, err
-	}
-	if !e.Valid(now) {
-		return entitlement.Denied(k), nil
-	}
-	until := e.ExpiresAt
-	if !s.ExpiresAt.IsZero() && (until.IsZero() || s.ExpiresAt.Before(until)) {
-		until = s.ExpiresAt
-	}
-	return entitlement.Decision{Until: until}, nil
 }
 
 // customerOf is the ledger customer id of a resolved buyer.

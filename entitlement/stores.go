@@ -13,6 +13,7 @@ import (
 // rules every cloud integration shares:
 //
 //   - no stored subscription, or one that is not active: no active subscription;
+//   - an empty feature asks only for an active subscription: granted;
 //   - the feature is the subscription's plan, one of its Entitlements, or one
 //     of the features PlanFeatures lists for its plan: granted until the
 //     subscription expires;
@@ -40,7 +41,7 @@ func (l StoreLoader) Load(ctx context.Context, k Key) (Decision, error) {
 		return Decision{}, err
 	case !s.ActiveAt(now):
 		return Inactive(k), nil
-	case k.Feature == s.Plan || slices.Contains(s.Entitlements, k.Feature) || slices.Contains(l.PlanFeatures[s.Plan], k.Feature):
+	case k.Feature == "" || k.Feature == s.Plan || slices.Contains(s.Entitlements, k.Feature) || slices.Contains(l.PlanFeatures[s.Plan], k.Feature):
 		return Decision{Until: s.ExpiresAt}, nil
 	}
 	if l.Entitlements != nil {

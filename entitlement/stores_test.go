@@ -39,6 +39,8 @@ func TestStoreLoader(t *testing.T) {
 		want              error
 		until             time.Time
 	}{
+		{"c-active", "", nil, time.Time{}}, // only an active subscription
+		{"c-suspended", "", marketplace.ErrNoActiveSubscription, time.Time{}},
 		{"c-active", "gold", nil, time.Time{}},                              // the plan
 		{"c-active", "sso", nil, time.Time{}},                               // listed on the subscription
 		{"c-active", "api", nil, time.Time{}},                               // included in the plan
