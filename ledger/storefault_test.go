@@ -133,7 +133,9 @@ func TestMaintainSurvivesStoreOutage(t *testing.T) {
 	st.down.Store(true)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- l.Maintain(ctx, ledger.MaintainConfig{FoldEvery: 5 * time.Millisecond, SealEvery: 5 * time.Millisecond}) }()
+	go func() {
+		done <- l.Maintain(ctx, ledger.MaintainConfig{FoldEvery: 5 * time.Millisecond, SealEvery: 5 * time.Millisecond})
+	}()
 	time.Sleep(50 * time.Millisecond) // several failed rounds
 	st.down.Store(false)
 	deadline := time.Now().Add(5 * time.Second)
