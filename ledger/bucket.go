@@ -78,6 +78,12 @@ type Bucket struct {
 	DoneAt       time.Time // when it reached a final state
 }
 
+// String shows the key, state and quantities (without it, the embedded
+// BucketKey's String would hide the rest).
+func (b Bucket) String() string {
+	return fmt.Sprintf("%s %s quantity=%d late=%d units=%d attempts=%d", b.BucketKey, b.State, b.Quantity, b.Late, b.Units, b.Attempts)
+}
+
 // Series is the sealing state of one series.
 type Series struct {
 	// SealedUntil is the end of the last sealed hour: every hour before it
