@@ -2,6 +2,8 @@ package marketplace
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -68,4 +70,32 @@ type NotificationLog interface {
 	Processed(ctx context.Context, p CloudProvider, id string) (bool, error)
 	// PurgeNotifications forgets ids that expired before t.
 	PurgeNotifications(ctx context.Context, t time.Time) (int64, error)
+}
+
+// LookupSubscription is the ResolveSubscription of every cloud integration:
+// the customer's stored subscription, or, when none is stored, an error
+// wrapping both ErrNoActiveSubscription and ErrNotFound.
+func LookupSubscription(ctx context.Context, store SubscriptionStore, p CloudProvider, customerID string) (*Subscription, error) {
+	s, err := store.FindSubscription(ctx, p, customerID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, fmt.Errorf("%s: customer %s: %w: %w", p, customerID, ErrNoActiveSubscription, err)
+	case err != nil:
+		return nil, fmt.Errorf("%s: subscription of customer %s: %w", p, customerID, err)
+	}
+	return s, nil
+}
+
+// HasActiveSubscription is the IsActive of every cloud integration: whether
+// the customer's stored subscription is active at now. No stored
+// subscription is not an error: the answer is false.
+func HasActiveSubscription(ctx context.Context, store SubscriptionStore, p CloudProvider, customerID string, now time.Time) (bool, error) {
+	s, err := LookupSubscription(ctx, store, p, customerID)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return s.ActiveAt(now), nil
 }

@@ -106,23 +106,12 @@ func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageR
 
 // ResolveSubscription returns the customer's stored subscription.
 func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	s, err := p.cfg.Subscriptions.FindSubscription(ctx, marketplace.AWS, customerID)
-	if err != nil {
-		return nil, fmt.Errorf("aws: subscription of %q: %w", customerID, err)
-	}
-	return s, nil
+	return marketplace.LookupSubscription(ctx, p.cfg.Subscriptions, marketplace.AWS, customerID)
 }
 
 // IsActive reports whether the customer's subscription is active.
 func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	s, err := p.cfg.Subscriptions.FindSubscription(ctx, marketplace.AWS, customerID)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("aws: is active %q: %w", customerID, err)
-	}
-	return s.ActiveAt(p.cfg.Clock()), nil
+	return marketplace.HasActiveSubscription(ctx, p.cfg.Subscriptions, marketplace.AWS, customerID, p.cfg.Clock())
 }
 
 // CheckEntitlement answers from the cache: the customer needs an active

@@ -2,8 +2,6 @@ package azure
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
@@ -42,23 +40,12 @@ func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageR
 // ResolveSubscription returns the stored subscription of a customer (its
 // SaaS subscription id).
 func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	s, err := p.subs.FindSubscription(ctx, marketplace.Azure, customerID)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return nil, fmt.Errorf("azure: customer %s: %w", customerID, marketplace.ErrNoActiveSubscription)
-	}
-	return s, err
+	return marketplace.LookupSubscription(ctx, p.subs, marketplace.Azure, customerID)
 }
 
 // IsActive reports whether the customer's subscription is active.
 func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	s, err := p.ResolveSubscription(ctx, customerID)
-	if errors.Is(err, marketplace.ErrNoActiveSubscription) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return s.Active(), nil
+	return marketplace.HasActiveSubscription(ctx, p.subs, marketplace.Azure, customerID, p.meter.Ledger.Config().Clock())
 }
 
 // CheckEntitlement answers from the cache: nil when entitled.

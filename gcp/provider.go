@@ -3,7 +3,6 @@ package gcp
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
@@ -62,26 +61,12 @@ func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageR
 // (a usageReportingId), or an error wrapping marketplace.ErrNoActiveSubscription
 // when there is none.
 func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	s, err := p.cfg.Subscriptions.FindSubscription(ctx, marketplace.GCP, customerID)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return nil, fmt.Errorf("gcp: customer %s: %w: %w", customerID, marketplace.ErrNoActiveSubscription, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("gcp: customer %s: %w", customerID, err)
-	}
-	return s, nil
+	return marketplace.LookupSubscription(ctx, p.cfg.Subscriptions, marketplace.GCP, customerID)
 }
 
 // IsActive reports whether the customer's subscription is active.
 func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	s, err := p.ResolveSubscription(ctx, customerID)
-	if errors.Is(err, marketplace.ErrNoActiveSubscription) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return s.Active(), nil
+	return marketplace.HasActiveSubscription(ctx, p.cfg.Subscriptions, marketplace.GCP, customerID, p.cfg.Ledger.Config().Clock())
 }
 
 // CheckEntitlement answers from the cache: nil when entitled, else an
