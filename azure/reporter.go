@@ -73,10 +73,37 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 	if len(res.Result) != len(events) {
 		return nil, fmt.Errorf("azure: batchUsageEvent answered %d results for %d events", len(res.Result), len(events))
 	}
-	for j, item := range res.Result {
+	// Match each result to its event by what it echoes (resource, dimension,
+	// hour: unique in a batch, as Azure takes one event per hour); the
+	// documentation does not promise the order. A result that echoes
+	// nothing falls back to its position.
+	byKey := make(map[eventKey]int, len(events))
+	for j, ev := range events {
+		byKey[keyOfEvent(ev.ResourceID, ev.Dimension, ev.EffectiveStartTime.Time)] = j
+	}
+	answered := make([]bool, len(events))
+	for pos, item := range res.Result {
+		j, ok := byKey[keyOfEvent(item.ResourceID, item.Dimension, item.EffectiveStartTime.Time)]
+		if !ok || answered[j] {
+			j = pos
+		}
+		if answered[j] {
+			return nil, fmt.Errorf("azure: batchUsageEvent answered event %d twice", j)
+		}
+		answered[j] = true
 		results[index[j]] = resultOf(item, events[j])
 	}
 	return results, nil
+}
+
+// eventKey is what Azure dedupes usage by: resource, dimension and hour.
+type eventKey struct {
+	resource, dimension string
+	hour                int64
+}
+
+func keyOfEvent(resource, dimension string, t time.Time) eventKey {
+	return eventKey{resource, dimension, t.UTC().Truncate(time.Hour).Unix()}
 }
 
 // classify maps a failed call to the ledger's whole-call errors.
