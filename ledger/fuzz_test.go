@@ -48,9 +48,10 @@ func (s *appendStore) Complete(context.Context, string, []ledger.Completion) err
 func (s *appendStore) Buckets(context.Context, ledger.BucketFilter) ([]ledger.Bucket, error) {
 	return nil, nil
 }
-func (s *appendStore) Backlog(context.Context) ([]ledger.Backlog, error)     { return nil, nil }
-func (s *appendStore) PurgeEvents(context.Context, time.Time) (int64, error) { return 0, nil }
-func (s *appendStore) Close() error                                          { return nil }
+func (s *appendStore) Backlog(context.Context) ([]ledger.Backlog, error)      { return nil, nil }
+func (s *appendStore) PurgeEvents(context.Context, time.Time) (int64, error)  { return 0, nil }
+func (s *appendStore) PurgeBuckets(context.Context, time.Time) (int64, error) { return 0, nil }
+func (s *appendStore) Close() error                                           { return nil }
 
 // FuzzValidate feeds arbitrary records through Ingest: each is either
 // refused with a *ValidationError naming a field, storing nothing, or

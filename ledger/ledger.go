@@ -78,6 +78,10 @@ type Config struct {
 	// MaxUnits caps the units of one report per cloud; the excess carries
 	// to the next hour. Default: AWS 2147483647 (its Quantity is an int32).
 	MaxUnits map[marketplace.CloudProvider]int64
+	// Retention is how long buckets are kept after they reach a final
+	// state (reported, rejected, ...), for reconciliation with the clouds'
+	// own reports. Default 400 days.
+	Retention time.Duration
 	// Settle is the policy for remainders when a subscription ends.
 	Settle SettlePolicy
 	// Durability of Ingest; default Durable.
@@ -109,6 +113,9 @@ func (c Config) withDefaults() Config {
 	c.EventWindow = maxDuration(c.EventWindow, 48*time.Hour)
 	if c.MaxAge <= 0 {
 		c.MaxAge = 23 * time.Hour
+	}
+	if c.Retention <= 0 {
+		c.Retention = 400 * 24 * time.Hour
 	}
 	if c.MaxFuture <= 0 {
 		c.MaxFuture = 5 * time.Minute
@@ -575,6 +582,19 @@ func (l *Ledger) Buckets(ctx context.Context, f BucketFilter) ([]Bucket, error) 
 	return l.store.Buckets(ctx, f)
 }
 
+// Purge forgets expired event ids and deletes buckets that have been final
+// for longer than Retention. Maintain calls it every PurgeEvery.
+func (l *Ledger) Purge(ctx context.Context) error {
+	now := l.cfg.Clock()
+	if _, err := l.store.PurgeEvents(ctx, now); err != nil {
+		return fmt.Errorf("ledger: purge event ids: %w", err)
+	}
+	if _, err := l.store.PurgeBuckets(ctx, now.Add(-l.cfg.Retention)); err != nil {
+		return fmt.Errorf("ledger: purge buckets: %w", err)
+	}
+	return nil
+}
+
 // MaintainConfig sets how often Maintain works.
 type MaintainConfig struct {
 	FoldEvery  time.Duration // default 1 s
@@ -582,7 +602,7 @@ type MaintainConfig struct {
 	PurgeEvery time.Duration // default 1 h
 }
 
-// Maintain folds, seals and purges expired event ids on a schedule until
+// Maintain folds, seals and purges (see Purge) on a schedule until
 // ctx is done. Errors are logged and retried at the next tick: a store that
 // is briefly unavailable delays sealing but loses nothing.
 func (l *Ledger) Maintain(ctx context.Context, mc MaintainConfig) error {
@@ -614,7 +634,7 @@ func (l *Ledger) Maintain(ctx context.Context, mc MaintainConfig) error {
 				l.cfg.Logger.Error("ledger seal failed", "err", err)
 			}
 		case <-purge.C:
-			if _, err := l.store.PurgeEvents(ctx, l.cfg.Clock()); err != nil && ctx.Err() == nil {
+			if err := l.Purge(ctx); err != nil && ctx.Err() == nil {
 				l.cfg.Logger.Error("ledger purge failed", "err", err)
 			}
 		}

@@ -53,6 +53,12 @@ type Store interface {
 	// PurgeEvents forgets event ids that expired before t.
 	PurgeEvents(ctx context.Context, t time.Time) (int64, error)
 
+	// PurgeBuckets deletes buckets that reached a final state before t
+	// (reported, rejected, conflict, skipped, carried, expired). Open and
+	// sealed buckets are never deleted, and sealing does not need old
+	// buckets: each series keeps its own state.
+	PurgeBuckets(ctx context.Context, t time.Time) (int64, error)
+
 	// Close releases the store.
 	Close() error
 }

@@ -504,6 +504,23 @@ func (s *Store) PurgeEvents(ctx context.Context, t time.Time) (int64, error) {
 	return s.purge(ctx, "events", t)
 }
 
+// PurgeBuckets implements ledger.Store.
+func (s *Store) PurgeBuckets(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM buckets WHERE state NOT IN ('open', 'sealed') AND done_at > 0 AND done_at < ?`, t.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: purge buckets: %w", err)
+	}
+	return n, nil
+}
+
 // purge deletes the rows of table (events or notifications) that expired before t.
 func (s *Store) purge(ctx context.Context, table string, t time.Time) (int64, error) {
 	var n int64

@@ -370,6 +370,47 @@ func runLedger(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("PurgeBuckets", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{Retention: 24 * time.Hour})
+		for _, c := range []string{"done", "waiting"} {
+			e.ingest(rec("aws", c, "req", 1, t0.Add(-time.Hour), ""))
+		}
+		e.ingest(rec("aws", "open", "req", 1, t0, ""))
+		e.seal()
+		ctx, now := t.Context(), e.clock.Now()
+		bs, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "A", Now: now, Lease: time.Minute, Limit: 10})
+		if err != nil || len(bs) != 2 {
+			t.Fatalf("claim: %d, %v", len(bs), err)
+		}
+		for _, b := range bs {
+			if b.Customer == "done" {
+				must(t, e.store.Complete(ctx, "A", []ledger.Completion{{BucketID: b.ID, State: ledger.StateReported, RecordID: "r", Attempted: true, Now: now}}))
+			}
+		}
+		// Within retention nothing goes; after it only the final bucket does.
+		e.clock.Set(now.Add(23 * time.Hour))
+		must(t, e.l.Purge(ctx))
+		if got := len(e.buckets(ledger.BucketFilter{})); got != 3 {
+			t.Errorf("%d buckets after a purge within retention, want 3", got)
+		}
+		e.clock.Set(now.Add(25 * time.Hour))
+		must(t, e.l.Purge(ctx))
+		var left []string
+		for _, b := range e.buckets(ledger.BucketFilter{}) {
+			left = append(left, b.Customer+":"+string(b.State))
+		}
+		if !slices.Equal(left, []string{"open:open", "waiting:sealed"}) {
+			t.Errorf("after purge: %v, want the open and the sealed bucket only", left)
+		}
+		// The series state survives: late usage for the purged hour still
+		// goes to the earliest open hour, not into a new bucket of its own.
+		e.clock.Set(now)
+		e.ingest(rec("aws", "done", "req", 4, t0.Add(-time.Hour), ""))
+		if bs := e.buckets(ledger.BucketFilter{Customer: "done"}); len(bs) != 1 || bs[0].Late != 4 || bs[0].Hour != ledger.HourOf(t0) {
+			t.Errorf("late usage after a purge: %v", bs)
+		}
+	})
+
 	t.Run("CarryOnComplete", func(t *testing.T) {
 		e := newEnv(t, h, ledger.Config{})
 		e.ingest(rec("aws", "c1", "req", 9, t0.Add(-time.Hour), ""))
