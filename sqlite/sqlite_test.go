@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -20,4 +21,29 @@ func TestConformance(t *testing.T) {
 			return s
 		},
 	})
+}
+
+// TestMigrationsApplyOnce: reopening applies nothing twice, and every
+// embedded migration is recorded.
+func TestMigrationsApplyOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	for range 2 {
+		s, err := sqlite.Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n, idx int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("schema_migrations has %d rows (%v), want 2", n, err)
+	}
+	if err := db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'buckets_done'`).Scan(&idx); err != nil || idx != 1 {
+		t.Errorf("migration 2 not applied: %d, %v", idx, err)
+	}
 }
