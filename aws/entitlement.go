@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -216,7 +217,7 @@ func (s *MemoryEntitlementStore) List(_ context.Context, customer string) ([]Ent
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Entitlement) int { return compare(a.Dimension, b.Dimension) })
+	slices.SortFunc(out, func(a, b Entitlement) int { return strings.Compare(a.Dimension, b.Dimension) })
 	return out, nil
 }
 
@@ -226,16 +227,6 @@ func (s *MemoryEntitlementStore) Delete(_ context.Context, customer, dimension s
 	defer s.mu.Unlock()
 	delete(s.ents, [2]string{customer, dimension})
 	return nil
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // storeEntitlements adapts the shared marketplace.EntitlementStore (e.g.

@@ -294,8 +294,7 @@ func TestEmulatorDeliversEvents(t *testing.T) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) })
 	recv := httptest.NewServer(mux)
 	t.Cleanup(recv.Close)
-	var e *env
-	e = newEnv(t, emu.Config{Notify: emu.NotifyConfig{EventBridgeEndpoint: recv.URL + "/events", EventBridgeHeader: hdr, EventBridgeSecret: secret,
+	e := newEnv(t, emu.Config{Notify: emu.NotifyConfig{EventBridgeEndpoint: recv.URL + "/events", EventBridgeHeader: hdr, EventBridgeSecret: secret,
 		SNSEndpoint: recv.URL + "/sns", SNSTopicArn: topic}})
 	p := newProvider(t, e, false, nil)
 	v, _, _ := snsEnv(t, e)

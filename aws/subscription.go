@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,7 +80,7 @@ func (s *MemorySubscriptionStore) List(_ context.Context, status string) ([]Subs
 			out = append(out, sub)
 		}
 	}
-	slices.SortFunc(out, func(a, b Subscription) int { return compare(a.CustomerIdentifier, b.CustomerIdentifier) })
+	slices.SortFunc(out, func(a, b Subscription) int { return strings.Compare(a.CustomerIdentifier, b.CustomerIdentifier) })
 	return out, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +50,7 @@ func (t *TokenBillingTracker) Snapshot() []UsageRecord {
 	for c, n := range t.pending {
 		out = append(out, UsageRecord{CustomerIdentifier: c, Dimension: TokensDimension, Quantity: int(n)})
 	}
-	slices.SortFunc(out, func(a, b UsageRecord) int { return compare(a.CustomerIdentifier, b.CustomerIdentifier) })
+	slices.SortFunc(out, func(a, b UsageRecord) int { return strings.Compare(a.CustomerIdentifier, b.CustomerIdentifier) })
 	return out
 }
 

@@ -110,7 +110,7 @@ func (c Config) withDefaults() Config {
 	if c.EventWindow <= 0 {
 		c.EventWindow = 72 * time.Hour
 	}
-	c.EventWindow = maxDuration(c.EventWindow, 48*time.Hour)
+	c.EventWindow = max(c.EventWindow, 48*time.Hour)
 	if c.MaxAge <= 0 {
 		c.MaxAge = 23 * time.Hour
 	}
@@ -139,13 +139,6 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.Default()
 	}
 	return c
-}
-
-func maxDuration(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // ErrInvalidRecord is wrapped by every validation error.
@@ -426,33 +419,41 @@ func sumRecs(b []*ingestReq) int {
 }
 
 func (l *Ledger) countRecorded(recs []Record, dup []bool) {
-	var counts [3]int64
+	var recorded byProvider
+	var dups int64
 	for i := range recs {
 		if dup[i] {
+			dups++
 			continue
 		}
-		switch recs[i].Provider {
-		case marketplace.AWS:
-			counts[0]++
-		case marketplace.Azure:
-			counts[1]++
-		case marketplace.GCP:
-			counts[2]++
-		}
+		recorded.add(recs[i].Provider, 1)
 	}
-	for i, p := range marketplace.Providers() {
-		if counts[i] > 0 {
-			l.cfg.Metrics.Recorded(p, counts[i])
-		}
-	}
-	var dups int64
-	for _, d := range dup {
-		if d {
-			dups++
-		}
-	}
+	recorded.each(l.cfg.Metrics.Recorded)
 	if dups > 0 {
 		l.cfg.Metrics.Duplicates(dups)
+	}
+}
+
+// byProvider counts per cloud in an array, cheap enough for the commit path.
+type byProvider [3]int64
+
+func (c *byProvider) add(p marketplace.CloudProvider, n int64) {
+	switch p {
+	case marketplace.AWS:
+		c[0] += n
+	case marketplace.Azure:
+		c[1] += n
+	case marketplace.GCP:
+		c[2] += n
+	}
+}
+
+// each calls f for every cloud with a count, in marketplace.Providers order.
+func (c *byProvider) each(f func(marketplace.CloudProvider, int64)) {
+	for i, p := range marketplace.Providers() {
+		if c[i] > 0 {
+			f(p, c[i])
+		}
 	}
 }
 
@@ -494,11 +495,11 @@ func (l *Ledger) Fold(ctx context.Context) error {
 }
 
 func (l *Ledger) countLate(added []BucketDelta) {
+	var late byProvider
 	for _, d := range added {
-		if d.Late > 0 {
-			l.cfg.Metrics.Late(d.Provider, d.Late)
-		}
+		late.add(d.Provider, d.Late)
 	}
+	late.each(l.cfg.Metrics.Late)
 }
 
 // Seal seals every open bucket whose hour ended more than Grace ago and
@@ -533,21 +534,12 @@ func (l *Ledger) seal(ctx context.Context, req SealRequest) (int, error) {
 		return 0, fmt.Errorf("ledger: seal: %w", err)
 	}
 	l.countLate(res.Folded)
-	sealed := res.Sealed
-	var counts [3]int64
-	for _, b := range sealed {
-		for i, p := range marketplace.Providers() {
-			if b.Provider == p {
-				counts[i]++
-			}
-		}
+	var sealed byProvider
+	for _, b := range res.Sealed {
+		sealed.add(b.Provider, 1)
 	}
-	for i, p := range marketplace.Providers() {
-		if counts[i] > 0 {
-			l.cfg.Metrics.Sealed(p, counts[i])
-		}
-	}
-	return len(sealed), nil
+	sealed.each(l.cfg.Metrics.Sealed)
+	return len(res.Sealed), nil
 }
 
 // Flush commits what Buffered mode has queued, and returns once it is on

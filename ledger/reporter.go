@@ -152,7 +152,7 @@ func NewReporter(l *Ledger, target Target, cfg ReporterConfig) *Reporter {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 5 * time.Second
 	}
-	cfg.Lease = maxDuration(cfg.Lease, 2*cfg.SendTimeout)
+	cfg.Lease = max(cfg.Lease, 2*cfg.SendTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = l.cfg.Logger
 	}
@@ -393,7 +393,7 @@ func (r *Reporter) backoff(attempt int, hint time.Duration) time.Duration {
 	}
 	d = min(d, r.cfg.BackoffMax)
 	d += time.Duration(rand.Int64N(int64(d/4) + 1)) // spread retries of many buckets
-	return maxDuration(d, hint)
+	return max(d, hint)
 }
 
 func (r *Reporter) complete(ctx context.Context, owner string, outs []Completion, st *RoundStats) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,5 +156,49 @@ func TestMaintainSurvivesStoreOutage(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Maintain returned %v", err)
+	}
+}
+
+// slowStore holds every Append until release is closed: a disk that stalls.
+type slowStore struct {
+	*sqlite.Store
+	entered chan struct{} // closed when the first Append starts
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *slowStore) Append(ctx context.Context, recs []ledger.Record, exp time.Time) ([]bool, error) {
+	s.once.Do(func() { close(s.entered) })
+	<-s.release
+	return s.Store.Append(ctx, recs, exp)
+}
+
+// TestIngestCancelledWhileCommitting: a caller whose context ends while its
+// commit is under way gets an error, the commit still lands, and retrying
+// with the same event id counts the record once.
+func TestIngestCancelledWhileCommitting(t *testing.T) {
+	st := &slowStore{Store: openFlaky(t).Store, entered: make(chan struct{}), release: make(chan struct{})}
+	clk := ledgertest.NewClock(rtNow)
+	l := ledger.New(st, ledger.Config{Clock: clk.Now, Logger: discardLogger})
+	defer l.Close()
+	r := ledger.Record{Provider: marketplace.AWS, Customer: "c", Dimension: "d", Quantity: 9, EventID: "once"}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Ingest(ctx, []ledger.Record{r})
+		done <- err
+	}()
+	<-st.entered
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("ingest with a cancelled context: %v, want context.Canceled", err)
+	}
+	close(st.release)
+	res, err := l.Ingest(t.Context(), []ledger.Record{r})
+	if err != nil || res.Duplicates != 1 {
+		t.Errorf("retry after the cancelled wait: %+v, %v; want one duplicate (the first commit landed)", res, err)
+	}
+	if got := total(t, l); got != 9 {
+		t.Errorf("total = %d, want 9", got)
 	}
 }

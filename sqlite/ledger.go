@@ -25,7 +25,6 @@ const eventChunk = 500
 func (s *Store) Append(ctx context.Context, recs []ledger.Record, eventExpiry time.Time) ([]bool, error) {
 	dup := make([]bool, len(recs))
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		clear(dup)
 		fresh, err := insertEvents(ctx, tx, recs, eventExpiry)
 		if err != nil {
 			return err

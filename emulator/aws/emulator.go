@@ -351,8 +351,3 @@ func (t *epoch) UnmarshalJSON(b []byte) error {
 func (t epoch) MarshalJSON() ([]byte, error) {
 	return json.Marshal(float64(t.UnixMilli()) / 1000)
 }
-
-func (e *Emulator) nextID(prefix string) string {
-	e.seq++
-	return fmt.Sprintf("%s-%08d", prefix, e.seq)
-}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -116,10 +117,10 @@ func (e *Emulator) getEntitlements(body []byte) (any, error) {
 	emptyPages := e.cfg.EmptyPages
 	e.mu.Unlock()
 	slices.SortFunc(all, func(x, y wireEntitlement) int {
-		if c := compareStr(x.LicenseArn+x.CustomerIdentifier, y.LicenseArn+y.CustomerIdentifier); c != 0 {
+		if c := strings.Compare(x.LicenseArn+x.CustomerIdentifier, y.LicenseArn+y.CustomerIdentifier); c != 0 {
 			return c
 		}
-		return compareStr(x.Dimension, y.Dimension)
+		return strings.Compare(x.Dimension, y.Dimension)
 	})
 	out := struct {
 		Entitlements []wireEntitlement `json:"Entitlements"`
@@ -138,14 +139,4 @@ func (e *Emulator) getEntitlements(body []byte) (any, error) {
 		out.NextToken = strconv.Itoa(end)
 	}
 	return out, nil
-}
-
-func compareStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

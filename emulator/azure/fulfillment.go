@@ -369,8 +369,7 @@ func (e *Emulator) serveActivate(w http.ResponseWriter, r *http.Request) bool {
 		PlanID   string `json:"planId"`
 		Quantity int64  `json:"quantity"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, "BadArgument", "invalid body: "+err.Error())
+	if !decodeBody(w, r, &body) {
 		return false
 	}
 	e.mu.Lock()
@@ -464,8 +463,7 @@ func (e *Emulator) serveUpdate(w http.ResponseWriter, r *http.Request) bool {
 		PlanID   string `json:"planId"`
 		Quantity int64  `json:"quantity"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, "BadArgument", "invalid body: "+err.Error())
+	if !decodeBody(w, r, &body) {
 		return false
 	}
 	e.mu.Lock()
@@ -590,8 +588,7 @@ func (e *Emulator) servePatchOp(w http.ResponseWriter, r *http.Request) bool {
 
 func (e *Emulator) servePurchase(w http.ResponseWriter, r *http.Request) {
 	var p Purchase
-	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
-		writeError(w, http.StatusBadRequest, "BadArgument", err.Error())
+	if !decodeBody(w, r, &p) {
 		return
 	}
 	res, err := e.CreatePurchase(p)
@@ -605,8 +602,7 @@ func (e *Emulator) servePurchase(w http.ResponseWriter, r *http.Request) {
 func (e *Emulator) serveAction(w http.ResponseWriter, r *http.Request) {
 	var a Action
 	if r.ContentLength != 0 {
-		if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
-			writeError(w, http.StatusBadRequest, "BadArgument", err.Error())
+		if !decodeBody(w, r, &a) {
 			return
 		}
 	}
@@ -624,4 +620,14 @@ func (e *Emulator) serveAction(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, res)
 	}
+}
+
+// decodeBody decodes the JSON request body into v, or answers 400
+// BadArgument and reports false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "BadArgument", "invalid body: "+err.Error())
+		return false
+	}
+	return true
 }
