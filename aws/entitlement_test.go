@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,20 +50,21 @@ func TestGetEntitlementsPages(t *testing.T) {
 	}
 }
 
-// gatedStore blocks the next Get until released, to interleave a revoke
-// with a check in flight.
+// gatedStore blocks the first Get after arm until released, to interleave
+// a revoke with a check in flight. The gate is armed explicitly: a
+// non-blocking "is anyone waiting?" send would let a fast Get slip past it.
 type gatedStore struct {
 	*aws.MemoryEntitlementStore
+	armed   atomic.Bool
 	entered chan struct{}
 	release chan struct{}
 }
 
 func (g *gatedStore) Get(ctx context.Context, customer, dimension string) (*aws.Entitlement, error) {
 	ent, err := g.MemoryEntitlementStore.Get(ctx, customer, dimension)
-	select {
-	case g.entered <- struct{}{}:
+	if g.armed.CompareAndSwap(true, false) {
+		g.entered <- struct{}{}
 		<-g.release
-	default:
 	}
 	return ent, err
 }
@@ -76,7 +78,8 @@ func TestCheckerRevokeRace(t *testing.T) {
 	if err := c.GrantEntitlement(ctx, aws.Entitlement{CustomerIdentifier: "c", Dimension: "gpu", Value: 1}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan bool)
+	g.armed.Store(true)
+	done := make(chan bool, 1)
 	go func() {
 		ok, _ := c.IsEntitled(ctx, "c", "gpu") // reads "granted", then waits
 		done <- ok
