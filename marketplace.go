@@ -50,7 +50,33 @@ var (
 	// ErrVersionConflict is returned by a store when a conditional write
 	// found another version than the one the caller read.
 	ErrVersionConflict = errors.New("marketplace: version conflict")
+	// ErrOutcomeUnknown is wrapped by a MeteringService's error when a
+	// submission may or may not have been applied: the caller stopped
+	// waiting (its context ended) while the submission was being committed.
+	// Such a batch must be neither dropped nor merged back into new usage:
+	// resubmit it unchanged under the same idempotency key (see
+	// WithIdempotencyKey), and a service that honours the key counts it once.
+	ErrOutcomeUnknown = errors.New("marketplace: outcome unknown (the submission may have been applied)")
 )
+
+// idempotencyKey is the context key of WithIdempotencyKey.
+type idempotencyKey struct{}
+
+// WithIdempotencyKey returns a context that asks a MeteringService to apply
+// the batch submitted under it at most once per key: a resubmission of the
+// same records under the same key is counted once. The key must be unique
+// to one batch (a random id); the records of a resubmission must be the
+// same, in the same order. ledger.Meter honours it; a service that does not
+// ignores it.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKey{}, key)
+}
+
+// IdempotencyKey returns the key set by WithIdempotencyKey, if any.
+func IdempotencyKey(ctx context.Context) (string, bool) {
+	k, ok := ctx.Value(idempotencyKey{}).(string)
+	return k, ok && k != ""
+}
 
 // UsageRecord represents a single unit of metered consumption.
 type UsageRecord struct {
@@ -127,7 +153,9 @@ func (s *Subscription) ActiveAt(t time.Time) bool {
 // MeteringService submits consumption usage records to a cloud marketplace.
 //
 // When only some records were accepted, SubmitUsage returns a *SubmitError
-// listing the ones that were not; any other error means none were accepted.
+// listing the ones that were not; an error wrapping ErrOutcomeUnknown means
+// the batch may or may not have been accepted; any other error means none
+// were accepted.
 type MeteringService interface {
 	// SubmitUsage sends a batch of usage records to the cloud provider's metering API.
 	SubmitUsage(ctx context.Context, records []UsageRecord) error
