@@ -23,12 +23,26 @@ type SubscriptionStore interface {
 	// Version is one higher. Otherwise it fails with ErrVersionConflict and
 	// stores nothing: re-read, re-apply, try again.
 	PutSubscription(ctx context.Context, s Subscription) (*Subscription, error)
-	// ListSubscriptions returns the subscriptions of p (all clouds if
-	// empty) with the given status (any if empty), ordered by provider and id.
-	ListSubscriptions(ctx context.Context, p CloudProvider, status string) ([]Subscription, error)
+	// ListSubscriptions returns the subscriptions f selects, ordered by
+	// provider and id, at most f.Limit of them (all when zero).
+	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]Subscription, error)
+	// FindSubscriptionsByAttribute returns the subscriptions of p whose
+	// Attributes[name] equals value, ordered by id, from an index: it never
+	// reads all subscriptions. Finding none is not an error.
+	FindSubscriptionsByAttribute(ctx context.Context, p CloudProvider, name, value string) ([]Subscription, error)
 	// DeleteSubscription removes a subscription (a buyer's personal data
 	// after the cloud deleted the account). Missing is not an error.
 	DeleteSubscription(ctx context.Context, p CloudProvider, id string) error
+}
+
+// SubscriptionFilter selects subscriptions; zero fields match all.
+type SubscriptionFilter struct {
+	Provider CloudProvider
+	Status   string
+	// After pages: only subscriptions ordered after (AfterProvider, AfterID).
+	AfterProvider CloudProvider
+	AfterID       string
+	Limit         int
 }
 
 // Entitlement is one feature, tier or quota a customer holds.
@@ -98,4 +112,83 @@ func HasActiveSubscription(ctx context.Context, store SubscriptionStore, p Cloud
 		return false, err
 	}
 	return s.ActiveAt(now), nil
+}
+
+// Notification states in a NotificationInbox.
+const (
+	NotificationPending = "pending" // stored, to be applied (now or at NextAttempt)
+	NotificationDone    = "done"    // applied, or found to need nothing; kept for dedupe until Expires
+	NotificationParked  = "parked"  // can never apply: kept with its Reason for an operator
+)
+
+// Notification is one cloud lifecycle notification as the inbox keeps it:
+// stored before the cloud's delivery is answered, applied by a worker.
+type Notification struct {
+	Provider CloudProvider
+	// ID is the cloud's id for the delivery (SNS MessageId, EventBridge id,
+	// Azure operation id, Pub/Sub eventId): the dedupe key.
+	ID string
+	// Kind is the cloud's event type (an action, a detail-type, an eventType).
+	Kind string
+	// Subject names whom it concerns (a subscription or account id), as far
+	// as the delivery says; for listing and ordering only.
+	Subject string
+	// Time is the cloud's time of the event; zero when the cloud gives none.
+	Time time.Time
+	// Payload is the decoded delivery in the cloud adapter's own encoding.
+	Payload []byte
+
+	State string
+	// Attempts counts failed applications.
+	Attempts    int
+	NextAttempt time.Time
+	// Progress is the adapter's own record of steps already taken towards
+	// applying it (Azure: the operation was answered), kept across retries.
+	Progress string
+	// Reason is why the last attempt failed, or why it is parked.
+	Reason   string
+	Received time.Time
+	// Expires is when a done notification may be forgotten (and a
+	// redelivery of it would be applied again).
+	Expires time.Time
+}
+
+// NotificationClaim asks an inbox for work.
+type NotificationClaim struct {
+	Owner string    // the claimant; SettleNotification must name it
+	Now   time.Time // due and lease times are compared with it
+	Lease time.Duration
+	Limit int
+}
+
+// NotificationInbox is the durable inbox of cloud lifecycle notifications:
+// a delivery is stored (deduplicated by provider and id) before the cloud
+// is answered, and a worker claims, applies and settles it. Package
+// storetest checks implementations.
+type NotificationInbox interface {
+	// AddNotification stores n as pending, due at once, unless a
+	// notification with its provider and id is stored: then it stores
+	// nothing and first is false.
+	AddNotification(ctx context.Context, n Notification) (first bool, err error)
+	// ClaimNotifications leases up to c.Limit pending notifications that are
+	// due (NextAttempt <= c.Now) and not leased by another owner (or whose
+	// lease ran out), oldest Time first (then Received). Two owners never
+	// hold the same notification at once.
+	ClaimNotifications(ctx context.Context, c NotificationClaim) ([]Notification, error)
+	// SettleNotification stores the outcome of a claimed notification: its
+	// State (pending again for a retry at NextAttempt, done, or parked),
+	// Attempts, NextAttempt, Progress, Reason and Expires, and releases the
+	// lease. It fails with ErrVersionConflict when owner no longer holds
+	// the lease.
+	SettleNotification(ctx context.Context, owner string, n Notification) error
+	// GetNotification returns one stored notification, or an error wrapping ErrNotFound.
+	GetNotification(ctx context.Context, p CloudProvider, id string) (*Notification, error)
+	// ListNotifications returns the notifications of p (all clouds if empty)
+	// in state (any if empty), oldest first, at most limit (all when zero).
+	ListNotifications(ctx context.Context, p CloudProvider, state string, limit int) ([]Notification, error)
+	// RequeueNotification makes a parked notification pending and due at
+	// now, with its attempts reset (an operator mended its cause).
+	RequeueNotification(ctx context.Context, p CloudProvider, id string, now time.Time) error
+	// PurgeNotifications forgets done notifications that expired before t.
+	PurgeNotifications(ctx context.Context, t time.Time) (int64, error)
 }

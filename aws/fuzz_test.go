@@ -104,7 +104,7 @@ func FuzzLanding(f *testing.F) {
 		if w.Code >= 500 {
 			t.Fatalf("%q %q: %d %s", contentType, body, w.Code, w.Body)
 		}
-		subs, err := e.store.ListSubscriptions(t.Context(), marketplace.AWS, "")
+		subs, err := e.store.ListSubscriptions(t.Context(), marketplace.SubscriptionFilter{Provider: marketplace.AWS})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -127,7 +127,7 @@ func (p *Provider) eventCustomer(ctx context.Context, ev *Event) (cust, subID st
 	}
 	lid := licenseID(ev.LicenseArn)
 	if lid != "" || ev.CustomerAWSAccountId != "" {
-		subs, err := p.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.AWS, "")
+		subs, err := p.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: marketplace.AWS})
 		if err != nil {
 			return "", "", fmt.Errorf("aws: find the event's subscription: %w", err)
 		}

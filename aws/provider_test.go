@@ -127,7 +127,7 @@ func TestLandingRefusesBadTokens(t *testing.T) {
 			}
 		})
 	}
-	subs, err := e.store.ListSubscriptions(t.Context(), marketplace.AWS, "")
+	subs, err := e.store.ListSubscriptions(t.Context(), marketplace.SubscriptionFilter{Provider: marketplace.AWS})
 	if err != nil {
 		t.Fatal(err)
 	}

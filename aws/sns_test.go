@@ -105,7 +105,7 @@ func TestSNSForgeries(t *testing.T) {
 			}
 		})
 	}
-	subs, _ := e.store.ListSubscriptions(t.Context(), marketplace.AWS, "")
+	subs, _ := e.store.ListSubscriptions(t.Context(), marketplace.SubscriptionFilter{Provider: marketplace.AWS})
 	if len(subs) != 0 {
 		t.Fatalf("forged messages stored %d subscriptions", len(subs))
 	}

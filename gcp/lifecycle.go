@@ -379,7 +379,7 @@ func (l *Lifecycle) after(ctx context.Context, s marketplace.Subscription) error
 // sellerAccount finds the seller account already linked to a procurement
 // account, for a new entitlement of a buyer who signed up before.
 func (l *Lifecycle) sellerAccount(ctx context.Context, procurementAccount string) string {
-	subs, err := l.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.GCP, "")
+	subs, err := l.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: marketplace.GCP})
 	if err != nil {
 		return ""
 	}
@@ -394,7 +394,7 @@ func (l *Lifecycle) sellerAccount(ctx context.Context, procurementAccount string
 // deleteAccount removes every stored subscription and entitlement of a
 // deleted procurement account: the buyer's personal data.
 func (l *Lifecycle) deleteAccount(ctx context.Context, accountID string, log *slog.Logger) error {
-	subs, err := l.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.GCP, "")
+	subs, err := l.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: marketplace.GCP})
 	if err != nil {
 		return err
 	}

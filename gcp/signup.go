@@ -105,7 +105,7 @@ func (h *SignupHandler) link(ctx context.Context, procurementAccount, sellerAcco
 
 // linkAccount sets AccountID on every stored subscription of a procurement account.
 func linkAccount(ctx context.Context, store marketplace.SubscriptionStore, procurementAccount, sellerAccount string) error {
-	subs, err := store.ListSubscriptions(ctx, marketplace.GCP, "")
+	subs, err := store.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: marketplace.GCP})
 	if err != nil {
 		return fmt.Errorf("gcp: list subscriptions: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/saasmarket/marketplace"
@@ -15,6 +16,7 @@ var (
 	_ marketplace.SubscriptionStore = (*Store)(nil)
 	_ marketplace.EntitlementStore  = (*Store)(nil)
 	_ marketplace.NotificationLog   = (*Store)(nil)
+	_ marketplace.NotificationInbox = (*Store)(nil)
 )
 
 const subCols = `provider, id, customer, product, status, plan, quantity, account_id, entitlements, attributes,
@@ -105,7 +107,10 @@ func (s *Store) PutSubscription(ctx context.Context, sub marketplace.Subscriptio
 			cloud_updated = excluded.cloud_updated, version = excluded.version, updated = excluded.updated`,
 			sub.Provider, sub.ID, sub.CustomerID, sub.ProductCode, sub.Status, sub.Plan, sub.Quantity, sub.AccountID,
 			string(ents), string(attrs), unixMilli(sub.ExpiresAt), unixMilli(sub.CloudUpdated), sub.Version, unixMilli(sub.Updated))
-		return err
+		if err != nil {
+			return err
+		}
+		return putAttrs(ctx, tx, sub)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: put subscription: %w", err)
@@ -128,27 +133,78 @@ func orEmptyMap(m map[string]string) map[string]string {
 }
 
 // ListSubscriptions implements marketplace.SubscriptionStore.
-func (s *Store) ListSubscriptions(ctx context.Context, p marketplace.CloudProvider, status string) ([]marketplace.Subscription, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+subCols+` FROM subscriptions WHERE (? = '' OR provider = ?) AND (? = '' OR status = ?)
-		ORDER BY provider, id`, p, p, status, status)
+func (s *Store) ListSubscriptions(ctx context.Context, f marketplace.SubscriptionFilter) ([]marketplace.Subscription, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	return s.querySubs(ctx, "list subscriptions", `SELECT `+subCols+` FROM subscriptions
+		WHERE (? = '' OR provider = ?) AND (? = '' OR status = ?) AND (provider, id) > (?, ?)
+		ORDER BY provider, id LIMIT ?`, f.Provider, f.Provider, f.Status, f.Status, f.AfterProvider, f.AfterID, limit)
+}
+
+// FindSubscriptionsByAttribute implements marketplace.SubscriptionStore.
+func (s *Store) FindSubscriptionsByAttribute(ctx context.Context, p marketplace.CloudProvider, name, value string) ([]marketplace.Subscription, error) {
+	return s.querySubs(ctx, "find subscriptions by "+name, `SELECT `+prefixed("s.", subCols)+` FROM subscription_attrs a
+		JOIN subscriptions s ON s.provider = a.provider AND s.id = a.id
+		WHERE a.provider = ? AND a.name = ? AND a.value = ? ORDER BY s.id`, p, name, value)
+}
+
+func (s *Store) querySubs(ctx context.Context, what, q string, args ...any) ([]marketplace.Subscription, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: list subscriptions: %w", err)
+		return nil, fmt.Errorf("sqlite: %s: %w", what, err)
 	}
 	defer rows.Close()
 	var out []marketplace.Subscription
 	for rows.Next() {
 		sub, err := scanSub(rows)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: list subscriptions: %w", err)
+			return nil, fmt.Errorf("sqlite: %s: %w", what, err)
 		}
 		out = append(out, *sub)
 	}
 	return out, rows.Err()
 }
 
+// prefixed qualifies each column of a comma-separated list.
+func prefixed(prefix, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// putAttrs replaces the attribute index rows of a subscription.
+func putAttrs(ctx context.Context, tx *sql.Tx, sub marketplace.Subscription) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM subscription_attrs WHERE provider = ? AND id = ?`, sub.Provider, sub.ID); err != nil {
+		return err
+	}
+	for k, v := range sub.Attributes {
+		if v == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO subscription_attrs (provider, name, value, id) VALUES (?, ?, ?, ?)`, sub.Provider, k, v, sub.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DeleteSubscription implements marketplace.SubscriptionStore.
 func (s *Store) DeleteSubscription(ctx context.Context, p marketplace.CloudProvider, id string) error {
-	return s.exec(ctx, "delete subscription", `DELETE FROM subscriptions WHERE provider = ? AND id = ?`, p, id)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM subscription_attrs WHERE provider = ? AND id = ?`, p, id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE provider = ? AND id = ?`, p, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: delete subscription %s/%s: %w", p, id, err)
+	}
+	return nil
 }
 
 func (s *Store) exec(ctx context.Context, what, q string, args ...any) error {
@@ -248,9 +304,4 @@ func (s *Store) Processed(ctx context.Context, p marketplace.CloudProvider, id s
 		return false, fmt.Errorf("sqlite: notification %s/%s: %w", p, id, err)
 	}
 	return n > 0, nil
-}
-
-// PurgeNotifications implements marketplace.NotificationLog.
-func (s *Store) PurgeNotifications(ctx context.Context, t time.Time) (int64, error) {
-	return s.purge(ctx, "notifications", t)
 }

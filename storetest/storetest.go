@@ -24,6 +24,7 @@ type Store interface {
 	marketplace.SubscriptionStore
 	marketplace.EntitlementStore
 	marketplace.NotificationLog
+	marketplace.NotificationInbox
 }
 
 // Harness tells the suite how to make databases and open them.
@@ -42,4 +43,6 @@ type Harness struct {
 func Run(t *testing.T, h Harness) {
 	t.Run("Ledger", func(t *testing.T) { runLedger(t, h) })
 	t.Run("Subscriptions", func(t *testing.T) { runSubscriptions(t, h) })
+	t.Run("Lookups", func(t *testing.T) { runLookups(t, h) })
+	t.Run("Inbox", func(t *testing.T) { runInbox(t, h) })
 }

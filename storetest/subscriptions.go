@@ -59,7 +59,7 @@ func runSubscriptions(t *testing.T, h Harness) {
 			status string
 			want   []string
 		}{{"", "", []string{"sub-1", "sub-2"}}, {"aws", "", []string{"sub-1"}}, {"", marketplace.StatusActive, []string{"sub-1", "sub-2"}}, {"azure", marketplace.StatusPending, nil}} {
-			list, err := s.ListSubscriptions(ctx, tc.p, tc.status)
+			list, err := s.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: tc.p, Status: tc.status})
 			var ids []string
 			for _, x := range list {
 				ids = append(ids, x.ID)
