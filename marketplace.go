@@ -57,6 +57,21 @@ var (
 	// resubmit it unchanged under the same idempotency key (see
 	// WithIdempotencyKey), and a service that honours the key counts it once.
 	ErrOutcomeUnknown = errors.New("marketplace: outcome unknown (the submission may have been applied)")
+
+	// The same failures of outside input carry the same names in every
+	// cloud integration:
+
+	// ErrInvalidInput: malformed or incomplete input (a notification, a
+	// token, a usage record); its error names what is wrong. HTTP 400.
+	ErrInvalidInput = errors.New("marketplace: invalid input")
+	// ErrNotAuthentic: a signature, token or secret that does not verify
+	// (forged, expired, wrong audience, unknown key). HTTP 401; the
+	// response says no more than "not authentic".
+	ErrNotAuthentic = errors.New("marketplace: not authentic")
+	// ErrUnrelated: a well-formed notification that is not for this
+	// integration (another product, another source, an event type it does
+	// not act on): acknowledged, never applied.
+	ErrUnrelated = errors.New("marketplace: notification not for this integration")
 )
 
 // idempotencyKey is the context key of WithIdempotencyKey.
