@@ -2,6 +2,7 @@ package marketplace
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -142,13 +143,13 @@ func newTrackerLane(owner *UsageTracker) *trackerLane {
 //
 // Usage is held in memory only: what has not been flushed is lost if the
 // process dies. Flush never loses usage and never sends the same usage twice
-// as long as the MeteringService reports its outcome correctly (see Flush).
-// An ambiguous failure, where the cloud applied a batch but the response was
-// lost, cannot be resolved by an in-memory tracker: it can only send the
-// usage again (billing twice) or drop it (billing nothing), and Flush sends
-// it again. For exactly-once reporting use package ledger, which persists
-// usage in hourly buckets and resends identical payloads that the clouds
-// deduplicate.
+// as long as the MeteringService reports its outcome correctly (see Flush):
+// a batch whose outcome is unknown (ErrOutcomeUnknown) is resubmitted
+// unchanged under its idempotency key, which ledger.Meter counts once. A
+// service that cannot say so, such as a cloud whose response was lost, leaves
+// the tracker two choices, send again or drop; Flush sends again. For
+// exactly-once reporting flush into package ledger, which persists usage in
+// hourly buckets and resends identical payloads that the clouds deduplicate.
 //
 // Sums are int64 and must not overflow between two flushes.
 //
@@ -163,6 +164,7 @@ type UsageTracker struct {
 	lanePool sync.Pool
 	nextLane atomic.Uint32
 	dropped  atomic.Int64
+	doubt    inDoubtSet // batches whose outcome is unknown; Flush alone uses it
 }
 
 // NewUsageTracker returns an empty tracker.
@@ -390,6 +392,14 @@ type drained struct {
 // is returned, and what was put back is sent by the next Flush. Flush never
 // retries by itself; wrap it in RetryFunc for that.
 //
+// Every batch is submitted under its own idempotency key (see
+// WithIdempotencyKey). An error wrapping ErrOutcomeUnknown means the batch
+// may have been applied: it is not put back, which could bill it twice, but
+// kept aside in doubt (see InDoubt), and the next Flush first resubmits it
+// unchanged under the same key, before it drains new usage. A service that
+// honours the key, as ledger.Meter does, then counts it exactly once. Flush
+// returns that error too, matched with errors.Is(err, ErrOutcomeUnknown).
+//
 // Flush also forgets pairs that had nothing pending since the previous
 // Flush, so the tracker's memory follows the pairs in recent use rather than
 // every pair ever seen. Concurrent Flush calls are safe; each submits what it
@@ -397,6 +407,10 @@ type drained struct {
 func (t *UsageTracker) Flush(ctx context.Context, svc MeteringService) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("marketplace: flush usage: %w", err)
+	}
+	resolved, err := t.resubmitInDoubt(ctx, svc)
+	if err != nil {
+		return resolved, err
 	}
 	batch, total := t.drain()
 	now := time.Now()
@@ -409,7 +423,7 @@ func (t *UsageTracker) Flush(ctx context.Context, svc MeteringService) (int, err
 	if len(records) == 0 {
 		// At most counts were drained, whose quantities went out with an
 		// earlier flush (see Pending).
-		return int(total), nil
+		return resolved + int(total), nil
 	}
 
 	putBackAll := true
@@ -420,18 +434,91 @@ func (t *UsageTracker) Flush(ctx context.Context, svc MeteringService) (int, err
 			}
 		}
 	}()
-	err := svc.SubmitUsage(ctx, records)
+	key := rand.Text()
+	err = svc.SubmitUsage(WithIdempotencyKey(ctx, key), records)
 	if err == nil {
 		putBackAll = false
-		return int(total), nil
+		return resolved + int(total), nil
 	}
 	var se *SubmitError
-	if !errors.As(err, &se) {
-		return 0, fmt.Errorf("marketplace: flush usage: all %d records put back: %w", len(records), err)
+	if errors.As(err, &se) {
+		putBackAll = false
+		pairs, count := t.putBackFailed(batch, se.Failed)
+		return resolved + int(total-count), fmt.Errorf("marketplace: flush usage: %d of %d records put back: %w", pairs, len(records), err)
 	}
-	putBackAll = false
-	pairs, count := t.putBackFailed(batch, se.Failed)
-	return int(total - count), fmt.Errorf("marketplace: flush usage: %d of %d records put back: %w", pairs, len(records), err)
+	if errors.Is(err, ErrOutcomeUnknown) {
+		putBackAll = false
+		t.doubt.keep(inDoubtBatch{key: key, records: records, count: total})
+		return resolved, fmt.Errorf("marketplace: flush usage: %d records kept in doubt, to resubmit under key %s: %w", len(records), key, err)
+	}
+	return resolved, fmt.Errorf("marketplace: flush usage: all %d records put back: %w", len(records), err)
+}
+
+// InDoubt returns the number of Record calls whose usage was submitted by a
+// Flush that ended with an unknown outcome (ErrOutcomeUnknown) and that the
+// next Flush resubmits. Pending does not count them.
+func (t *UsageTracker) InDoubt() int {
+	t.doubt.mu.Lock()
+	defer t.doubt.mu.Unlock()
+	var n int64
+	for _, b := range t.doubt.batches {
+		n += b.count
+	}
+	return int(n)
+}
+
+// resubmitInDoubt resubmits every batch in doubt, oldest first, each under
+// its own key, and returns the Record calls behind those now accepted. It
+// stops at the first error: that batch and the rest stay in doubt, never put
+// back, since any of them may already be applied.
+func (t *UsageTracker) resubmitInDoubt(ctx context.Context, svc MeteringService) (int, error) {
+	pending := t.doubt.take()
+	if len(pending) == 0 {
+		return 0, nil
+	}
+	var accepted int64
+	defer func() { t.doubt.keep(pending...) }() // what is left, also on a panic in svc
+	for len(pending) > 0 {
+		b := pending[0]
+		if err := svc.SubmitUsage(WithIdempotencyKey(ctx, b.key), b.records); err != nil {
+			return int(accepted), fmt.Errorf("marketplace: flush usage: resubmitting %d records in doubt under key %s: %w", len(b.records), b.key, err)
+		}
+		accepted += b.count
+		pending = pending[1:]
+	}
+	return int(accepted), nil
+}
+
+// inDoubtBatch is a submitted batch whose outcome is unknown, kept to be
+// resubmitted unchanged under the same key.
+type inDoubtBatch struct {
+	key     string
+	records []UsageRecord
+	count   int64 // Record calls behind the records
+}
+
+// inDoubtSet holds the batches in doubt. A Flush takes them all out while
+// it resubmits, so two concurrent flushes never both count one.
+type inDoubtSet struct {
+	mu      sync.Mutex
+	batches []inDoubtBatch
+}
+
+func (s *inDoubtSet) take() []inDoubtBatch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.batches
+	s.batches = nil
+	return b
+}
+
+func (s *inDoubtSet) keep(b ...inDoubtBatch) {
+	if len(b) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches = append(s.batches, b...)
 }
 
 // drain takes the pending usage out of every cell, summed per pair across
