@@ -1,0 +1,216 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is marketplaced serve's configuration. Every field comes from a flag
+// or a MARKETPLACED_* environment variable (the flag wins), except the product
+// and dimension catalogue, which is a file.
+type Config struct {
+	Addr          string // listen address
+	DataDir       string // holds marketplace.db (SQLite)
+	CataloguePath string
+	Catalogue     *Catalogue
+	// APIKeys authenticate /v1 requests; several allow rotation. Secret:
+	// never logged (see LogValue).
+	APIKeys []string
+
+	MaxBodyBytes int64 // POST /v1/usage body limit (413 above it)
+	MaxRecords   int   // records per POST /v1/usage (413 above it)
+	MaxInFlight  int   // concurrent POST /v1/usage requests (429 above it)
+
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	// ShutdownTimeout bounds the drain after SIGTERM: in-flight requests,
+	// then the reporters and loops.
+	ShutdownTimeout time.Duration
+
+	EntitlementTTL time.Duration // how long a cached grant is served
+	LogLevel       slog.Level
+}
+
+// DBPath is the SQLite file in the data folder.
+func (c Config) DBPath() string { return filepath.Join(c.DataDir, "marketplace.db") }
+
+// LogValue keeps secrets out of logs: the API keys are shown as a count.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.String("data", c.DataDir),
+		slog.String("catalogue", c.CataloguePath),
+		slog.Int("api_keys", len(c.APIKeys)),
+		slog.Int64("max_body_bytes", c.MaxBodyBytes),
+		slog.Int("max_records", c.MaxRecords),
+		slog.Int("max_in_flight", c.MaxInFlight),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("log_level", c.LogLevel.String()),
+	)
+}
+
+// setting is one configuration value: its flag, its environment variable,
+// its default and how to apply it.
+type setting struct {
+	flag, env string
+	def       string
+	usage     string
+	secret    bool // never echoed: not in -h, not in errors
+	apply     func(c *Config, v string) error
+}
+
+// EnvPrefix starts every environment variable marketplaced serve reads.
+const EnvPrefix = "MARKETPLACED_"
+
+func settings() []setting {
+	dur := func(dst func(*Config) *time.Duration) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("want a positive duration such as 30s, got %q", v)
+			}
+			*dst(c) = d
+			return nil
+		}
+	}
+	posInt := func(dst func(*Config) *int) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("want a positive integer, got %q", v)
+			}
+			*dst(c) = n
+			return nil
+		}
+	}
+	return []setting{
+		{flag: "addr", def: "127.0.0.1:8080", usage: "listen address (host:port) for the API, landing and notification endpoints, metrics and health",
+			apply: func(c *Config, v string) error {
+				if !strings.Contains(v, ":") {
+					return fmt.Errorf("want host:port, got %q", v)
+				}
+				c.Addr = v
+				return nil
+			}},
+		{flag: "data", def: "marketplaced-data", usage: "data folder; the SQLite store is marketplace.db in it (created if missing)",
+			apply: func(c *Config, v string) error {
+				if v == "" {
+					return errors.New("is empty")
+				}
+				c.DataDir = v
+				return nil
+			}},
+		{flag: "catalogue", usage: "product and dimension catalogue file (JSON; see docs/configuration.md); required",
+			apply: func(c *Config, v string) error {
+				if v == "" {
+					return errors.New("is required: the file that maps your metric names to each cloud's dimensions")
+				}
+				cat, err := LoadCatalogue(v)
+				if err != nil {
+					return err
+				}
+				c.CataloguePath, c.Catalogue = v, cat
+				return nil
+			}},
+		{flag: "api-keys", secret: true, usage: "comma-separated API keys for /v1 (Authorization: Bearer KEY); several allow rotation; required. Prefer the environment variable: flags show in ps",
+			apply: func(c *Config, v string) error {
+				c.APIKeys = nil
+				for k := range strings.SplitSeq(v, ",") {
+					k = strings.TrimSpace(k)
+					if k == "" {
+						continue
+					}
+					if len(k) < 16 {
+						return fmt.Errorf("key %d is shorter than 16 characters", len(c.APIKeys)+1)
+					}
+					c.APIKeys = append(c.APIKeys, k)
+				}
+				if len(c.APIKeys) == 0 {
+					return errors.New("is required: at least one key")
+				}
+				return nil
+			}},
+		{flag: "max-body", def: "16777216", usage: "largest POST /v1/usage body in bytes (413 above it)",
+			apply: func(c *Config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 1024 {
+					return fmt.Errorf("want a number of bytes, at least 1024, got %q", v)
+				}
+				c.MaxBodyBytes = n
+				return nil
+			}},
+		{flag: "max-records", def: "10000", usage: "most records in one POST /v1/usage (413 above it)", apply: posInt(func(c *Config) *int { return &c.MaxRecords })},
+		{flag: "max-in-flight", def: "64", usage: "most POST /v1/usage requests served at once (429 with Retry-After above it)", apply: posInt(func(c *Config) *int { return &c.MaxInFlight })},
+		{flag: "read-header-timeout", def: "5s", usage: "HTTP server: time to read a request's headers", apply: dur(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
+		{flag: "read-timeout", def: "30s", usage: "HTTP server: time to read a whole request", apply: dur(func(c *Config) *time.Duration { return &c.ReadTimeout })},
+		{flag: "write-timeout", def: "30s", usage: "HTTP server: time from the end of the request headers to the end of the response", apply: dur(func(c *Config) *time.Duration { return &c.WriteTimeout })},
+		{flag: "idle-timeout", def: "2m", usage: "HTTP server: how long an idle keep-alive connection is kept", apply: dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
+		{flag: "shutdown-timeout", def: "20s", usage: "on SIGTERM: the bound for draining in-flight requests and stopping the reporters", apply: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{flag: "entitlement-ttl", def: "1m", usage: "how long a cached entitlement grant is served (lifecycle events invalidate it sooner)", apply: dur(func(c *Config) *time.Duration { return &c.EntitlementTTL })},
+		{flag: "log-level", def: "info", usage: "log level: debug, info, warn or error (logs are JSON on stderr)",
+			apply: func(c *Config, v string) error {
+				return c.LogLevel.UnmarshalText([]byte(v))
+			}},
+	}
+}
+
+func envName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ParseConfig reads the configuration from args (flags) and getenv, applies
+// defaults and validates every setting. An error names the flag and the
+// environment variable. -h prints every setting with its default to out and
+// returns flag.ErrHelp.
+func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("marketplaced serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	ss := settings()
+	vals := make([]*string, len(ss))
+	for i, s := range ss {
+		usage := s.usage + " [" + envName(s.flag) + "]"
+		vals[i] = fs.String(s.flag, s.def, usage)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: marketplaced serve [flags]\n\nEvery flag can also be set by the environment variable in brackets; a flag wins.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var c Config
+	var errs []error
+	for i, s := range ss {
+		v, from := *vals[i], "-"+s.flag
+		if !set[s.flag] {
+			if e, ok := lookup(getenv, envName(s.flag)); ok {
+				v, from = e, envName(s.flag)
+			} else {
+				from = "-" + s.flag + " / " + envName(s.flag)
+			}
+		}
+		if err := s.apply(&c, v); err != nil {
+			errs = append(errs, fmt.Errorf("setting %s: %w", from, err))
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
