@@ -16,7 +16,7 @@ import (
 type azureEmulator struct {
 	addr, webhook, certFile, secret string
 	faults                          emu.Faults
-	opDelay                         time.Duration
+	opDelay, patchDelay             time.Duration
 }
 
 func newAzureEmulator() *azureEmulator { return &azureEmulator{} }
@@ -34,11 +34,12 @@ func (a *azureEmulator) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&a.faults.DropRate, "azure-drop-rate", 0, "fraction of Azure API calls applied, then their response dropped")
 	fs.DurationVar(&a.faults.Latency, "azure-latency", 0, "latency added to every Azure API call")
 	fs.BoolVar(&a.faults.MeteringOnly, "azure-faults-metering-only", true, "inject the Azure faults into the Metering API only")
-	fs.DurationVar(&a.opDelay, "azure-operation-delay", 2*time.Second, "how long Azure operations take to succeed")
+	fs.DurationVar(&a.opDelay, "azure-operation-delay", 2*time.Second, "how long an Azure operation nobody answers takes to succeed")
+	fs.DurationVar(&a.patchDelay, "azure-patch-delay", time.Second, "how long an Azure operation the publisher PATCHed stays InProgress before it completes (0: at once)")
 }
 
 func (a *azureEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
-	cfg := emu.Config{WebhookURL: a.webhook, Faults: a.faults, OperationDelay: a.opDelay, Logger: logger}
+	cfg := emu.Config{WebhookURL: a.webhook, Faults: a.faults, OperationDelay: a.opDelay, PatchDelay: a.patchDelay, Logger: logger}
 	if a.secret != "" {
 		cfg.PublisherApp = emu.DefaultPublisherApp
 		cfg.Clients = map[string]string{cfg.PublisherApp: a.secret}

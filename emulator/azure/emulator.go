@@ -68,11 +68,18 @@ type Config struct {
 	// (PATCH, DELETE), or a webhook operation the publisher neither
 	// accepted nor rejected, takes to succeed. Default 2 s.
 	OperationDelay time.Duration
-	PageSize       int // subscriptions per list page; default 100
-	Faults         Faults
-	Seed           uint64 // for fault decisions
-	Clock          func() time.Time
-	Logger         *slog.Logger
+	// PatchDelay is how long an operation stays InProgress after the
+	// publisher PATCHes it with "Success" or "Failure" before it reaches
+	// Succeeded or Failed and its change applies. Azure completes a
+	// PATCHed operation asynchronously, so a publisher must follow the
+	// operation until it is final; a delay tests that it does. Zero (the
+	// default) completes it at once.
+	PatchDelay time.Duration
+	PageSize   int // subscriptions per list page; default 100
+	Faults     Faults
+	Seed       uint64 // for fault decisions
+	Clock      func() time.Time
+	Logger     *slog.Logger
 }
 
 // Faults are injected into calls under /api.
@@ -131,6 +138,9 @@ func New(cfg Config) *Emulator {
 	}
 	if cfg.OperationDelay <= 0 {
 		cfg.OperationDelay = 2 * time.Second
+	}
+	if cfg.PatchDelay < 0 {
+		cfg.PatchDelay = 0
 	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 100

@@ -348,3 +348,52 @@ func TestStart(t *testing.T) {
 	}
 	hc.CloseIdleConnections()
 }
+
+// TestPatchDelay: an operation the publisher PATCHes stays InProgress for
+// PatchDelay, as at Azure, and only then completes with the PATCHed
+// status; a contrary PATCH meanwhile is a conflict, a repeated one is not.
+func TestPatchDelay(t *testing.T) {
+	cases := []struct {
+		patch, want, plan string
+	}{
+		{"Success", emu.OpSucceeded, "pro"},
+		{"Failure", emu.OpFailed, "basic"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.patch, func(t *testing.T) {
+			f := newFixture(t, emu.Config{OperationDelay: time.Hour, PatchDelay: time.Minute})
+			id := f.subscribed(t, "basic")
+			op, _, err := f.e.Drive(t.Context(), id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := "/saas/subscriptions/" + id + "/operations/" + op
+			other := map[string]string{"Success": "Failure", "Failure": "Success"}[tc.patch]
+			for _, step := range []struct {
+				status string
+				want   int
+			}{{tc.patch, 200}, {tc.patch, 200}, {other, 409}} {
+				if st, _, b := f.call(t, "PATCH", path, f.token, map[string]string{"status": step.status}); st != step.want {
+					t.Fatalf("PATCH %s: %d %s, want %d", step.status, st, b, step.want)
+				}
+			}
+			f.clock.Advance(time.Minute - time.Millisecond)
+			if st, _, b := f.call(t, "GET", path, f.token, nil); st != 200 || !strings.Contains(string(b), `"status":"InProgress"`) {
+				t.Fatalf("before PatchDelay: %d %s", st, b)
+			}
+			if _, plan, _, _ := f.e.Status(id); plan != "basic" {
+				t.Fatalf("applied before PatchDelay: plan %q", plan)
+			}
+			f.clock.Advance(time.Millisecond)
+			if st, _, b := f.call(t, "GET", path, f.token, nil); st != 200 || !strings.Contains(string(b), `"status":"`+tc.want+`"`) {
+				t.Fatalf("after PatchDelay: %d %s, want %s", st, b, tc.want)
+			}
+			if _, plan, _, _ := f.e.Status(id); plan != tc.plan {
+				t.Fatalf("after PatchDelay: plan %q, want %q", plan, tc.plan)
+			}
+			if st, _, b := f.call(t, "PATCH", path, f.token, map[string]string{"status": other}); st != 409 {
+				t.Fatalf("contrary PATCH after completion: %d %s", st, b)
+			}
+		})
+	}
+}

@@ -93,7 +93,8 @@ type operation struct {
 	Status                 string `json:"status"`
 	OperationRequestSource string `json:"operationRequestSource,omitempty"`
 
-	due time.Time // when an InProgress operation succeeds by itself
+	due     time.Time // when an InProgress operation completes by itself
+	outcome string    // OpSucceeded or OpFailed once the publisher PATCHed it; due is then PatchDelay later
 }
 
 // Purchase describes a buyer's purchase for CreatePurchase.
@@ -177,7 +178,7 @@ func (e *Emulator) settle() {
 	now := e.now()
 	for _, op := range e.ops {
 		if op.Status == OpInProgress && !op.due.IsZero() && !now.Before(op.due) {
-			e.finish(op, true)
+			e.finish(op, op.outcome != OpFailed)
 		}
 	}
 }
@@ -312,7 +313,7 @@ func (e *Emulator) Deliver(ctx context.Context, opID string) (int, error) {
 	resp.Body.Close()
 	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
 		e.mu.Lock()
-		if op.Status == OpInProgress {
+		if op.Status == OpInProgress && op.outcome == "" {
 			e.finish(op, false)
 		}
 		e.mu.Unlock()
@@ -573,11 +574,19 @@ func (e *Emulator) servePatchOp(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	want := map[string]string{"Success": OpSucceeded, "Failure": OpFailed}[body.Status]
-	switch op.Status {
-	case OpInProgress:
-		e.finish(op, body.Status == "Success")
-	case want:
+	switch {
+	case op.Status == OpInProgress && op.outcome == "":
+		op.outcome = want
+		if e.cfg.PatchDelay == 0 {
+			e.finish(op, want == OpSucceeded)
+		} else {
+			op.due = e.now().Add(e.cfg.PatchDelay) // Azure completes it later
+		}
+	case op.Status == want, op.Status == OpInProgress && op.outcome == want:
 		// the same answer again: nothing to do
+	case op.Status == OpInProgress:
+		writeError(w, http.StatusConflict, "Conflict", "the operation was already PATCHed with the other status")
+		return false
 	default:
 		writeError(w, http.StatusConflict, "Conflict", "the operation is already "+op.Status)
 		return false
