@@ -66,7 +66,13 @@ type Bucket struct {
 	Units int64
 	// ReportID is the deterministic id of the report (UUIDv5 of the key);
 	// every attempt sends it unchanged.
-	ReportID    string
+	ReportID string
+	// Attributes are what the cloud's payload needs beyond the key (an
+	// Azure plan id, an AWS product code, a Google metric name), frozen by
+	// the Target's Freezer before the first attempt and never changed, so
+	// that every attempt sends exactly the same payload. Nil until then, or
+	// for a Target that needs none.
+	Attributes  map[string]string
 	Attempts    int
 	NextAttempt time.Time
 	// MaybeApplied is set once an attempt failed in a way that leaves open
@@ -102,6 +108,20 @@ var reportNamespace = uuid.MustParse("7d1f6b52-2f3a-5a0e-9c41-6d61726b6574")
 func ReportID(k BucketKey) string {
 	name := string(k.Provider) + "\x00" + k.Customer + "\x00" + k.Dimension + "\x00" + k.Hour.UTC().Format(time.RFC3339)
 	return uuid.NewSHA1(reportNamespace, []byte(name)).String()
+}
+
+// End is the end of the time range the bucket's usage covers: the end of
+// its hour, or its seal time when it was sealed before its hour ended (a
+// final flush), so that no report claims a time range that had not ended.
+// A bucket sealed before its hour began (late usage a final flush moved
+// ahead) covers no time: its End is its Hour. Derived from stored fields
+// only, it is the same on every attempt.
+func (b Bucket) End() time.Time {
+	end := b.Hour.Add(time.Hour)
+	if b.SealedAt.IsZero() || !b.SealedAt.Before(end) {
+		return end.UTC()
+	}
+	return later(b.Hour, b.SealedAt).UTC()
 }
 
 // HourOf returns the start of t's hour in UTC.

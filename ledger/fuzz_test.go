@@ -45,6 +45,9 @@ func (s *appendStore) Claim(context.Context, ledger.ClaimRequest) ([]ledger.Buck
 	return nil, nil
 }
 func (s *appendStore) Complete(context.Context, string, []ledger.Completion) error { return nil }
+func (s *appendStore) Freeze(context.Context, string, []ledger.Frozen) ([]ledger.Frozen, error) {
+	return nil, nil
+}
 func (s *appendStore) Buckets(context.Context, ledger.BucketFilter) ([]ledger.Bucket, error) {
 	return nil, nil
 }

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"golang.org/x/time/rate"
 
 	"github.com/saasmarket/marketplace"
 )
 
 // Report is the frozen payload of one sealed bucket, as a Target sends it.
-// Every attempt for a bucket carries the same ID, key and Quantity.
+// Every attempt for a bucket carries the same ID, key, Quantity, End and
+// Attributes.
 type Report struct {
 	ID        string // deterministic (UUIDv5): AWS/Azure dedupe key material, GCP operationId
 	BucketID  int64
@@ -23,8 +23,15 @@ type Report struct {
 	Customer  string
 	Dimension string
 	Hour      time.Time // start of the hour, UTC
-	Quantity  int64     // whole billing units, above zero
-	Attempt   int       // 1 on the first send
+	// End is the end of the usage's time range: the hour's end, or the
+	// seal time of a final flush (see Bucket.End). It is never in the
+	// future when the Reporter sends the report.
+	End      time.Time
+	Quantity int64 // whole billing units, above zero
+	// Attributes are the payload attributes the Target's Freezer froze
+	// (nil for a Target that is no Freezer).
+	Attributes map[string]string
+	Attempt    int // 1 on the first send
 }
 
 // Outcome is what happened to one report.
@@ -55,25 +62,46 @@ type Result struct {
 	RetryAfter time.Duration
 	// MaybeApplied marks a retry whose attempt may have been applied.
 	MaybeApplied bool
+	// Throttled marks a retry the cloud refused for its rate or quota: the
+	// Reporter slows its calls down, as for ErrThrottled.
+	Throttled bool
 }
 
 // Errors a Target returns for a whole call, wrapped with the cause. Any
 // other error from Send is taken to leave open whether the call was applied
 // (a timeout, a lost response), and the reports are retried.
 var (
-	// ErrNotApplied: the call certainly was not applied (throttled,
-	// refused before processing); the reports are retried.
+	// ErrNotApplied: the call certainly was not applied (refused before
+	// processing); the reports are retried.
 	ErrNotApplied = errors.New("ledger: call not applied")
+	// ErrThrottled: the cloud refused the call for its rate (HTTP 429,
+	// ThrottlingException, RESOURCE_EXHAUSTED). It matches ErrNotApplied
+	// too. The Reporter halves its call rate, and a retry-after hint on the
+	// error (marketplace.WithRetryAfter) pauses all its calls that long.
+	ErrThrottled error = throttledError{}
 	// ErrPastDeadline: the cloud refused the whole call as too old.
 	ErrPastDeadline = errors.New("ledger: usage past the cloud's deadline")
+	// ErrBadReport: the cloud refused the whole call, unapplied, because of
+	// a report in it that it does not name. The Reporter splits the call in
+	// halves and sends each, until the bad report is alone; alone, it is
+	// rejected (or expired, if the error also matches ErrPastDeadline).
+	ErrBadReport = errors.New("ledger: call refused for one of its reports")
 )
+
+type throttledError struct{}
+
+func (throttledError) Error() string        { return "ledger: call throttled" }
+func (throttledError) Is(target error) bool { return target == ErrNotApplied }
 
 // Limits are a cloud API's rules for one call, and its rate.
 type Limits struct {
-	MaxItems int     // reports per call; default 25
-	MaxBytes int     // estimated request size per call (see Sizer); 0: no limit
-	Rate     float64 // calls per second; 0: unlimited
-	Burst    int     // default 1
+	MaxItems int // reports per call; default 25
+	MaxBytes int // estimated request size per call (see Sizer); 0: no limit
+	// Rate caps calls (Sends) per second; 0: no cap until the cloud
+	// throttles. The Reporter halves its rate when throttled and raises it
+	// by a tenth after each call that was not, back up to Rate.
+	Rate  float64
+	Burst int // default 1
 	// Deadline is how long after its hour's start the cloud still accepts
 	// usage (AWS, Azure: 24 h); zero means none.
 	Deadline time.Duration
@@ -81,8 +109,11 @@ type Limits struct {
 
 // Target sends reports to one cloud's metering API. Send answers one Result
 // per report, in order; or an error for the whole call (see ErrNotApplied,
-// ErrPastDeadline; a marketplace.Permanent error rejects every report;
-// marketplace.RetryAfter hints are honoured).
+// ErrThrottled, ErrPastDeadline, ErrBadReport; a marketplace.Permanent
+// error rejects every report; marketplace.RetryAfter hints are honoured).
+// The Reporter paces Sends (see Limits.Rate): a Target makes one call to
+// its cloud per Send, or a fixed few (a check before a report), and keeps
+// no rate limit of its own.
 type Target interface {
 	Provider() marketplace.CloudProvider
 	Limits() Limits
@@ -95,6 +126,18 @@ type Target interface {
 // any other delays it.
 type Grouper interface {
 	GroupOf(ctx context.Context, r Report) (string, error)
+}
+
+// Freezer is implemented by a Target whose payload needs more than a
+// bucket's key and quantity: state that lives elsewhere and may change
+// (the plan of an Azure subscription) or configuration (an AWS product
+// code, a Google metric name). The Reporter calls Freeze for a claimed
+// bucket that has no attributes, before its first send, stores them with
+// the bucket, and passes the stored ones in Report.Attributes on every
+// attempt, so every attempt sends exactly the same payload. An error
+// marked marketplace.Permanent rejects the report; any other delays it.
+type Freezer interface {
+	Freeze(ctx context.Context, r Report) (map[string]string, error)
 }
 
 // Sizer is implemented by a Target that can estimate a report's share of a
@@ -120,13 +163,14 @@ type ReporterConfig struct {
 
 // Reporter reports one cloud's sealed buckets through a Target. Several
 // reporters (in one process or many sharing a store) may run for the same
-// cloud: claims keep them apart. Each applies its own rate limit.
+// cloud: claims keep them apart. Each paces its own calls, adapting to the
+// cloud's throttling (see Limits.Rate).
 type Reporter struct {
-	l       *Ledger
-	target  Target
-	limits  Limits
-	cfg     ReporterConfig
-	limiter *rate.Limiter
+	l      *Ledger
+	target Target
+	limits Limits
+	cfg    ReporterConfig
+	pace   *pacer
 }
 
 // NewReporter returns a reporter of l's buckets to target.
@@ -163,16 +207,18 @@ func NewReporter(l *Ledger, target Target, cfg ReporterConfig) *Reporter {
 	if lim.Burst <= 0 {
 		lim.Burst = 1
 	}
-	r := &Reporter{l: l, target: target, limits: lim, cfg: cfg, limiter: rate.NewLimiter(rate.Inf, 0)}
-	if lim.Rate > 0 {
-		r.limiter = rate.NewLimiter(rate.Limit(lim.Rate), lim.Burst)
-	}
-	return r
+	return &Reporter{l: l, target: target, limits: lim, cfg: cfg, pace: newPacer(lim.Rate, lim.Burst)}
 }
+
+// Rate is the reporter's current call rate per second: Limits.Rate (+Inf
+// when unset) until the cloud throttles, lower while it recovers.
+func (r *Reporter) Rate() float64 { return r.pace.rate() }
 
 // RoundStats counts what one round did.
 type RoundStats struct {
 	Claimed, Calls, Reported, Rejected, Conflict, Retried, Carried, Expired int
+	// Throttled counts calls the cloud throttled.
+	Throttled int
 }
 
 // Run reports until ctx is done: rounds back to back while there is work,
@@ -186,7 +232,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 		if err != nil {
 			r.cfg.Logger.Error("report round failed", "provider", r.target.Provider(), "err", err)
 		}
-		if err == nil && st.Claimed >= r.cfg.ClaimLimit {
+		if err == nil && st.Claimed >= r.cfg.ClaimLimit && st.Throttled == 0 {
 			continue
 		}
 		select {
@@ -199,11 +245,15 @@ func (r *Reporter) Run(ctx context.Context) error {
 
 // RunOnce claims one round of due buckets, sends them and stores the
 // outcomes. A crash anywhere in it is safe: an unfinished claim expires and
-// the same payloads are sent again, which the cloud deduplicates.
+// the same payloads are sent again, which the cloud deduplicates. While a
+// cloud's Retry-After runs, RunOnce claims nothing.
 func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 	var st RoundStats
 	p := r.target.Provider()
 	now := r.l.cfg.Clock()
+	if r.pace.paused(now) {
+		return st, nil
+	}
 	owner := uuid.NewString()
 	claimed, err := r.l.store.Claim(ctx, ClaimRequest{Provider: p, Owner: owner, Now: now, Lease: r.cfg.Lease, Limit: r.cfg.ClaimLimit})
 	if err != nil {
@@ -224,6 +274,11 @@ func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 		}
 		send = append(send, b)
 	}
+	send, early, err := r.freeze(ctx, owner, send, now)
+	if err != nil {
+		return st, err
+	}
+	done = append(done, early...)
 	calls, early := r.group(ctx, send, now)
 	done = append(done, early...)
 	// Store what is already decided before sending, so a slow send cannot
@@ -233,21 +288,18 @@ func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 	}
 	// Stop sending while a whole call still fits in the lease: buckets left
 	// over are released unsent, rather than left to a lease that runs out
-	// (which marks them as possibly applied).
+	// (which marks them as possibly applied). The same while the cloud's
+	// Retry-After runs: they wait for its end.
 	stopAt := now.Add(r.cfg.Lease - r.cfg.SendTimeout)
-	for ci, call := range calls {
-		if err := r.limiter.Wait(ctx); err != nil {
+	for len(calls) > 0 {
+		if err := r.pace.wait(ctx); err != nil {
 			return st, err // the claim expires; nothing more was sent
 		}
-		if r.l.cfg.Clock().After(stopAt) {
-			var rest []Completion
-			for _, c := range calls[ci:] {
-				for _, b := range c {
-					rest = append(rest, Completion{BucketID: b.ID, State: StateSealed, NextAttempt: b.NextAttempt, MaybeApplied: b.MaybeApplied, Now: now})
-				}
-			}
-			return st, r.complete(ctx, owner, rest, &st)
+		if t := r.l.cfg.Clock(); t.After(stopAt) || r.pace.paused(t) {
+			return st, r.complete(ctx, owner, r.release(calls, now), &st)
 		}
+		call := calls[0]
+		calls = calls[1:]
 		reports := make([]Report, len(call))
 		for i, b := range call {
 			reports[i] = toReport(b)
@@ -257,12 +309,21 @@ func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 		cancel()
 		st.Calls++
 		now := r.l.cfg.Clock()
+		if r.pace.observe(now, err, results) {
+			st.Throttled++
+		}
+		if errors.Is(err, ErrBadReport) && len(call) > 1 {
+			// Find the bad report: each half is a call of its own.
+			h := len(call) / 2
+			calls = append([][]Bucket{call[:h], call[h:]}, calls...)
+			continue
+		}
 		outs := make([]Completion, len(call))
 		for i, b := range call {
 			var res Result
 			switch {
 			case err != nil:
-				res = wholeCallResult(err)
+				res = ResultOf(err)
 			case len(results) != len(call):
 				res = Result{Outcome: OutcomeRetry, MaybeApplied: true, Reason: fmt.Sprintf("target answered %d results for %d reports", len(results), len(call))}
 			default:
@@ -278,22 +339,93 @@ func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 	return st, nil
 }
 
-func toReport(b Bucket) Report {
-	return Report{ID: b.ReportID, BucketID: b.ID, Provider: b.Provider, Customer: b.Customer,
-		Dimension: b.Dimension, Hour: b.Hour.UTC(), Quantity: b.Units, Attempt: b.Attempts + 1}
+// release hands buckets back unsent: not attempted, due again after any
+// Retry-After of the cloud.
+func (r *Reporter) release(calls [][]Bucket, now time.Time) []Completion {
+	var rest []Completion
+	resume := r.pace.resume()
+	for _, c := range calls {
+		for _, b := range c {
+			rest = append(rest, Completion{BucketID: b.ID, State: StateSealed, NextAttempt: later(b.NextAttempt, resume), MaybeApplied: b.MaybeApplied, Now: now})
+		}
+	}
+	return rest
 }
 
-// wholeCallResult maps a whole-call error to every report's result.
-func wholeCallResult(err error) Result {
-	res := Result{Outcome: OutcomeRetry, Reason: err.Error(), MaybeApplied: !errors.Is(err, ErrNotApplied)}
+// freeze has the Target's Freezer freeze the attributes of buckets that
+// have none, stores them, and returns the buckets to send with the stored
+// attributes. A bucket whose lease moved on is dropped: its new holder
+// sends it.
+func (r *Reporter) freeze(ctx context.Context, owner string, bs []Bucket, now time.Time) (send []Bucket, done []Completion, err error) {
+	fz, ok := r.target.(Freezer)
+	if !ok {
+		return bs, nil, nil
+	}
+	var frozen []Frozen
+	failed := map[int64]error{}
+	for _, b := range bs {
+		if len(b.Attributes) > 0 {
+			continue
+		}
+		attrs, err := fz.Freeze(ctx, toReport(b))
+		if err != nil {
+			failed[b.ID] = err
+			continue
+		}
+		frozen = append(frozen, Frozen{BucketID: b.ID, Attributes: attrs})
+	}
+	stored := map[int64]map[string]string{}
+	if len(frozen) > 0 {
+		held, err := r.l.store.Freeze(ctx, owner, frozen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ledger: store frozen attributes of %d buckets: %w", len(frozen), err)
+		}
+		for _, f := range held {
+			stored[f.BucketID] = f.Attributes
+		}
+	}
+	for _, b := range bs {
+		if err, ok := failed[b.ID]; ok {
+			res := ResultOf(err)
+			res.MaybeApplied = false // nothing was sent
+			c := r.outcome(b, res, now)
+			c.Attempted = true
+			done = append(done, c)
+			continue
+		}
+		if len(b.Attributes) == 0 {
+			attrs, ok := stored[b.ID]
+			if !ok {
+				continue // the lease moved on
+			}
+			b.Attributes = attrs
+		}
+		send = append(send, b)
+	}
+	return send, done, nil
+}
+
+func toReport(b Bucket) Report {
+	return Report{ID: b.ReportID, BucketID: b.ID, Provider: b.Provider, Customer: b.Customer,
+		Dimension: b.Dimension, Hour: b.Hour.UTC(), End: b.End(), Quantity: b.Units,
+		Attributes: b.Attributes, Attempt: b.Attempts + 1}
+}
+
+// ResultOf is the result a whole-call error from a Target means for each
+// report of the call (see the errors of Target). Targets that make more
+// than one call per Send use it for the calls whose failure decides only
+// some reports.
+func ResultOf(err error) Result {
+	res := Result{Outcome: OutcomeRetry, Reason: err.Error(), MaybeApplied: !errors.Is(err, ErrNotApplied),
+		Throttled: errors.Is(err, ErrThrottled)}
 	if d, ok := marketplace.RetryAfter(err); ok {
 		res.RetryAfter = d
 	}
 	switch {
 	case errors.Is(err, ErrPastDeadline):
-		res.Outcome = OutcomeExpired
-	case marketplace.IsPermanent(err):
-		res.Outcome = OutcomeRejected
+		res.Outcome, res.MaybeApplied = OutcomeExpired, false
+	case errors.Is(err, ErrBadReport), marketplace.IsPermanent(err):
+		res.Outcome, res.MaybeApplied = OutcomeRejected, false
 	}
 	return res
 }
@@ -315,7 +447,7 @@ func (r *Reporter) group(ctx context.Context, bs []Bucket, now time.Time) (calls
 			var err error
 			g, err = grouper.GroupOf(ctx, toReport(b))
 			if err != nil {
-				res := wholeCallResult(err)
+				res := ResultOf(err)
 				res.MaybeApplied = false // nothing was sent
 				c := r.outcome(b, res, now)
 				c.Attempted = true

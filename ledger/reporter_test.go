@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -392,5 +393,235 @@ func TestReporterReleasesWhatTheLeaseCannotCover(t *testing.T) {
 	}
 	if st, _ := r.RunOnce(t.Context()); st.Reported != 1 {
 		t.Errorf("next round: %+v", st)
+	}
+}
+
+// freezeTarget freezes a "plan" attribute read from a mutable setting.
+type freezeTarget struct {
+	*rtTarget
+	mu     sync.Mutex
+	plan   string
+	frozen int
+	fail   error
+}
+
+func (t *freezeTarget) Freeze(_ context.Context, r ledger.Report) (map[string]string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fail != nil {
+		return nil, t.fail
+	}
+	t.frozen++
+	return map[string]string{"plan": t.plan}, nil
+}
+
+func (t *freezeTarget) setPlan(p string) {
+	t.mu.Lock()
+	t.plan = p
+	t.mu.Unlock()
+}
+
+// TestReporterFreezesAttributes: attributes are frozen once, before the
+// first send, and every attempt carries them even after the setting they
+// came from changed.
+func TestReporterFreezesAttributes(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	e.rtSealed(t, "c1", "c2")
+	lost := true
+	tg := &freezeTarget{plan: "basic", rtTarget: &rtTarget{}}
+	tg.answer = func(rs []ledger.Report) ([]ledger.Result, error) {
+		if lost {
+			return nil, errors.New("response lost") // maybe applied
+		}
+		return reportAll(rs), nil
+	}
+	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{})
+	if _, err := r.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range e.states(t) {
+		if b.Attributes["plan"] != "basic" || b.State != ledger.StateSealed {
+			t.Fatalf("after the first attempt: %v %v", b, b.Attributes)
+		}
+	}
+	tg.setPlan("pro")
+	lost = false
+	e.advance(time.Hour)
+	if st, err := r.RunOnce(t.Context()); err != nil || st.Reported != 2 {
+		t.Fatalf("retry: %+v, %v", st, err)
+	}
+	if len(tg.calls) != 2 {
+		t.Fatalf("%d calls", len(tg.calls))
+	}
+	for i, call := range tg.calls {
+		for _, rep := range call {
+			if rep.Attributes["plan"] != "basic" || rep.Attempt != i+1 {
+				t.Errorf("call %d sent %+v, want plan basic", i, rep)
+			}
+		}
+	}
+	if tg.frozen != 2 {
+		t.Errorf("Freeze called %d times for 2 buckets", tg.frozen)
+	}
+}
+
+func TestReporterFreezeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		state ledger.State
+	}{
+		{"permanent", marketplace.Permanent(errors.New("no stored subscription")), ledger.StateRejected},
+		{"transient", errors.New("store down"), ledger.StateSealed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := rtOpen(t, ledger.Config{})
+			e.rtSealed(t, "c1")
+			tg := &freezeTarget{rtTarget: &rtTarget{}, fail: tc.err}
+			if _, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{}).RunOnce(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			b := e.states(t)["c1@09"]
+			if b.State != tc.state || b.MaybeApplied || len(tg.calls) != 0 || !strings.Contains(b.Reason, tc.err.Error()) {
+				t.Errorf("bucket %v (%s) after %d calls, want %s, not maybe applied, nothing sent", b, b.Reason, len(tg.calls), tc.state)
+			}
+		})
+	}
+}
+
+// TestReporterAdaptsToThrottling: a throttled call halves the rate, and a
+// Retry-After stops the round: the other buckets are released unsent until
+// it has passed; calls that are not throttled raise the rate again.
+func TestReporterAdaptsToThrottling(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	e.rtSealed(t, "a", "b", "c", "d")
+	throttle := true
+	tg := &rtTarget{limits: ledger.Limits{MaxItems: 1, Rate: 100}}
+	tg.answer = func(rs []ledger.Report) ([]ledger.Result, error) {
+		if throttle {
+			return nil, marketplace.WithRetryAfter(fmt.Errorf("%w: 429", ledger.ErrThrottled), 30*time.Second)
+		}
+		return reportAll(rs), nil
+	}
+	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{})
+	st, err := r.RunOnce(t.Context())
+	if err != nil || st.Calls != 1 || st.Throttled != 1 {
+		t.Fatalf("throttled round: %+v, %v; want one call, then a pause", st, err)
+	}
+	if got := r.Rate(); got != 50 {
+		t.Errorf("rate after throttling = %v, want 50", got)
+	}
+	for _, b := range e.states(t) {
+		if b.State != ledger.StateSealed || b.MaybeApplied || b.NextAttempt.Before(rtNow.Add(30*time.Second)) {
+			t.Errorf("%v: next attempt %v, maybe applied %v; want sealed, not before the Retry-After", b, b.NextAttempt, b.MaybeApplied)
+		}
+	}
+	e.advance(10 * time.Second)
+	if st, _ := r.RunOnce(t.Context()); st.Claimed != 0 {
+		t.Errorf("claimed during the Retry-After: %+v", st)
+	}
+	throttle = false
+	e.advance(time.Minute)
+	if st, err := r.RunOnce(t.Context()); err != nil || st.Reported != 4 {
+		t.Fatalf("after the Retry-After: %+v, %v", st, err)
+	}
+	if got := r.Rate(); got <= 50 || got > 100 {
+		t.Errorf("rate after 4 good calls = %v, want recovering from 50 towards 100", got)
+	}
+}
+
+// TestReporterThrottledUncapped: without Limits.Rate the reporter calls as
+// fast as it can until throttled, then paces itself.
+func TestReporterThrottledUncapped(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	e.rtSealed(t, "a", "b", "c", "d", "e", "f")
+	n := 0
+	tg := &rtTarget{limits: ledger.Limits{MaxItems: 1}}
+	tg.answer = func(rs []ledger.Report) ([]ledger.Result, error) {
+		n++
+		if n == 3 {
+			return []ledger.Result{{Outcome: ledger.OutcomeRetry, Throttled: true, Reason: "RESOURCE_EXHAUSTED"}}, nil
+		}
+		return reportAll(rs), nil
+	}
+	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{})
+	if !math.IsInf(r.Rate(), 1) {
+		t.Fatalf("initial rate %v", r.Rate())
+	}
+	st, err := r.RunOnce(t.Context())
+	if err != nil || st.Reported != 5 || st.Throttled != 1 {
+		t.Fatalf("round: %+v, %v", st, err)
+	}
+	if math.IsInf(r.Rate(), 1) {
+		t.Error("still uncapped after a throttled answer")
+	}
+	// After the throttled call, calls are spaced again.
+	if d := tg.times[5].Sub(tg.times[3]); d <= 0 {
+		t.Errorf("calls after throttling %v apart", d)
+	}
+}
+
+// TestReporterBisectsBadReport: a call refused because of one unnamed
+// report is split until that report is alone; it alone is rejected.
+func TestReporterBisectsBadReport(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	var customers []string
+	for i := range 7 {
+		customers = append(customers, fmt.Sprint("c", i))
+	}
+	e.rtSealed(t, customers...)
+	tg := &rtTarget{}
+	tg.answer = func(rs []ledger.Report) ([]ledger.Result, error) {
+		for _, r := range rs {
+			if r.Customer == "c4" {
+				return nil, fmt.Errorf("%w: InvalidCustomerIdentifier", ledger.ErrBadReport)
+			}
+		}
+		return reportAll(rs), nil
+	}
+	st, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{}).RunOnce(t.Context())
+	if err != nil || st.Reported != 6 || st.Rejected != 1 {
+		t.Fatalf("round: %+v, %v", st, err)
+	}
+	for _, b := range e.states(t) {
+		want := ledger.StateReported
+		if b.Customer == "c4" {
+			want = ledger.StateRejected
+		}
+		if b.State != want || b.Attempts != 1 {
+			t.Errorf("%v, want %s after one attempt", b, want)
+		}
+	}
+	// 7 → 3+4 → 4 → 2+2 → 2 → 1+1: 1 + 2 + 2 + 2 calls.
+	if len(tg.calls) != 7 {
+		t.Errorf("%d calls, want 7", len(tg.calls))
+	}
+}
+
+// TestReportEndIsNeverAhead: the report of a final flush ends at the seal
+// time, never at the end of an hour that has not ended; a sealed past
+// hour ends with its hour.
+func TestReportEndIsNeverAhead(t *testing.T) {
+	e := rtOpen(t, ledger.Config{})
+	ctx := t.Context()
+	if _, err := e.l.Ingest(ctx, []ledger.Record{
+		{Provider: marketplace.AWS, Customer: "c", Dimension: "req", Quantity: 1, Time: rtNow.Add(-time.Hour)},
+		{Provider: marketplace.AWS, Customer: "c", Dimension: "req", Quantity: 2, Time: rtNow},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.SealCustomer(ctx, marketplace.AWS, "c"); err != nil {
+		t.Fatal(err)
+	}
+	tg := &rtTarget{}
+	e.advance(time.Minute)
+	if st, err := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{}).RunOnce(ctx); err != nil || st.Reported != 2 {
+		t.Fatalf("round: %+v, %v", st, err)
+	}
+	want := map[time.Time]time.Time{ledger.HourOf(rtNow.Add(-time.Hour)): ledger.HourOf(rtNow), ledger.HourOf(rtNow): rtNow}
+	for _, r := range tg.calls[0] {
+		if !r.End.Equal(want[r.Hour]) {
+			t.Errorf("report of %s ends %s, want %s", r.Hour, r.End, want[r.Hour])
+		}
 	}
 }

@@ -43,6 +43,15 @@ type Store interface {
 	// appends that quantity for the bucket's series at CarryHour.
 	Complete(ctx context.Context, owner string, outcomes []Completion) error
 
+	// Freeze stores the frozen payload attributes of claimed buckets (see
+	// Freezer), in one commit. It writes only to buckets that owner still
+	// holds leased and that hold no attributes yet: attributes, once
+	// stored, never change. It returns, for every bucket of frozen that
+	// owner still holds, the attributes the bucket holds afterwards (those
+	// stored before, if it had some); a bucket whose lease moved on is left
+	// out, and its new holder sends it.
+	Freeze(ctx context.Context, owner string, frozen []Frozen) ([]Frozen, error)
+
 	// Buckets lists buckets matching f, ordered by key.
 	Buckets(ctx context.Context, f BucketFilter) ([]Bucket, error)
 
@@ -96,6 +105,12 @@ type Completion struct {
 	CarryQuantity int64
 	CarryHour     time.Time
 	Now           time.Time
+}
+
+// Frozen is the frozen payload attributes of one bucket.
+type Frozen struct {
+	BucketID   int64
+	Attributes map[string]string
 }
 
 // BucketFilter selects buckets; zero fields match all.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -229,17 +230,22 @@ func loadSeries(ctx context.Context, tx *sql.Tx, keys []ledger.SeriesKey) (map[l
 }
 
 const bucketCols = `id, provider, customer, dimension, hour, quantity, late, state, units, report_id, attempts,
-	next_attempt, maybe_applied, record_id, reason, sealed_at, done_at`
+	next_attempt, maybe_applied, record_id, reason, sealed_at, done_at, attributes`
 
 func scanBucket(sc interface{ Scan(...any) error }) (ledger.Bucket, error) {
 	var (
 		b                        ledger.Bucket
 		hour, next, sealed, done int64
 		maybe                    int
-		provider, state          string
+		provider, state, attrs   string
 	)
 	err := sc.Scan(&b.ID, &provider, &b.Customer, &b.Dimension, &hour, &b.Quantity, &b.Late, &state, &b.Units,
-		&b.ReportID, &b.Attempts, &next, &maybe, &b.RecordID, &b.Reason, &sealed, &done)
+		&b.ReportID, &b.Attempts, &next, &maybe, &b.RecordID, &b.Reason, &sealed, &done, &attrs)
+	if err == nil && attrs != "" {
+		if jerr := json.Unmarshal([]byte(attrs), &b.Attributes); jerr != nil {
+			err = fmt.Errorf("bucket %d: attributes: %w", b.ID, jerr)
+		}
+	}
 	b.Provider = marketplace.CloudProvider(provider)
 	b.State = ledger.State(state)
 	b.Hour = time.Unix(hour, 0).UTC()
@@ -446,6 +452,50 @@ func (s *Store) Complete(ctx context.Context, owner string, outs []ledger.Comple
 		return fmt.Errorf("sqlite: complete: %w", err)
 	}
 	return nil
+}
+
+// Freeze implements ledger.Store.
+func (s *Store) Freeze(ctx context.Context, owner string, frozen []ledger.Frozen) ([]ledger.Frozen, error) {
+	var held []ledger.Frozen
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		held = held[:0]
+		st, err := tx.PrepareContext(ctx, `UPDATE buckets SET attributes = CASE WHEN attributes = '' THEN ? ELSE attributes END
+			WHERE id = ? AND lease_owner = ? AND state = 'sealed' RETURNING attributes`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, f := range frozen {
+			enc := ""
+			if len(f.Attributes) > 0 {
+				b, err := json.Marshal(f.Attributes)
+				if err != nil {
+					return err
+				}
+				enc = string(b)
+			}
+			var stored string
+			err := st.QueryRowContext(ctx, enc, f.BucketID, owner).Scan(&stored)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // the lease moved on
+			}
+			if err != nil {
+				return err
+			}
+			h := ledger.Frozen{BucketID: f.BucketID}
+			if stored != "" {
+				if err := json.Unmarshal([]byte(stored), &h.Attributes); err != nil {
+					return fmt.Errorf("bucket %d: attributes: %w", f.BucketID, err)
+				}
+			}
+			held = append(held, h)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: freeze: %w", err)
+	}
+	return held, nil
 }
 
 // Buckets implements ledger.Store.

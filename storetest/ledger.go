@@ -370,6 +370,55 @@ func runLedger(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("FreezeAttributes", func(t *testing.T) {
+		e := newEnv(t, h, ledger.Config{})
+		e.ingest(rec("azure", "c1", "req", 1, t0.Add(-time.Hour), ""), rec("azure", "c2", "req", 1, t0.Add(-time.Hour), ""))
+		e.seal()
+		ctx, now := t.Context(), e.clock.Now()
+		a, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "azure", Owner: "A", Now: now, Lease: time.Minute, Limit: 10})
+		if err != nil || len(a) != 2 || a[0].Attributes != nil {
+			t.Fatalf("claim: %+v, %v", a, err)
+		}
+		basic := map[string]string{"planId": "basic", "note": "ünïcode \"quoted\""}
+		// Only the lease holder freezes.
+		got, err := e.store.Freeze(ctx, "B", []ledger.Frozen{{BucketID: a[0].ID, Attributes: basic}})
+		if err != nil || len(got) != 0 {
+			t.Fatalf("freeze by a non-holder: %+v, %v", got, err)
+		}
+		got, err = e.store.Freeze(ctx, "A", []ledger.Frozen{{BucketID: a[0].ID, Attributes: basic}, {BucketID: a[1].ID}})
+		if err != nil || len(got) != 2 || fmt.Sprint(got[0].Attributes) != fmt.Sprint(basic) || got[0].BucketID != a[0].ID || len(got[1].Attributes) != 0 {
+			t.Fatalf("freeze: %+v, %v", got, err)
+		}
+		// Frozen attributes never change: a second freeze returns the first.
+		got, err = e.store.Freeze(ctx, "A", []ledger.Frozen{{BucketID: a[0].ID, Attributes: map[string]string{"planId": "pro"}}})
+		if err != nil || len(got) != 1 || got[0].Attributes["planId"] != "basic" {
+			t.Fatalf("second freeze: %+v, %v", got, err)
+		}
+		// They survive a release and come with the next claim and with Buckets.
+		must(t, e.store.Complete(ctx, "A", []ledger.Completion{
+			{BucketID: a[0].ID, State: ledger.StateSealed, NextAttempt: now, Attempted: true, MaybeApplied: true, Now: now},
+			{BucketID: a[1].ID, State: ledger.StateSealed, NextAttempt: now, Now: now},
+		}))
+		b, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "azure", Owner: "C", Now: now, Lease: time.Minute, Limit: 10})
+		if err != nil || len(b) != 2 {
+			t.Fatalf("claim again: %+v, %v", b, err)
+		}
+		for _, x := range b {
+			want := ""
+			if x.ID == a[0].ID {
+				want = fmt.Sprint(basic)
+			}
+			if got := fmt.Sprint(x.Attributes); len(x.Attributes) > 0 && got != want || len(x.Attributes) == 0 && want != "" {
+				t.Errorf("claimed %s with attributes %v, want %s", x.Customer, x.Attributes, want)
+			}
+		}
+		for _, x := range e.buckets(ledger.BucketFilter{Customer: "c1"}) {
+			if x.Attributes["planId"] != "basic" {
+				t.Errorf("Buckets lost the attributes: %+v", x)
+			}
+		}
+	})
+
 	t.Run("PurgeBuckets", func(t *testing.T) {
 		e := newEnv(t, h, ledger.Config{Retention: 24 * time.Hour})
 		for _, c := range []string{"done", "waiting"} {
