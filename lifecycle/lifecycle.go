@@ -45,8 +45,10 @@ type Deps struct {
 	Store Store
 	// Ledger receives the final usage seal when a subscription ends.
 	Ledger *ledger.Ledger
-	// Entitlements, when set, is invalidated for a customer whenever one
-	// of its subscriptions changes.
+	// Entitlements answers entitlement checks for every cloud; it is
+	// invalidated for a customer whenever one of its subscriptions changes.
+	// Nil: New makes one on Store with entitlement.StoreLoader's rules and
+	// the default cache settings.
 	Entitlements *entitlement.Cache
 	Logger       *slog.Logger
 	Clock        func() time.Time
@@ -125,6 +127,10 @@ func New(deps Deps, cfg Config) (*Engine, error) {
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
+	}
+	if deps.Entitlements == nil {
+		loader := entitlement.StoreLoader{Subscriptions: deps.Store, Entitlements: deps.Store, Clock: deps.Clock}
+		deps.Entitlements = entitlement.New(loader.Load, entitlement.Config{Clock: deps.Clock})
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {

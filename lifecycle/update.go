@@ -89,11 +89,9 @@ func (e *Engine) Update(ctx context.Context, c Change) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("lifecycle: store subscription %s/%s: %w", c.Provider, c.ID, err)
 		}
-		if e.deps.Entitlements != nil {
-			e.deps.Entitlements.Invalidate(c.Provider, stored.CustomerID)
-			if was.CustomerID != "" && was.CustomerID != stored.CustomerID {
-				e.deps.Entitlements.Invalidate(c.Provider, was.CustomerID)
-			}
+		e.deps.Entitlements.Invalidate(c.Provider, stored.CustomerID)
+		if was.CustomerID != "" && was.CustomerID != stored.CustomerID {
+			e.deps.Entitlements.Invalidate(c.Provider, was.CustomerID)
 		}
 		return e.afterChange(ctx, Result{Subscription: stored, Changed: true})
 	}
@@ -130,9 +128,7 @@ func (e *Engine) Seal(ctx context.Context, p marketplace.CloudProvider, customer
 // Invalidate drops a customer's cached entitlement answers (after a
 // change the engine did not make, such as refreshed cloud entitlements).
 func (e *Engine) Invalidate(p marketplace.CloudProvider, customer string) {
-	if e.deps.Entitlements != nil {
-		e.deps.Entitlements.Invalidate(p, customer)
-	}
+	e.deps.Entitlements.Invalidate(p, customer)
 }
 
 // Ended reports whether a status ends a subscription (its usage is sealed).

@@ -305,3 +305,38 @@ func (s *Store) Processed(ctx context.Context, p marketplace.CloudProvider, id s
 	}
 	return n > 0, nil
 }
+
+// ImportSubscriptions stores many new subscriptions in one commit (a
+// migration from another system, a benchmark's fixture). Each must not
+// exist yet; it is stored at version 1. All or none are stored.
+func (s *Store) ImportSubscriptions(ctx context.Context, subs []marketplace.Subscription) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for _, sub := range subs {
+			if !sub.Provider.Valid() || sub.ID == "" {
+				return fmt.Errorf("provider %q and id %q must be set", sub.Provider, sub.ID)
+			}
+			ents, err := json.Marshal(orEmpty(sub.Entitlements))
+			if err != nil {
+				return err
+			}
+			attrs, err := json.Marshal(orEmptyMap(sub.Attributes))
+			if err != nil {
+				return err
+			}
+			sub.Version, sub.Updated = 1, time.Now().UTC()
+			if _, err := tx.ExecContext(ctx, `INSERT INTO subscriptions (`+subCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				sub.Provider, sub.ID, sub.CustomerID, sub.ProductCode, sub.Status, sub.Plan, sub.Quantity, sub.AccountID,
+				string(ents), string(attrs), unixMilli(sub.ExpiresAt), unixMilli(sub.CloudUpdated), sub.Version, unixMilli(sub.Updated)); err != nil {
+				return fmt.Errorf("subscription %s/%s: %w", sub.Provider, sub.ID, err)
+			}
+			if err := putAttrs(ctx, tx, sub); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: import subscriptions: %w", err)
+	}
+	return nil
+}
