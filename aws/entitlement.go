@@ -16,7 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/marketplaceentitlementservice/types"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/entitlement"
 )
 
 // Entitlement is a customer's entitlement to one dimension of a product.
@@ -295,84 +294,6 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// EntitlementChecker answers entitlement checks from an in-process cache
-// (package entitlement: nanoseconds on a hit, bounded, versioned so that a
-// check that read the store before a revoke can never cache the old
-// answer), loading from the store on a miss.
-type EntitlementChecker struct {
-	store EntitlementStore
-	cache *entitlement.Cache
-	clock func() time.Time
-}
-
-// NewEntitlementChecker returns a checker over store whose answers live
-// for cacheTTL (refusals for at most 10 s).
-func NewEntitlementChecker(store EntitlementStore, cacheTTL time.Duration) *EntitlementChecker {
-	return NewEntitlementCheckerConfig(store, entitlement.Config{TTL: cacheTTL})
-}
-
-// NewEntitlementCheckerConfig is NewEntitlementChecker with the cache's
-// full configuration (size bound, clock).
-func NewEntitlementCheckerConfig(store EntitlementStore, cfg entitlement.Config) *EntitlementChecker {
-	c := &EntitlementChecker{store: store, clock: cfg.Clock}
-	if c.clock == nil {
-		c.clock = time.Now
-	}
-	if cfg.NegativeTTL <= 0 {
-		cfg.NegativeTTL = min(cfg.TTL, 10*time.Second)
-	}
-	c.cache = entitlement.New(c.load, cfg)
-	return c
-}
-
-func (c *EntitlementChecker) load(ctx context.Context, k entitlement.Key) (entitlement.Decision, error) {
-	e, err := c.store.Get(ctx, k.Customer, k.Feature)
-	if err != nil {
-		return entitlement.Decision{}, fmt.Errorf("aws: load entitlement: %w", err)
-	}
-	if !e.valid(c.clock()) {
-		return entitlement.Denied(k), nil
-	}
-	return entitlement.Decision{Until: e.ExpiresAt}, nil
-}
-
-// IsEntitled reports whether customer holds dimension, now.
-func (c *EntitlementChecker) IsEntitled(ctx context.Context, customer, dimension string) (bool, error) {
-	err := c.cache.Check(ctx, entitlement.Key{Provider: marketplace.AWS, Customer: customer, Feature: dimension})
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, marketplace.ErrEntitlementDenied), errors.Is(err, marketplace.ErrNoActiveSubscription):
-		return false, nil
-	}
-	return false, err
-}
-
-// Invalidate drops the cached answers of customer (every dimension: the
-// cache invalidates per customer).
-func (c *EntitlementChecker) Invalidate(customer, _ string) {
-	c.cache.Invalidate(marketplace.AWS, customer)
-}
-
-// GrantEntitlement stores ent and drops the cached answers.
-func (c *EntitlementChecker) GrantEntitlement(ctx context.Context, ent Entitlement) error {
-	if err := c.store.Put(ctx, ent); err != nil {
-		return fmt.Errorf("aws: grant entitlement: %w", err)
-	}
-	c.Invalidate(ent.Customer(), ent.Dimension)
-	return nil
-}
-
-// RevokeEntitlement deletes an entitlement and drops the cached answers;
-// once it returns, no check answers from before it.
-func (c *EntitlementChecker) RevokeEntitlement(ctx context.Context, customer, dimension string) error {
-	if err := c.store.Delete(ctx, customer, dimension); err != nil {
-		return fmt.Errorf("aws: revoke entitlement: %w", err)
-	}
-	c.Invalidate(customer, dimension)
-	return nil
-}
-
 // Refresh replaces the stored entitlements of customers with what AWS
 // says now (all of productCode's when customers is empty) and drops their
 // cached answers: the answer to entitlement-updated and License Updated.
@@ -413,7 +334,7 @@ func (c *EntitlementChecker) Refresh(ctx context.Context, x *Entitlements, produ
 				return fmt.Errorf("aws: refresh entitlements: %w", err)
 			}
 		}
-		c.Invalidate(cust, "")
+		c.cache.Invalidate(marketplace.AWS, cust)
 	}
 	return nil
 }

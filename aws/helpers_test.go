@@ -77,7 +77,7 @@ func newEnv(t testing.TB, cfg emu.Config) *env {
 	}
 	e.store = store
 	t.Cleanup(func() { store.Close() })
-	e.ledger = ledger.New(store, ledger.Config{Clock: e.clock.Now, Logger: discard, Units: map[string]int64{aws.TokensDimension: 1_000_000}})
+	e.ledger = ledger.New(store, ledger.Config{Clock: e.clock.Now, Logger: discard, Units: map[string]int64{aws.DimensionTokens: 1_000_000}})
 	t.Cleanup(func() { e.ledger.Close() })
 	return e
 }

@@ -1,19 +1,12 @@
 package aws
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"sync"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
@@ -21,7 +14,7 @@ import (
 )
 
 // MeteringAPI abstracts the AWS Marketplace Metering Service. Metering and
-// MeteringClient implement it on the official SDK.
+// the seed's MeteringClient implement it on the official SDK.
 type MeteringAPI interface {
 	// ResolveCustomer resolves the registration token that AWS posts to the
 	// seller's landing page into the buyer's identity.
@@ -165,10 +158,7 @@ func (m *Metering) ResolveCustomer(ctx context.Context, registrationToken string
 	}, nil
 }
 
-var (
-	_ MeteringAPI = (*Metering)(nil)
-	_ MeteringAPI = (*MeteringClient)(nil)
-)
+var _ MeteringAPI = (*Metering)(nil)
 
 // BatchMeterUsage implements MeteringAPI.
 func (m *Metering) BatchMeterUsage(ctx context.Context, input *BatchMeterUsageInput) (*BatchMeterUsageOutput, error) {
@@ -483,136 +473,4 @@ func recordSize(r UsageRecord) int {
 		}
 	}
 	return n
-}
-
-// RequestSigner signs an HTTP request with AWS credentials.
-type RequestSigner interface {
-	Sign(req *http.Request) error
-}
-
-// SigV4Signer signs requests for AWS Marketplace (signing name
-// aws-marketplace) with the SDK's SigV4 signer.
-type SigV4Signer struct {
-	Credentials awssdk.CredentialsProvider
-	Region      string
-	// Clock is the signing time; default time.Now.
-	Clock func() time.Time
-}
-
-// NewSigV4Signer returns a signer for region.
-func NewSigV4Signer(creds awssdk.CredentialsProvider, region string) *SigV4Signer {
-	return &SigV4Signer{Credentials: creds, Region: region}
-}
-
-// Sign implements RequestSigner. It reads the body (through GetBody when
-// set) to hash it.
-func (s *SigV4Signer) Sign(req *http.Request) error {
-	var body []byte
-	if req.Body != nil && req.Body != http.NoBody {
-		var err error
-		if req.GetBody != nil {
-			rc, err2 := req.GetBody()
-			if err2 != nil {
-				return fmt.Errorf("aws: sign: %w", err2)
-			}
-			body, err = io.ReadAll(rc)
-			rc.Close()
-		} else {
-			body, err = io.ReadAll(req.Body)
-			req.Body.Close()
-			req.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		if err != nil {
-			return fmt.Errorf("aws: sign: read body: %w", err)
-		}
-	}
-	creds, err := s.Credentials.Retrieve(req.Context())
-	if err != nil {
-		return fmt.Errorf("aws: sign: credentials: %w", err)
-	}
-	now := time.Now
-	if s.Clock != nil {
-		now = s.Clock
-	}
-	sum := sha256.Sum256(body)
-	req.Header.Del("Authorization")
-	if err := v4.NewSigner().SignHTTP(req.Context(), creds, req, hex.EncodeToString(sum[:]), "aws-marketplace", s.Region, now().UTC()); err != nil {
-		return fmt.Errorf("aws: sign: %w", err)
-	}
-	return nil
-}
-
-// MeteringClient is the seed's MeteringAPI: it calls Endpoint and signs
-// every request with Signer (no signature if nil). It runs on the official
-// SDK client, with the SDK's own signing turned off in favour of Signer.
-type MeteringClient struct {
-	// Endpoint is the Metering Service's base URL, e.g.
-	// https://metering.marketplace.us-east-1.amazonaws.com.
-	Endpoint string
-	// Signer signs HTTP requests with AWS credentials.
-	Signer RequestSigner
-	// HTTPClient is the HTTP client used for API calls; default one with a
-	// 30 s timeout.
-	HTTPClient *http.Client
-
-	once sync.Once
-	m    *Metering
-}
-
-// NewMeteringClient creates a MeteringClient with the given endpoint and signer.
-func NewMeteringClient(endpoint string, signer RequestSigner) *MeteringClient {
-	return &MeteringClient{Endpoint: endpoint, Signer: signer, HTTPClient: &http.Client{Timeout: 30 * time.Second}}
-}
-
-type signingDoer struct {
-	signer RequestSigner
-	hc     *http.Client
-}
-
-func (d signingDoer) Do(req *http.Request) (*http.Response, error) {
-	if d.signer != nil {
-		if err := d.signer.Sign(req); err != nil {
-			return nil, err
-		}
-	}
-	return d.hc.Do(req)
-}
-
-func (c *MeteringClient) metering() *Metering {
-	c.once.Do(func() {
-		hc := c.HTTPClient
-		if hc == nil {
-			hc = &http.Client{Timeout: 30 * time.Second}
-		}
-		region := "us-east-1"
-		if s, ok := c.Signer.(*SigV4Signer); ok && s.Region != "" {
-			region = s.Region
-		}
-		c.m = NewMetering(marketplacemetering.New(marketplacemetering.Options{
-			Region: region, BaseEndpoint: awssdk.String(c.Endpoint),
-			Credentials: awssdk.AnonymousCredentials{}, HTTPClient: signingDoer{c.Signer, hc},
-			RetryMaxAttempts: 1,
-		}))
-	})
-	return c.m
-}
-
-// ResolveCustomer implements MeteringAPI.
-func (c *MeteringClient) ResolveCustomer(ctx context.Context, registrationToken string) (*ResolveCustomerOutput, error) {
-	return c.metering().ResolveCustomer(ctx, registrationToken)
-}
-
-// BatchMeterUsage implements MeteringAPI.
-func (c *MeteringClient) BatchMeterUsage(ctx context.Context, input *BatchMeterUsageInput) (*BatchMeterUsageOutput, error) {
-	return c.metering().BatchMeterUsage(ctx, input)
-}
-
-// MeterUsage implements MeteringAPI.
-func (c *MeteringClient) MeterUsage(ctx context.Context, input *MeterUsageInput) (*MeterUsageOutput, error) {
-	return c.metering().MeterUsage(ctx, input)
-}
-
-// RegisterUsage calls RegisterUsage.
-func (c *MeteringClient) RegisterUsage(ctx context.Context, input *RegisterUsageInput) (*RegisterUsageOutput, error) {
-	return c.metering().RegisterUsage(ctx, input)
 }

@@ -1,7 +1,6 @@
 package aws_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
 	"github.com/golang-jwt/jwt/v5"
 
@@ -138,35 +136,6 @@ func TestMeterUsageAndRegisterUsage(t *testing.T) {
 	}
 	if _, err := e.meter.RegisterUsage(t.Context(), &aws.RegisterUsageInput{ProductCode: "x", PublicKeyVersion: 2}); !errors.Is(err, aws.ErrInvalidPublicKeyVersion) {
 		t.Errorf("key version 2: %v", err)
-	}
-}
-
-// TestMeteringClientSigV4 runs the seed's MeteringClient with the SigV4
-// signer against the emulator, which checks signatures.
-func TestMeteringClientSigV4(t *testing.T) {
-	e := newEnv(t, emu.Config{})
-	b := e.emu.AddBuyer(emu.Buyer{ProductCode: "p"})
-	creds := awssdk.NewCredentialsCache(awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
-		return awssdk.Credentials{AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey}, nil
-	}))
-	c := aws.NewMeteringClient(e.srv.URL, aws.NewSigV4Signer(creds, "us-east-1"))
-	out, err := c.BatchMeterUsage(t.Context(), &aws.BatchMeterUsageInput{ProductCode: "p",
-		UsageRecords: []aws.UsageRecord{{CustomerIdentifier: b.CustomerIdentifier, Dimension: "d", Quantity: 2, Timestamp: e.clock.Now()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out.Results) != 1 || out.Results[0].MeteringStatus != aws.StatusSuccess || out.Results[0].MeteringRecordID == "" {
-		t.Errorf("results %+v", out.Results)
-	}
-	bad := aws.NewMeteringClient(e.srv.URL, aws.NewSigV4Signer(awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
-		return awssdk.Credentials{AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: "wrong"}, nil
-	}), "us-east-1"))
-	if _, err := bad.ResolveCustomer(t.Context(), "x"); err == nil || !strings.Contains(err.Error(), "InvalidSignature") {
-		t.Errorf("wrong secret: %v", err)
-	}
-	unsigned := aws.NewMeteringClient(e.srv.URL, nil)
-	if _, err := unsigned.ResolveCustomer(t.Context(), "x"); err == nil {
-		t.Error("unsigned request accepted")
 	}
 }
 
@@ -320,33 +289,6 @@ func TestLoadDefaultConfig(t *testing.T) {
 	}
 	if _, err := x.GetEntitlements(t.Context(), "p", aws.EntitlementFilter{}); err != nil {
 		t.Errorf("GetEntitlements with a base endpoint override: %v", err)
-	}
-}
-
-func TestSubscriptionManagerSeedAPI(t *testing.T) {
-	e := newEnv(t, emu.Config{})
-	b := e.emu.AddBuyer(emu.Buyer{ProductCode: "p"})
-	tok, _ := e.emu.MintToken(b.Key(), time.Hour)
-	m := aws.NewSubscriptionManager(aws.NewMemorySubscriptionStore(), e.meter)
-	ctx := t.Context()
-	sub, err := m.Subscribe(ctx, tok)
-	if err != nil || sub.CustomerIdentifier != b.CustomerIdentifier || sub.Status != aws.SubscriptionActive {
-		t.Fatalf("Subscribe: %+v %v", sub, err)
-	}
-	if ok, _ := m.IsActive(ctx, b.CustomerIdentifier); !ok {
-		t.Error("not active after Subscribe")
-	}
-	if _, err := m.Subscribe(ctx, "forged"); !errors.Is(err, aws.ErrInvalidToken) {
-		t.Errorf("forged token: %v", err)
-	}
-	if err := m.Unsubscribe(ctx, b.CustomerIdentifier); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := m.IsActive(ctx, b.CustomerIdentifier); ok {
-		t.Error("active after Unsubscribe")
-	}
-	if err := m.Unsubscribe(ctx, "nobody"); !errors.Is(err, marketplace.ErrNotFound) {
-		t.Errorf("unknown customer: %v", err)
 	}
 }
 

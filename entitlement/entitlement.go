@@ -159,6 +159,16 @@ func (c *Cache) Invalidate(p marketplace.CloudProvider, customer string) {
 	}
 }
 
+// InvalidateKey forgets one decision. Loads in flight for the key's
+// shard still answer their callers, but are not cached.
+func (c *Cache) InvalidateKey(k Key) {
+	s := c.shardOf(k.Provider, k.Customer)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	delete(s.m, k)
+}
+
 // Len returns the number of cached decisions.
 func (c *Cache) Len() int {
 	n := 0

@@ -175,6 +175,23 @@ func TestInvalidateOneCustomer(t *testing.T) {
 	}
 }
 
+func TestInvalidateKey(t *testing.T) {
+	g := &grants{}
+	g.set("a", "f", true)
+	g.set("a", "g", true)
+	c := entitlement.New(g.load, entitlement.Config{})
+	c.Check(t.Context(), key("a", "f"))
+	c.Check(t.Context(), key("a", "g"))
+	g.set("a", "f", false)
+	c.InvalidateKey(key("a", "f"))
+	if c.Len() != 1 {
+		t.Errorf("Len = %d after invalidating a/f, want 1 (a/g stays)", c.Len())
+	}
+	if err := c.Check(t.Context(), key("a", "f")); !errors.Is(err, marketplace.ErrEntitlementDenied) {
+		t.Errorf("a/f after InvalidateKey: %v, want a fresh load (denied)", err)
+	}
+}
+
 func TestBounded(t *testing.T) {
 	g := &grants{}
 	c := entitlement.New(g.load, entitlement.Config{MaxEntries: 640})
