@@ -47,7 +47,9 @@ func scanSub(row pgx.Row) (*marketplace.Subscription, error) {
 	return &s, nil
 }
 
-func notFound(what string) error { return fmt.Errorf("postgres: %s: %w", what, marketplace.ErrNotFound) }
+func notFound(what string) error {
+	return fmt.Errorf("postgres: %s: %w", what, marketplace.ErrNotFound)
+}
 
 // GetSubscription implements marketplace.SubscriptionStore.
 func (s *Store) GetSubscription(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Subscription, error) {
