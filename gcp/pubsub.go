@@ -151,11 +151,12 @@ func (h *PushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := h.Verifier.Verify(r.Context(), token); err != nil {
 		log.Warn("gcp push: token refused", "err", err)
-		code := http.StatusUnauthorized
-		if !errors.Is(err, ErrInvalidToken) {
-			code = http.StatusServiceUnavailable
+		// The log keeps the reason; the caller learns nothing about our checks.
+		if errors.Is(err, ErrInvalidToken) {
+			http.Error(w, "the push token is not authentic", http.StatusUnauthorized)
+		} else {
+			http.Error(w, "cannot verify the push token now", http.StatusServiceUnavailable)
 		}
-		http.Error(w, err.Error(), code)
 		return
 	}
 	var body pushBody

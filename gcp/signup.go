@@ -65,7 +65,8 @@ func (h *SignupHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.cfg.Logger.Warn("gcp sign-up token refused", "err", err)
 		if errors.Is(err, ErrInvalidToken) {
-			http.Error(w, "invalid sign-up token: "+err.Error(), http.StatusUnauthorized)
+			// The log keeps the reason; the caller learns nothing about our checks.
+			http.Error(w, "the sign-up token is not authentic", http.StatusUnauthorized)
 			return
 		}
 		http.Error(w, "cannot verify the sign-up token now; try again", http.StatusServiceUnavailable)

@@ -151,8 +151,8 @@ func TestSignupRefusals(t *testing.T) {
 			if w.Code != tc.code {
 				t.Fatalf("answer %d, want %d: %s", w.Code, tc.code, w.Body)
 			}
-			if tc.code == http.StatusUnauthorized && !strings.Contains(w.Body.String(), "invalid sign-up token") {
-				t.Errorf("unclear error: %s", w.Body)
+			if tc.code == http.StatusUnauthorized && strings.TrimSpace(w.Body.String()) != "the sign-up token is not authentic" {
+				t.Errorf("401 body %q: want only \"the sign-up token is not authentic\", no internal detail", w.Body)
 			}
 			if s.linked.Load() != 0 || s.emu.AccountApproval("acc-1", gcp.SignupApproval) != "PENDING" {
 				t.Fatalf("state changed: linked %d, approval %s", s.linked.Load(), s.emu.AccountApproval("acc-1", gcp.SignupApproval))
@@ -184,34 +184,60 @@ func TestSignupLinkFailureApprovesNothing(t *testing.T) {
 	}
 }
 
-// TestSignupKeyRotation: keys are cached; an unknown kid refreshes them,
-// at most once per 30 s.
+// TestSignupKeyRotation: keys are cached for the key URL's max-age (the
+// emulator, like Google, sends max-age=3600); a token signed with a newly
+// published key is accepted at once, even right after a fetch.
 func TestSignupKeyRotation(t *testing.T) {
 	s := newSignupEnv(t)
 	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
-	for range 3 {
+	signUp := func(what string) {
+		t.Helper()
 		tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
 		if w := s.post(tok); w.Code != http.StatusSeeOther {
-			t.Fatalf("answer %d: %s", w.Code, w.Body)
+			t.Fatalf("%s: answer %d: %s", what, w.Code, w.Body)
 		}
 	}
-	if n := s.fetches.Load(); n != 1 {
-		t.Fatalf("%d key fetches for three tokens, want 1 (cached)", n)
+	wantFetches := func(n int32) {
+		t.Helper()
+		if got := s.fetches.Load(); got != n {
+			t.Fatalf("%d key fetches, want %d", got, n)
+		}
 	}
+	for range 3 {
+		signUp("cached key")
+	}
+	wantFetches(1)
 	if err := s.emu.RotateKey(); err != nil {
 		t.Fatal(err)
 	}
+	signUp("a key published right after the last fetch")
+	wantFetches(2)
+	s.clock.Advance(50 * time.Minute)
+	signUp("within max-age")
+	wantFetches(2)
+	s.clock.Advance(11 * time.Minute)
+	signUp("after max-age")
+	wantFetches(3)
+}
+
+// TestSignupKeysUnavailable: when Google's key URL fails, a sign-up is
+// answered 503 (try again), not 401: the token was not found wanting.
+func TestSignupKeysUnavailable(t *testing.T) {
+	s := newSignupEnv(t)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "backend error", http.StatusInternalServerError)
+	}))
+	t.Cleanup(down.Close)
+	v := gcp.NewSignupVerifier(gcp.SignupVerifierConfig{Audience: audience, KeysURL: down.URL, Clock: s.clock.Now})
+	h, err := gcp.NewSignupHandler(gcp.SignupConfig{Verifier: v, Procurement: s.proc, Logger: discard,
+		Link: func(context.Context, *gcp.Signup) (string, string, error) { return "", "", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.handler = h
 	tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
-	if w := s.post(tok); w.Code != http.StatusUnauthorized {
-		t.Fatalf("unknown kid right after a fetch: %d, want a refusal (refresh rate-limited)", w.Code)
-	}
-	s.clock.Advance(31 * time.Second)
-	tok, _ = s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
-	if w := s.post(tok); w.Code != http.StatusSeeOther {
-		t.Fatalf("rotated key: %d: %s", w.Code, w.Body)
-	}
-	if n := s.fetches.Load(); n != 2 {
-		t.Fatalf("%d key fetches, want 2", n)
+	if w := s.post(tok); w.Code != http.StatusServiceUnavailable || strings.Contains(w.Body.String(), down.URL) {
+		t.Fatalf("keys unavailable: answer %d %q, want 503 without internal detail", w.Code, w.Body)
 	}
 }
 

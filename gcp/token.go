@@ -2,18 +2,16 @@ package gcp
 
 import (
 	"context"
+	"crypto"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/saasmarket/marketplace/keyset"
 )
 
 // Google's fixed key URLs and issuers.
@@ -30,105 +28,48 @@ const (
 // ErrInvalidToken is wrapped by every refusal of a sign-up or push token.
 var ErrInvalidToken = errors.New("gcp: invalid token")
 
-// KeySet fetches and caches the RSA keys published at an x509-style URL. An
-// unknown kid triggers a refresh, at most once per MinRefresh, so forged
-// kids cannot make it hammer Google.
+// KeySet holds the RSA keys published at an x509-style URL (a JSON object
+// kid → PEM certificate) in a keyset.Cache: trusted for the response's
+// Cache-Control max-age, refreshed outside any lock with a timeout, and
+// refreshed at once (rate-limited) for an unknown kid, so a token signed
+// with a newly published key is accepted promptly and forged kids cannot
+// make it hammer Google.
 type KeySet struct {
-	url        string
-	client     *http.Client
-	clock      func() time.Time
-	minRefresh time.Duration
-
-	mu      sync.Mutex
-	keys    map[string]*rsa.PublicKey
-	fetched time.Time
+	url   string
+	cache *keyset.Cache[crypto.PublicKey]
 }
 
 // KeySetConfig tunes a KeySet. Zero values take the defaults.
 type KeySetConfig struct {
-	HTTPClient *http.Client     // default http.DefaultClient
+	HTTPClient *http.Client     // default: a client with a 10 s timeout
 	Clock      func() time.Time // default time.Now
-	MinRefresh time.Duration    // default 30 s
+	// MinRefresh is the interval at which refreshes caused by unknown kids
+	// are allowed after the first few; default 10 s (see keyset.Config).
+	MinRefresh time.Duration
 }
 
 // NewKeySet returns a key set for url.
 func NewKeySet(url string, cfg KeySetConfig) *KeySet {
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = http.DefaultClient
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.MinRefresh <= 0 {
-		cfg.MinRefresh = 30 * time.Second
-	}
-	return &KeySet{url: url, client: cfg.HTTPClient, clock: cfg.Clock, minRefresh: cfg.MinRefresh}
+	return &KeySet{url: url, cache: keyset.New(keyset.X509Map, keyset.Config{
+		HTTPClient: cfg.HTTPClient, Clock: cfg.Clock, RefreshInterval: cfg.MinRefresh,
+	})}
 }
 
-// Key returns the key with id kid, fetching the set when kid is unknown.
+// Key returns the key with id kid. An unknown kid wraps ErrInvalidToken; a
+// key set that cannot be fetched is an error that does not.
 func (k *KeySet) Key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if key, ok := k.keys[kid]; ok {
-		return key, nil
-	}
-	if k.keys != nil && k.clock().Sub(k.fetched) < k.minRefresh {
-		return nil, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
-	}
-	keys, err := k.fetch(ctx)
-	if err != nil {
-		return nil, err
-	}
-	k.keys, k.fetched = keys, k.clock()
-	if key, ok := keys[kid]; ok {
-		return key, nil
-	}
-	return nil, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
-}
-
-func (k *KeySet) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
-	if err != nil {
+	key, err := k.cache.Key(ctx, k.url, kid)
+	switch {
+	case errors.Is(err, keyset.ErrUnknownKey):
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	case err != nil:
 		return nil, fmt.Errorf("gcp: keys: %w", err)
 	}
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("gcp: fetch keys from %s: %w", k.url, err)
+	pub, ok := key.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: key %q is not an RSA key", ErrInvalidToken, kid)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("gcp: read keys from %s: %w", k.url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("gcp: fetch keys from %s: HTTP %d", k.url, resp.StatusCode)
-	}
-	return parseX509Keys(body)
-}
-
-// parseX509Keys reads a JSON object kid → PEM certificate.
-func parseX509Keys(body []byte) (map[string]*rsa.PublicKey, error) {
-	var certs map[string]string
-	if err := json.Unmarshal(body, &certs); err != nil {
-		return nil, fmt.Errorf("gcp: keys: %w", err)
-	}
-	keys := make(map[string]*rsa.PublicKey, len(certs))
-	for kid, p := range certs {
-		block, _ := pem.Decode([]byte(p))
-		if block == nil || block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("gcp: keys: %q is not a PEM certificate", kid)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("gcp: keys: %q: %w", kid, err)
-		}
-		pub, ok := cert.PublicKey.(*rsa.PublicKey)
-		if !ok {
-			return nil, fmt.Errorf("gcp: keys: %q is not an RSA key", kid)
-		}
-		keys[kid] = pub
-	}
-	return keys, nil
+	return pub, nil
 }
 
 // verifier checks RS256 tokens from one key set.
@@ -159,7 +100,12 @@ func (v *verifier) parse(ctx context.Context, token string, claims jwt.Claims) e
 		}
 		return v.keys.Key(ctx, kid)
 	}, opts...)
-	if err != nil {
+	var fe *keyset.FetchError
+	switch {
+	case errors.As(err, &fe) || errors.Is(err, keyset.ErrBadDocument):
+		// Google's keys could not be had: not the token's fault.
+		return err
+	case err != nil:
 		return fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	iss, _ := claims.GetIssuer()
