@@ -21,11 +21,15 @@ type appendStore struct {
 	recs []ledger.Record
 }
 
-func (s *appendStore) Append(_ context.Context, recs []ledger.Record, _ time.Time) ([]bool, error) {
+func (s *appendStore) Append(_ context.Context, b *ledger.AppendBatch) ([]bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.recs = append(s.recs, recs...)
-	return make([]bool, len(recs)), nil
+	s.recs = append(s.recs, b.Records()...)
+	fresh := make([]bool, len(b.EventIDs))
+	for i := range fresh {
+		fresh[i] = true
+	}
+	return fresh, nil
 }
 
 // take returns and forgets what was appended.

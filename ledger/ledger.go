@@ -50,10 +50,16 @@ const (
 	// Durable: Ingest returns once its records are committed to disk.
 	Durable Durability = iota
 	// Buffered: Ingest returns once its records are validated and queued;
-	// they are committed every FlushInterval. A crash loses at most the
-	// usage of the last FlushInterval (plus one commit in flight), and
-	// duplicates by event id are detected at commit, not reported to the
-	// caller. For callers that prefer throughput to the last seconds of usage.
+	// they are committed every FlushInterval, or sooner once MaxBatch are
+	// queued. A crash loses what is queued: the usage of the last
+	// FlushInterval (plus one commit in flight) while the store is healthy,
+	// and during a store outage everything queued since it began, up to
+	// MaxBuffered records; Ingest then waits for room (see MaxBuffered).
+	// Close commits what is queued or returns a *CloseError counting what it
+	// could not. Duplicates by event id are detected at commit, not
+	// reported to the caller. A commit whose outcome is unknown is retried,
+	// so records without event ids may then count twice. For callers that
+	// prefer throughput to the last seconds of usage.
 	Buffered
 )
 
@@ -88,8 +94,24 @@ type Config struct {
 	Durability Durability
 	// FlushInterval for Buffered durability. Default 1 second.
 	FlushInterval time.Duration
-	// MaxBatch caps the records of one group commit. Default 20,000.
+	// MaxBatch caps the records of one group commit (a single Durable
+	// Ingest is committed whole however large). Default 20,000.
 	MaxBatch int
+	// MaxBuffered caps the records Buffered mode holds uncommitted, which
+	// grow during a store outage. An Ingest that would exceed it waits for
+	// room until its context ends, then fails with an error wrapping
+	// ErrBufferFull; a batch larger than MaxBuffered is taken when nothing
+	// else is queued. Default 8 × MaxBatch.
+	MaxBuffered int
+	// CloseTimeout bounds Close: how long it waits for the last commits
+	// before it cancels the commit in flight and returns a *CloseError
+	// saying what was not committed. Default 10 seconds.
+	CloseTimeout time.Duration
+	// VerdictWait is how long a Durable Ingest whose context ends while its
+	// records are being committed keeps waiting for that commit's verdict
+	// before it returns an error wrapping marketplace.ErrOutcomeUnknown.
+	// Default 2 seconds.
+	VerdictWait time.Duration
 	// Clock returns the current time; default time.Now. Tests move it.
 	Clock func() time.Time
 	// Metrics receives the ledger's counters; default none.
@@ -129,6 +151,15 @@ func (c Config) withDefaults() Config {
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 20_000
 	}
+	if c.MaxBuffered <= 0 {
+		c.MaxBuffered = 8 * c.MaxBatch
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 10 * time.Second
+	}
+	if c.VerdictWait <= 0 {
+		c.VerdictWait = 2 * time.Second
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -146,6 +177,43 @@ var ErrInvalidRecord = errors.New("ledger: invalid usage record")
 
 // ErrClosed is returned by a Ledger after Close.
 var ErrClosed = errors.New("ledger: closed")
+
+// ErrBufferFull is wrapped by the error of a Buffered Ingest whose context
+// ended while it waited for room (see Config.MaxBuffered): none of its
+// records were queued.
+var ErrBufferFull = errors.New("ledger: buffer full (the store is not keeping up or is down)")
+
+// closeGrace is how long Close, once it has cancelled the commit in flight,
+// waits for the store to return. A store that honours its context returns
+// within it, and its verdict is then known.
+const closeGrace = time.Second
+
+// CloseError is returned by Close when it could not commit everything:
+// the store hung or failed for longer than Config.CloseTimeout.
+type CloseError struct {
+	// Lost counts records that were accepted (Buffered mode) or queued
+	// (Durable mode, whose callers got ErrClosed) and are not stored.
+	Lost int
+	// InDoubt counts records of the commit that was in flight when Close
+	// gave up and that the store had not answered: they may or may not be
+	// stored.
+	InDoubt int
+	// Err is why: the last commit error, or context.DeadlineExceeded.
+	Err error
+}
+
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("ledger: close: %d records not committed, %d in doubt: %v", e.Lost, e.InDoubt, e.Err)
+}
+
+// Unwrap returns Err, and marketplace.ErrOutcomeUnknown when some records
+// are in doubt.
+func (e *CloseError) Unwrap() []error {
+	if e.InDoubt > 0 {
+		return []error{e.Err, marketplace.ErrOutcomeUnknown}
+	}
+	return []error{e.Err}
+}
 
 // ValidationError says which record of a batch broke which rule. When
 // Ingest returns one, none of the batch was stored.
@@ -204,36 +272,87 @@ func (c Config) validate(i int, r *Record, now time.Time) error {
 }
 
 // Ledger is the durable usage ledger. It is safe for concurrent use.
+//
+// The ledger owns its committer: one goroutine that New starts and Close
+// stops, and whose commits run under a context that Close cancels.
 type Ledger struct {
 	store Store
 	cfg   Config
 
-	reqs    chan *ingestReq
-	closing chan struct{}
-	done    chan struct{}
+	ctx     context.Context // commits run under it; Close cancels it
+	cancel  context.CancelFunc
+	wake    chan struct{} // capacity 1: there is work for the committer
+	closing chan struct{} // closed by Close: commit what is queued, then stop
+	gaveUp  chan struct{} // closed when Close stops waiting for the committer
+	done    chan struct{} // closed when the committer has stopped
 	once    sync.Once
-	mu      sync.RWMutex // held for reading while a request is queued; Close takes it for writing
-	closed  bool
+	err     error // Close's result
+
+	mu        sync.Mutex
+	closed    bool // no new work is accepted
+	abandoned bool // Close gave up: the committer starts no further commit
+	inflight  int  // records of the commit under way
+	// Durable mode: requests waiting for the committer, oldest first.
+	reqs []*ingestReq
+	// Buffered mode: accepted records not yet committed are buf[head:],
+	// oldest first. The committer commits them in chunks of at most
+	// MaxBatch straight from buf, without copying, and a chunk that failed
+	// is retried in place: an outage costs no re-copying.
+	buf      []Record
+	head     int
+	accepted int64         // records ever accepted
+	stored   int64         // records committed: buf[head] is record number stored
+	room     chan struct{} // closed and replaced whenever records leave buf
+	flushes  []*flushReq
+	lastErr  error // of the last failed buffered commit
 }
 
+// reqState is where a Durable ingest request is; it changes under Ledger.mu.
+type reqState int
+
+const (
+	reqQueued    reqState = iota // waiting for the committer
+	reqWithdrawn                 // its caller's context ended first: never committed
+	reqDropped                   // Close gave up first: never committed
+	reqInFlight                  // in the commit under way
+	reqDone                      // committed (dup set) or failed (err set)
+)
+
 type ingestReq struct {
-	recs []Record
-	dup  []bool
+	recs  []Record
+	state reqState
+	dup   []bool
+	err   error
+	done  chan struct{} // closed on reqDone or reqDropped
+}
+
+// flushReq is a Flush waiting for the records accepted before it.
+type flushReq struct {
+	upTo int64 // done once stored reaches it
 	err  error
-	done chan struct{} // nil in Buffered mode
+	done chan struct{}
 }
 
 // New opens a ledger on store and starts its committer, which Close stops.
 // The ledger does not own the store: close it after the ledger.
 func New(store Store, cfg Config) *Ledger {
+	ctx, cancel := context.WithCancel(context.Background())
 	l := &Ledger{
 		store:   store,
 		cfg:     cfg.withDefaults(),
-		reqs:    make(chan *ingestReq, 1024),
+		ctx:     ctx,
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
+		gaveUp:  make(chan struct{}),
 		done:    make(chan struct{}),
+		room:    make(chan struct{}),
 	}
-	go l.commitLoop()
+	if l.cfg.Durability == Buffered {
+		go l.bufferedLoop()
+	} else {
+		go l.durableLoop()
+	}
 	return l
 }
 
@@ -252,10 +371,20 @@ type IngestResult struct {
 }
 
 // Ingest validates recs and, if all are valid, stores them. In Durable mode
-// it returns once they are on disk; an error other than a
-// *ValidationError means the batch may or may not have been stored, and
-// retrying it with event ids is safe. A *ValidationError means nothing of
-// the batch was stored.
+// it returns once they are on disk. Its errors say what happened:
+//
+//   - a *ValidationError, ErrClosed, or the caller's context error (the
+//     context ended before the commit began): nothing of the batch was
+//     stored;
+//   - an error wrapping marketplace.ErrOutcomeUnknown: the context ended
+//     while the batch was being committed and the commit gave no verdict
+//     within Config.VerdictWait (or the store could not tell): the batch may
+//     or may not be stored, and retrying it with the same event ids counts
+//     it once;
+//   - any other error: the store refused the commit; nothing was stored.
+//
+// When the context ends during the commit and the verdict comes within
+// VerdictWait, Ingest returns that verdict.
 func (l *Ledger) Ingest(ctx context.Context, recs []Record) (IngestResult, error) {
 	if len(recs) == 0 {
 		return IngestResult{}, nil
@@ -268,42 +397,105 @@ func (l *Ledger) Ingest(ctx context.Context, recs []Record) (IngestResult, error
 			return IngestResult{}, err
 		}
 	}
-	req := &ingestReq{recs: own}
-	if l.cfg.Durability == Durable {
-		req.done = make(chan struct{})
+	if l.cfg.Durability == Buffered {
+		return l.buffer(ctx, own)
 	}
-	l.mu.RLock()
+	req := &ingestReq{recs: own, done: make(chan struct{})}
+	l.mu.Lock()
 	if l.closed {
-		l.mu.RUnlock()
+		l.mu.Unlock()
 		return IngestResult{}, ErrClosed
 	}
-	select {
-	case l.reqs <- req:
-		l.mu.RUnlock()
-	case <-ctx.Done():
-		l.mu.RUnlock()
-		return IngestResult{}, ctx.Err()
-	}
-	if req.done == nil {
-		return IngestResult{Accepted: len(own)}, nil
-	}
+	l.reqs = append(l.reqs, req)
+	l.mu.Unlock()
+	l.signal()
+
 	select {
 	case <-req.done:
+		return req.result()
+	case <-l.gaveUp:
 	case <-ctx.Done():
-		// The commit goes on; the caller may retry with event ids.
-		return IngestResult{}, fmt.Errorf("ledger: waiting for commit: %w", ctx.Err())
 	}
-	if req.err != nil {
-		return IngestResult{}, req.err
+	l.mu.Lock()
+	switch req.state {
+	case reqQueued:
+		req.state = reqWithdrawn // the committer skips it
+		l.mu.Unlock()
+		return IngestResult{}, fmt.Errorf("ledger: not committed: %w", ctx.Err())
+	case reqDone, reqDropped:
+		l.mu.Unlock()
+		return req.result()
 	}
-	res := IngestResult{Duplicate: req.dup}
-	for _, d := range req.dup {
+	l.mu.Unlock()
+	// The commit is under way: its verdict usually follows within
+	// milliseconds, and knowing it spares the caller a resubmission.
+	wait := time.NewTimer(l.cfg.VerdictWait)
+	defer wait.Stop()
+	select {
+	case <-req.done:
+		return req.result()
+	case <-wait.C:
+	case <-l.gaveUp:
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if req.state == reqDone {
+		return req.result()
+	}
+	why := ctx.Err()
+	if why == nil {
+		why = ErrClosed
+	}
+	return IngestResult{}, fmt.Errorf("ledger: stopped waiting for the commit of %d records: %w: %w", len(req.recs), marketplace.ErrOutcomeUnknown, why)
+}
+
+// result is the outcome of a request in state reqDone or reqDropped.
+func (r *ingestReq) result() (IngestResult, error) {
+	if r.state == reqDropped {
+		return IngestResult{}, ErrClosed
+	}
+	if r.err != nil {
+		return IngestResult{}, r.err
+	}
+	res := IngestResult{Duplicate: r.dup}
+	for _, d := range r.dup {
 		if d {
 			res.Duplicates++
 		}
 	}
-	res.Accepted = len(own) - res.Duplicates
+	res.Accepted = len(r.recs) - res.Duplicates
 	return res, nil
+}
+
+// buffer queues validated records in Buffered mode, waiting for room.
+func (l *Ledger) buffer(ctx context.Context, recs []Record) (IngestResult, error) {
+	l.mu.Lock()
+	for {
+		if l.closed {
+			l.mu.Unlock()
+			return IngestResult{}, ErrClosed
+		}
+		queued := len(l.buf) - l.head
+		if queued == 0 || queued+len(recs) <= l.cfg.MaxBuffered {
+			break
+		}
+		room := l.room
+		l.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return IngestResult{}, fmt.Errorf("%w: %d records queued: %w", ErrBufferFull, queued, ctx.Err())
+		}
+		l.mu.Lock()
+	}
+	l.buf = append(l.buf, recs...)
+	l.accepted += int64(len(recs))
+	full := len(l.buf)-l.head >= l.cfg.MaxBatch
+	l.mu.Unlock()
+	if full {
+		l.signal()
+	}
+	return IngestResult{Accepted: len(recs)}, nil
 }
 
 // Record stores one record; see Ingest.
@@ -312,110 +504,320 @@ func (l *Ledger) Record(ctx context.Context, r Record) error {
 	return err
 }
 
-// commitLoop owns the store's append path: it gathers every request that
-// is waiting into one commit, so concurrent callers share one fsync.
-func (l *Ledger) commitLoop() {
+// signal wakes the committer.
+func (l *Ledger) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// commit appends recs in one store commit under the ledger's context and
+// returns which were duplicates.
+func (l *Ledger) commit(b *AppendBatch, recs []Record) ([]bool, error) {
+	b.reset(recs, l.cfg.Clock().Add(l.cfg.EventWindow))
+	defer b.release()
+	fresh, err := l.store.Append(l.ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: commit %d records: %w", len(recs), err)
+	}
+	if len(fresh) != len(b.EventIDs) {
+		return nil, fmt.Errorf("ledger: commit %d records: store returned %d answers for %d event ids (a store bug; the records may be stored): %w",
+			len(recs), len(fresh), len(b.EventIDs), marketplace.ErrOutcomeUnknown)
+	}
+	dup := b.duplicates(fresh)
+	l.countRecorded(recs, dup)
+	return dup, nil
+}
+
+// durableLoop is the committer of Durable mode: it gathers every request
+// that is waiting into one commit, so concurrent callers share one fsync.
+func (l *Ledger) durableLoop() {
 	defer close(l.done)
 	var (
-		batch []*ingestReq
+		batch AppendBatch
 		recs  []Record
-		timer *time.Timer
-		tick  <-chan time.Time
 	)
-	if l.cfg.Durability == Buffered {
-		timer = time.NewTimer(l.cfg.FlushInterval)
-		defer timer.Stop()
-		tick = timer.C
-	}
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		recs = recs[:0]
-		for _, r := range batch {
-			recs = append(recs, r.recs...)
-		}
-		now := l.cfg.Clock()
-		dup, err := l.store.Append(context.Background(), recs, now.Add(l.cfg.EventWindow))
-		if err != nil {
-			err = fmt.Errorf("ledger: commit %d records: %w", len(recs), err)
-			if l.cfg.Durability == Buffered {
-				// Keep the batch and try again at the next tick: nothing is dropped.
-				l.cfg.Logger.Error("buffered commit failed; will retry", "records", len(recs), "err", err)
-				return
-			}
-		} else {
-			l.countRecorded(recs, dup)
-		}
-		off := 0
-		for _, r := range batch {
-			if err == nil {
-				r.dup = dup[off : off+len(r.recs)]
-			}
-			r.err = err
-			off += len(r.recs)
-			if r.done != nil {
-				close(r.done)
-			}
-		}
-		batch = batch[:0]
-	}
-	pending := 0
 	for {
 		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-			pending += len(r.recs)
-			// Buffered mode commits on its tick, when the queue is large, or
-			// when a caller waits (Flush).
-			if l.cfg.Durability == Buffered && r.done == nil && pending < l.cfg.MaxBatch*8 {
-				continue
-			}
-			// Gather what else is waiting, then commit.
-		gather:
-			for pending < l.cfg.MaxBatch {
-				select {
-				case r := <-l.reqs:
-					batch = append(batch, r)
-					pending += len(r.recs)
-				default:
-					break gather
-				}
-			}
-			flush()
-			pending = sumRecs(batch)
-		case <-tick:
-			flush()
-			pending = sumRecs(batch)
-			timer.Reset(l.cfg.FlushInterval)
+		case <-l.wake:
 		case <-l.closing:
-			for {
-				select {
-				case r := <-l.reqs:
-					batch = append(batch, r)
-					continue
-				default:
-				}
+		}
+		for {
+			reqs := l.takeRequests()
+			if len(reqs) == 0 {
 				break
 			}
-			flush()
-			for _, r := range batch { // a failed buffered flush at close
-				r.err = ErrClosed
-				if r.done != nil {
-					close(r.done)
-				}
+			recs = recs[:0]
+			for _, r := range reqs {
+				recs = append(recs, r.recs...)
 			}
-			return
+			dup, err := l.commit(&batch, recs)
+			clear(recs) // drop references to the records' strings
+			l.mu.Lock()
+			off := 0
+			for _, r := range reqs {
+				if err == nil {
+					r.dup = dup[off : off+len(r.recs) : off+len(r.recs)]
+				}
+				r.err = err
+				r.state = reqDone
+				close(r.done)
+				off += len(r.recs)
+			}
+			l.inflight = 0
+			l.mu.Unlock()
+		}
+		select {
+		case <-l.closing:
+			l.mu.Lock()
+			idle := len(l.reqs) == 0 || l.abandoned
+			l.mu.Unlock()
+			if idle {
+				return
+			}
+		default:
 		}
 	}
 }
 
-func sumRecs(b []*ingestReq) int {
-	n := 0
-	for _, r := range b {
+// takeRequests takes the waiting requests for one commit: at least one,
+// and more while the commit stays within MaxBatch records.
+func (l *Ledger) takeRequests() []*ingestReq {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.abandoned {
+		return nil
+	}
+	var take []*ingestReq
+	n, i := 0, 0
+	for ; i < len(l.reqs); i++ {
+		r := l.reqs[i]
+		if r.state != reqQueued {
+			continue // withdrawn by its caller
+		}
+		if len(take) > 0 && n+len(r.recs) > l.cfg.MaxBatch {
+			break
+		}
+		r.state = reqInFlight
+		take = append(take, r)
 		n += len(r.recs)
 	}
-	return n
+	rest := copy(l.reqs, l.reqs[i:])
+	clear(l.reqs[rest:])
+	l.reqs = l.reqs[:rest]
+	l.inflight = n
+	return take
+}
+
+// bufferedLoop is the committer of Buffered mode. It commits what is queued
+// every FlushInterval, as soon as MaxBatch records are queued, when a Flush
+// waits, and at Close. After a failed commit it waits for the next tick
+// (or a Flush, or Close) before it tries again.
+func (l *Ledger) bufferedLoop() {
+	defer close(l.done)
+	tick := time.NewTicker(l.cfg.FlushInterval)
+	defer tick.Stop()
+	var (
+		batch  AppendBatch
+		failed bool
+	)
+	for {
+		closing := false
+		select {
+		case <-tick.C:
+			failed = false
+		case <-l.wake:
+		case <-l.closing:
+			closing = true
+		}
+		if failed && !closing && !l.flushWaiting() {
+			continue // a queue that fills during an outage does not hammer the store
+		}
+		failed = l.commitBuffered(&batch) != nil
+		if !closing {
+			continue
+		}
+		// Closing: commit everything, retrying failures until Close gives
+		// up and cancels l.ctx.
+		pause := min(l.cfg.FlushInterval, 100*time.Millisecond)
+		for failed {
+			select {
+			case <-l.ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			failed = l.commitBuffered(&batch) != nil
+		}
+		return
+	}
+}
+
+// flushWaiting reports whether a Flush waits.
+func (l *Ledger) flushWaiting() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.flushes) > 0
+}
+
+// commitBuffered commits what is queued, chunk by chunk, and returns the
+// error of the first chunk that failed (which stays queued).
+func (l *Ledger) commitBuffered(b *AppendBatch) error {
+	for {
+		l.mu.Lock()
+		n := min(len(l.buf)-l.head, l.cfg.MaxBatch)
+		if l.abandoned || n == 0 {
+			l.resolveFlushes(nil)
+			l.mu.Unlock()
+			return nil
+		}
+		chunk := l.buf[l.head : l.head+n]
+		l.inflight = n
+		l.mu.Unlock()
+
+		_, err := l.commit(b, chunk)
+
+		l.mu.Lock()
+		l.inflight = 0
+		if err != nil {
+			l.lastErr = err
+			l.resolveFlushes(err)
+			l.mu.Unlock()
+			l.cfg.Logger.Error("buffered commit failed; the records stay queued", "records", n, "queued", len(l.buf)-l.head, "err", err)
+			return err
+		}
+		clear(chunk) // drop references to the records' strings
+		l.head += n
+		l.stored += int64(n)
+		if l.head == len(l.buf) {
+			l.buf, l.head = l.buf[:0], 0
+		} else if l.head >= len(l.buf)/2 {
+			// Move the rest to the front: each record moves at most once
+			// per halving, so the copying stays linear.
+			rest := copy(l.buf, l.buf[l.head:])
+			clear(l.buf[rest:])
+			l.buf, l.head = l.buf[:rest], 0
+		}
+		close(l.room)
+		l.room = make(chan struct{})
+		l.resolveFlushes(nil)
+		l.mu.Unlock()
+	}
+}
+
+// resolveFlushes ends the Flush calls that err answers: with err, all of
+// them; with nil, those whose records are stored. l.mu is held.
+func (l *Ledger) resolveFlushes(err error) {
+	keep := l.flushes[:0]
+	for _, f := range l.flushes {
+		if err == nil && f.upTo > l.stored && !l.abandoned && len(l.buf) > l.head {
+			keep = append(keep, f)
+			continue
+		}
+		f.err = err
+		close(f.done)
+	}
+	clear(l.flushes[len(keep):])
+	l.flushes = keep
+}
+
+// Flush commits what Buffered mode has queued, and returns once it is on
+// disk, or with the error of the commit that failed. In Durable mode there
+// is nothing to wait for.
+func (l *Ledger) Flush(ctx context.Context) error {
+	if l.cfg.Durability != Buffered {
+		return nil
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	if l.stored >= l.accepted {
+		l.mu.Unlock()
+		return nil
+	}
+	f := &flushReq{upTo: l.accepted, done: make(chan struct{})}
+	l.flushes = append(l.flushes, f)
+	l.mu.Unlock()
+	l.signal()
+	select {
+	case <-f.done:
+		return f.err
+	case <-l.gaveUp:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close commits what is queued and stops the committer; Ingest fails with
+// ErrClosed afterwards. It returns within Config.CloseTimeout plus one
+// second. If the store hangs or fails for longer than CloseTimeout, Close
+// cancels the commit in flight (a store that honours its context then
+// returns at once), gives the store one more second to answer, and returns
+// a *CloseError counting the records that were not committed (Lost) and
+// those whose commit never answered (InDoubt). A store that ignores its
+// context keeps the committer until it returns, which then commits nothing
+// more.
+func (l *Ledger) Close() error {
+	l.once.Do(func() { l.err = l.close() })
+	return l.err
+}
+
+func (l *Ledger) close() error {
+	defer l.cancel()
+	l.mu.Lock()
+	l.closed = true
+	close(l.room) // wake Ingest calls waiting for room: they get ErrClosed
+	l.room = make(chan struct{})
+	l.mu.Unlock()
+	close(l.closing)
+
+	bound := time.NewTimer(l.cfg.CloseTimeout)
+	defer bound.Stop()
+	select {
+	case <-l.done:
+		return l.closeError(context.DeadlineExceeded)
+	case <-bound.C:
+	}
+	l.mu.Lock()
+	l.abandoned = true
+	l.mu.Unlock()
+	l.cancel()
+	grace := time.NewTimer(closeGrace)
+	defer grace.Stop()
+	select {
+	case <-l.done:
+	case <-grace.C:
+	}
+	defer close(l.gaveUp)
+	return l.closeError(context.DeadlineExceeded)
+}
+
+// closeError counts what Close leaves uncommitted and fails the requests
+// still queued.
+func (l *Ledger) closeError(why error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastErr != nil {
+		why = l.lastErr
+	}
+	e := &CloseError{Lost: len(l.buf) - l.head, InDoubt: l.inflight, Err: why}
+	for _, r := range l.reqs {
+		if r.state == reqQueued {
+			r.state = reqDropped
+			close(r.done)
+			e.Lost += len(r.recs)
+		}
+	}
+	l.reqs = nil
+	l.resolveFlushes(ErrClosed)
+	if e.Lost == 0 && e.InDoubt == 0 {
+		return nil
+	}
+	l.cfg.Logger.Error("ledger closed with records not committed", "lost", e.Lost, "in_doubt", e.InDoubt)
+	return e
 }
 
 func (l *Ledger) countRecorded(recs []Record, dup []bool) {
@@ -455,19 +857,6 @@ func (c *byProvider) each(f func(marketplace.CloudProvider, int64)) {
 			f(p, c[i])
 		}
 	}
-}
-
-// Close commits what is queued and stops the committer. Ingest fails with
-// ErrClosed afterwards.
-func (l *Ledger) Close() error {
-	l.once.Do(func() {
-		l.mu.Lock()
-		l.closed = true
-		l.mu.Unlock()
-		close(l.closing)
-	})
-	<-l.done
-	return nil
 }
 
 // unit returns the billing unit of a series.
@@ -540,33 +929,6 @@ func (l *Ledger) seal(ctx context.Context, req SealRequest) (int, error) {
 	}
 	sealed.each(l.cfg.Metrics.Sealed)
 	return len(res.Sealed), nil
-}
-
-// Flush commits what Buffered mode has queued, and returns once it is on
-// disk. In Durable mode there is nothing to wait for.
-func (l *Ledger) Flush(ctx context.Context) error {
-	if l.cfg.Durability != Buffered {
-		return nil
-	}
-	req := &ingestReq{done: make(chan struct{})}
-	l.mu.RLock()
-	if l.closed {
-		l.mu.RUnlock()
-		return ErrClosed
-	}
-	select {
-	case l.reqs <- req:
-		l.mu.RUnlock()
-	case <-ctx.Done():
-		l.mu.RUnlock()
-		return ctx.Err()
-	}
-	select {
-	case <-req.done:
-		return req.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Buckets lists buckets; see Store.Buckets.

@@ -7,19 +7,34 @@ import (
 	"github.com/saasmarket/marketplace"
 )
 
-// Store is the durable state of the ledger. Every method is atomic: it
-// commits all of its change or none of it, and a commit is on disk (fsync'd)
-// when the method returns. The rules (late usage, units, settlement) are in
-// PlanFold and PlanSeal; a store applies them inside its transactions.
+// This file is the interface a store author implements, apart from the
+// ledger's user API (Ledger, Record, Config, Reporter), as database/sql/driver
+// is apart from database/sql. A store keeps state; the ledger keeps the
+// rules. A store author needs this file and the helpers it names:
+// AppendBatch (grouping records into deltas, dropping repeated event ids),
+// EncodeDeltas and Aggregator (the append log's format), PlanFold and
+// PlanSeal (late usage, units, settlement). Package storetest is the
+// conformance suite every Store must pass; package sqlite is a complete
+// example.
+
+// Store is the durable state of the ledger, implemented once per database.
+// Users do not call it; the Ledger and the Reporter do.
 //
-// Package storetest holds the conformance suite every Store must pass.
+// Every method is atomic: it commits all of its change or none of it, and a
+// commit is durable (fsync'd) when the method returns. A method returns an
+// error wrapping marketplace.ErrOutcomeUnknown when it cannot tell whether
+// its commit landed (the connection broke during COMMIT); any other error
+// means nothing was changed. Methods honour ctx: the ledger cancels it on
+// Close, and a store that hangs past that delays only its own goroutine.
 type Store interface {
-	// Append stores records in one commit. A record whose EventID is
-	// already stored is a duplicate: it is not counted again, and dup[i] is
-	// true for it. New event ids are kept at least until eventExpiry (when
-	// PurgeEvents may remove them). Records that are not duplicates are added to the append
-	// log (see EncodeDeltas), to be folded into buckets by Fold.
-	Append(ctx context.Context, recs []Record, eventExpiry time.Time) (dup []bool, err error)
+	// Append stores one group commit, in one transaction: it inserts the
+	// batch's EventIDs that are not stored yet, keeping them at least until
+	// b.EventExpiry, and returns fresh, with fresh[i] true when
+	// b.EventIDs[i] was inserted by this commit (len(fresh) ==
+	// len(b.EventIDs)). In the same transaction it appends b.Entry(fresh)
+	// to the append log, unless that is nil; Fold moves the log into
+	// buckets. The ledger derives from fresh which records were duplicates.
+	Append(ctx context.Context, b *AppendBatch) (fresh []bool, err error)
 
 	// Fold moves everything in the append log into buckets, applying
 	// PlanFold, and returns what it added.

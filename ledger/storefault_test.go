@@ -25,12 +25,12 @@ type flakyStore struct {
 
 var errDown = errors.New("store unavailable")
 
-func (s *flakyStore) Append(ctx context.Context, recs []ledger.Record, exp time.Time) ([]bool, error) {
+func (s *flakyStore) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, error) {
 	if s.down.Load() {
 		s.appends.Add(1)
 		return nil, errDown
 	}
-	return s.Store.Append(ctx, recs, exp)
+	return s.Store.Append(ctx, b)
 }
 
 func (s *flakyStore) Fold(ctx context.Context) ([]ledger.BucketDelta, error) {
@@ -167,10 +167,10 @@ type slowStore struct {
 	once    sync.Once
 }
 
-func (s *slowStore) Append(ctx context.Context, recs []ledger.Record, exp time.Time) ([]bool, error) {
+func (s *slowStore) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, error) {
 	s.once.Do(func() { close(s.entered) })
 	<-s.release
-	return s.Store.Append(ctx, recs, exp)
+	return s.Store.Append(ctx, b)
 }
 
 // TestIngestCancelledWhileCommitting: a caller whose context ends while its

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/saasmarket/marketplace"
@@ -20,92 +19,48 @@ var _ ledger.Store = (*Store)(nil)
 // parameters each, well under SQLite's limit of 32766).
 const eventChunk = 500
 
-// Append implements ledger.Store: event ids and the aggregated log entry
-// are written in one transaction, so an id is marked seen exactly when its
-// usage is stored.
-func (s *Store) Append(ctx context.Context, recs []ledger.Record, eventExpiry time.Time) ([]bool, error) {
-	dup := make([]bool, len(recs))
+// Append implements ledger.Store: event ids and the log entry are written
+// in one transaction, so an id is marked seen exactly when its usage is
+// stored.
+func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, error) {
+	var fresh []bool
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		fresh, err := insertEvents(ctx, tx, recs, eventExpiry)
-		if err != nil {
+		var err error
+		if fresh, err = insertEvents(ctx, tx, b.EventIDs, b.EventExpiry); err != nil {
 			return err
 		}
-		sc := appendScratchPool.Get().(*appendScratch)
-		defer sc.release()
-		deltas, idx := sc.deltas, sc.idx
-		for i := range recs {
-			r := &recs[i]
-			if r.EventID != "" {
-				if _, ok := fresh[r.EventID]; !ok {
-					dup[i] = true
-					continue
-				}
-				delete(fresh, r.EventID) // a second copy in the same batch is a duplicate
-			}
-			k := ledger.BucketKey{SeriesKey: ledger.SeriesKey{Provider: r.Provider, Customer: r.Customer, Dimension: r.Dimension}, Hour: ledger.HourOf(r.Time)}
-			if j, ok := idx[k]; ok {
-				deltas[j].Quantity += r.Quantity
-				continue
-			}
-			idx[k] = len(deltas)
-			deltas = append(deltas, ledger.Delta{BucketKey: k, Quantity: r.Quantity})
-		}
-		sc.deltas = deltas
-		if len(deltas) == 0 {
+		entry := b.Entry(fresh)
+		if entry == nil {
 			return nil
 		}
-		sc.buf = ledger.EncodeDeltas(sc.buf, deltas)
-		_, err = tx.ExecContext(ctx, `INSERT INTO usage_log (data) VALUES (?)`, sc.buf)
+		_, err = tx.ExecContext(ctx, `INSERT INTO usage_log (data) VALUES (?)`, entry)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: append: %w", err)
 	}
-	return dup, nil
+	return fresh, nil
 }
 
-// appendScratch is the working memory of one Append, reused across commits
-// so that a commit of thousands of records does not feed the garbage collector.
-type appendScratch struct {
-	idx    map[ledger.BucketKey]int
-	deltas []ledger.Delta
-	buf    []byte
-}
-
-var appendScratchPool = sync.Pool{New: func() any { return &appendScratch{idx: make(map[ledger.BucketKey]int)} }}
-
-func (sc *appendScratch) release() {
-	clear(sc.idx)
-	clear(sc.deltas) // drop references to the records' strings
-	sc.deltas, sc.buf = sc.deltas[:0], sc.buf[:0]
-	appendScratchPool.Put(sc)
-}
-
-// insertEvents inserts the records' event ids and returns the set that was new.
-func insertEvents(ctx context.Context, tx *sql.Tx, recs []ledger.Record, expiry time.Time) (map[string]struct{}, error) {
-	var ids []string
-	seen := map[string]struct{}{}
-	for i := range recs {
-		if id := recs[i].EventID; id != "" {
-			if _, ok := seen[id]; !ok {
-				seen[id] = struct{}{}
-				ids = append(ids, id)
-			}
-		}
-	}
-	fresh := make(map[string]struct{}, len(ids))
+// insertEvents inserts the distinct event ids ids and returns, per id,
+// whether it was new.
+func insertEvents(ctx context.Context, tx *sql.Tx, ids []string, expiry time.Time) ([]bool, error) {
+	fresh := make([]bool, len(ids))
 	if len(ids) == 0 {
 		return fresh, nil
 	}
 	exp := expiry.UnixMilli()
 	args := make([]any, 0, 2*eventChunk)
-	for len(ids) > 0 {
-		n := min(len(ids), eventChunk)
+	pos := make(map[string]int, min(len(ids), eventChunk))
+	for off := 0; off < len(ids); off += eventChunk {
+		chunk := ids[off:min(off+eventChunk, len(ids))]
 		args = args[:0]
-		for _, id := range ids[:n] {
+		clear(pos)
+		for i, id := range chunk {
 			args = append(args, id, exp)
+			pos[id] = off + i
 		}
-		q := `INSERT INTO events (id, expires) VALUES ` + strings.Repeat("(?,?),", n-1) + `(?,?) ON CONFLICT (id) DO NOTHING RETURNING id`
+		q := `INSERT INTO events (id, expires) VALUES ` + strings.Repeat("(?,?),", len(chunk)-1) + `(?,?) ON CONFLICT (id) DO NOTHING RETURNING id`
 		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, err
@@ -116,12 +71,16 @@ func insertEvents(ctx context.Context, tx *sql.Tx, recs []ledger.Record, expiry 
 				rows.Close()
 				return nil, err
 			}
-			fresh[id] = struct{}{}
+			i, ok := pos[id]
+			if !ok {
+				rows.Close()
+				return nil, fmt.Errorf("insert returned event id %q that was not inserted", id)
+			}
+			fresh[i] = true
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return nil, err
 		}
-		ids = ids[n:]
 	}
 	return fresh, nil
 }
