@@ -3,10 +3,12 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,45 +19,108 @@ import (
 
 var _ ledger.Store = (*Store)(nil)
 
-// Append implements ledger.Store: event ids and the log entry are written
-// in one transaction, so an id is marked seen exactly when its usage is
-// stored. A commit adds one log row however many records it carries; Fold
-// upserts the sums into buckets later, in batches. The ledger passes the
-// event ids sorted, so transactions that insert overlapping ids lock them
-// in the same order and cannot deadlock.
-func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, error) {
-	if len(b.EventIDs) == 0 {
+// Append implements ledger.Store: event ids and the aggregated log entry
+// are written in one transaction, so an id is marked seen exactly when its
+// usage is stored. A commit adds one log row however many records it
+// carries; Fold upserts the sums into buckets later, in batches.
+func (s *Store) Append(ctx context.Context, recs []ledger.Record, eventExpiry time.Time) ([]bool, error) {
+	dup := make([]bool, len(recs))
+	sc := appendScratchPool.Get().(*appendScratch)
+	defer sc.release()
+	ids := sc.eventIDs(recs)
+	if len(ids) == 0 {
 		// No event ids: nothing to deduplicate, so one statement (its own
 		// transaction) and one round trip.
-		entry := b.Entry(nil)
-		if entry == nil {
-			return nil, nil
+		sc.encode(recs, nil, dup)
+		if len(sc.deltas) == 0 {
+			return dup, nil
 		}
-		if _, err := s.pool.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, entry); err != nil {
+		if _, err := s.pool.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, sc.buf); err != nil {
 			return nil, fmt.Errorf("postgres: append: %w", err)
 		}
-		return nil, nil
+		return dup, nil
 	}
-	fresh := make([]bool, len(b.EventIDs))
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		stored, err := insertEventsUnnest(ctx, tx, b.EventIDs, b.EventExpiry.UnixMilli())
+		fresh, err := insertEventsUnnest(ctx, tx, ids, eventExpiry.UnixMilli())
 		if err != nil {
 			return err
 		}
-		for i, id := range b.EventIDs {
-			_, fresh[i] = stored[id]
-		}
-		entry := b.Entry(fresh)
-		if entry == nil {
+		sc.encode(recs, fresh, dup)
+		if len(sc.deltas) == 0 {
 			return nil
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, entry)
+		_, err = tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, sc.buf)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: append: %w", err)
 	}
-	return fresh, nil
+	return dup, nil
+}
+
+// appendScratch is the working memory of one Append, reused across commits
+// so that a commit of thousands of records does not feed the garbage collector.
+type appendScratch struct {
+	seen   map[string]struct{}
+	ids    []string
+	idx    map[ledger.BucketKey]int
+	deltas []ledger.Delta
+	buf    []byte
+}
+
+var appendScratchPool = sync.Pool{New: func() any {
+	return &appendScratch{seen: make(map[string]struct{}), idx: make(map[ledger.BucketKey]int)}
+}}
+
+func (sc *appendScratch) release() {
+	clear(sc.seen)
+	clear(sc.idx)
+	clear(sc.ids) // drop references to the records' strings
+	clear(sc.deltas)
+	sc.ids, sc.deltas, sc.buf = sc.ids[:0], sc.deltas[:0], sc.buf[:0]
+	appendScratchPool.Put(sc)
+}
+
+// eventIDs returns the distinct event ids of recs, sorted: transactions
+// that insert overlapping ids then lock them in the same order and cannot
+// deadlock.
+func (sc *appendScratch) eventIDs(recs []ledger.Record) []string {
+	for i := range recs {
+		if id := recs[i].EventID; id != "" {
+			if _, ok := sc.seen[id]; !ok {
+				sc.seen[id] = struct{}{}
+				sc.ids = append(sc.ids, id)
+			}
+		}
+	}
+	slices.Sort(sc.ids)
+	return sc.ids
+}
+
+// encode sums the records that are not duplicates per bucket into sc.deltas
+// and their log entry into sc.buf, marking duplicates in dup. fresh holds
+// the event ids this commit stored (nil: recs carry none).
+func (sc *appendScratch) encode(recs []ledger.Record, fresh map[string]struct{}, dup []bool) {
+	for i := range recs {
+		r := &recs[i]
+		if r.EventID != "" {
+			if _, ok := fresh[r.EventID]; !ok {
+				dup[i] = true
+				continue
+			}
+			delete(fresh, r.EventID) // a second copy in the same batch is a duplicate
+		}
+		k := ledger.BucketKey{SeriesKey: ledger.SeriesKey{Provider: r.Provider, Customer: r.Customer, Dimension: r.Dimension}, Hour: ledger.HourOf(r.Time)}
+		if j, ok := sc.idx[k]; ok {
+			sc.deltas[j].Quantity += r.Quantity
+			continue
+		}
+		sc.idx[k] = len(sc.deltas)
+		sc.deltas = append(sc.deltas, ledger.Delta{BucketKey: k, Quantity: r.Quantity})
+	}
+	if len(sc.deltas) > 0 {
+		sc.buf = ledger.EncodeDeltas(sc.buf, sc.deltas)
+	}
 }
 
 // insertEventsUnnest inserts ids (sorted, distinct) in one statement, the
@@ -221,16 +286,22 @@ func scanSeries(rows pgx.Rows, into map[ledger.SeriesKey]ledger.Series) error {
 }
 
 const bucketCols = `id, provider, customer, dimension, hour, quantity, late, state, units, report_id, attempts,
-	next_attempt, maybe_applied, record_id, reason, sealed_at, done_at`
+	next_attempt, maybe_applied, record_id, reason, sealed_at, done_at, attributes`
 
 func scanBucket(row pgx.CollectableRow) (ledger.Bucket, error) {
 	var (
 		b                        ledger.Bucket
 		hour, next, sealed, done int64
 		provider, state          string
+		attrs                    []byte
 	)
 	err := row.Scan(&b.ID, &provider, &b.Customer, &b.Dimension, &hour, &b.Quantity, &b.Late, &state, &b.Units,
-		&b.ReportID, &b.Attempts, &next, &b.MaybeApplied, &b.RecordID, &b.Reason, &sealed, &done)
+		&b.ReportID, &b.Attempts, &next, &b.MaybeApplied, &b.RecordID, &b.Reason, &sealed, &done, &attrs)
+	if err == nil && attrs != nil {
+		if jerr := json.Unmarshal(attrs, &b.Attributes); jerr != nil {
+			err = fmt.Errorf("bucket %d: attributes: %w", b.ID, jerr)
+		}
+	}
 	b.Provider = marketplace.CloudProvider(provider)
 	b.State = ledger.State(state)
 	b.Hour = time.Unix(hour, 0).UTC()
@@ -456,6 +527,61 @@ func (s *Store) Complete(ctx context.Context, owner string, outs []ledger.Comple
 		return fmt.Errorf("postgres: complete: %w", err)
 	}
 	return nil
+}
+
+// Freeze implements ledger.Store, in one statement: attributes are stored
+// only where owner holds the lease and none are stored yet, and every
+// bucket still held comes back with what it holds.
+func (s *Store) Freeze(ctx context.Context, owner string, frozen []ledger.Frozen) ([]ledger.Frozen, error) {
+	if len(frozen) == 0 {
+		return nil, nil
+	}
+	ids := make([]int64, len(frozen))
+	encs := make([]*string, len(frozen)) // nil (SQL NULL): nothing to freeze
+	for i, f := range frozen {
+		ids[i] = f.BucketID
+		if len(f.Attributes) > 0 {
+			b, err := json.Marshal(f.Attributes)
+			if err != nil {
+				return nil, fmt.Errorf("postgres: freeze bucket %d: %w", f.BucketID, err)
+			}
+			enc := string(b)
+			encs[i] = &enc
+		}
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE buckets b SET attributes = COALESCE(b.attributes, u.attrs::jsonb)
+		FROM unnest($1::bigint[], $2::text[]) AS u (id, attrs)
+		WHERE b.id = u.id AND b.lease_owner = $3 AND b.state = 'sealed'
+		RETURNING b.id, b.attributes`, ids, encs, owner)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: freeze: %w", err)
+	}
+	held := make(map[int64]map[string]string, len(frozen))
+	var (
+		id    int64
+		attrs []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &attrs}, func() error {
+		var m map[string]string
+		if attrs != nil {
+			if err := json.Unmarshal(attrs, &m); err != nil {
+				return fmt.Errorf("bucket %d: attributes: %w", id, err)
+			}
+		}
+		held[id] = m
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: freeze: %w", err)
+	}
+	// In the order asked; a bucket whose lease moved on is left out.
+	out := make([]ledger.Frozen, 0, len(held))
+	for _, f := range frozen {
+		if m, ok := held[f.BucketID]; ok {
+			out = append(out, ledger.Frozen{BucketID: f.BucketID, Attributes: m})
+		}
+	}
+	return out, nil
 }
 
 // Buckets implements ledger.Store.
