@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,108 +18,47 @@ import (
 
 var _ ledger.Store = (*Store)(nil)
 
-// Append implements ledger.Store: event ids and the aggregated log entry
-// are written in one transaction, so an id is marked seen exactly when its
-// usage is stored. A commit adds one log row however many records it
-// carries; Fold upserts the sums into buckets later, in batches.
-func (s *Store) Append(ctx context.Context, recs []ledger.Record, eventExpiry time.Time) ([]bool, error) {
-	dup := make([]bool, len(recs))
-	sc := appendScratchPool.Get().(*appendScratch)
-	defer sc.release()
-	ids := sc.eventIDs(recs)
-	if len(ids) == 0 {
+// Append implements ledger.Store: event ids and the log entry are written
+// in one transaction, so an id is marked seen exactly when its usage is
+// stored. A commit adds one log row however many records it carries; Fold
+// upserts the sums into buckets later, in batches.
+func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, error) {
+	if len(b.EventIDs) == 0 {
 		// No event ids: nothing to deduplicate, so one statement (its own
 		// transaction) and one round trip.
-		sc.encode(recs, nil, dup)
-		if len(sc.deltas) == 0 {
-			return dup, nil
+		entry := b.Entry(nil)
+		if entry == nil {
+			return nil, nil
 		}
-		if _, err := s.pool.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, sc.buf); err != nil {
+		if _, err := s.pool.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, entry); err != nil {
 			return nil, fmt.Errorf("postgres: append: %w", err)
 		}
-		return dup, nil
+		return nil, nil
 	}
+	// Sorted, so that transactions inserting overlapping ids lock them in
+	// the same order and cannot deadlock.
+	sorted := slices.Clone(b.EventIDs)
+	slices.Sort(sorted)
+	fresh := make([]bool, len(b.EventIDs))
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		fresh, err := insertEventsUnnest(ctx, tx, ids, eventExpiry.UnixMilli())
+		stored, err := insertEventsUnnest(ctx, tx, sorted, b.EventExpiry.UnixMilli())
 		if err != nil {
 			return err
 		}
-		sc.encode(recs, fresh, dup)
-		if len(sc.deltas) == 0 {
+		for i, id := range b.EventIDs {
+			_, fresh[i] = stored[id]
+		}
+		entry := b.Entry(fresh)
+		if entry == nil {
 			return nil
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, sc.buf)
+		_, err = tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, entry)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: append: %w", err)
 	}
-	return dup, nil
-}
-
-// appendScratch is the working memory of one Append, reused across commits
-// so that a commit of thousands of records does not feed the garbage collector.
-type appendScratch struct {
-	seen   map[string]struct{}
-	ids    []string
-	idx    map[ledger.BucketKey]int
-	deltas []ledger.Delta
-	buf    []byte
-}
-
-var appendScratchPool = sync.Pool{New: func() any {
-	return &appendScratch{seen: make(map[string]struct{}), idx: make(map[ledger.BucketKey]int)}
-}}
-
-func (sc *appendScratch) release() {
-	clear(sc.seen)
-	clear(sc.idx)
-	clear(sc.ids) // drop references to the records' strings
-	clear(sc.deltas)
-	sc.ids, sc.deltas, sc.buf = sc.ids[:0], sc.deltas[:0], sc.buf[:0]
-	appendScratchPool.Put(sc)
-}
-
-// eventIDs returns the distinct event ids of recs, sorted: transactions
-// that insert overlapping ids then lock them in the same order and cannot
-// deadlock.
-func (sc *appendScratch) eventIDs(recs []ledger.Record) []string {
-	for i := range recs {
-		if id := recs[i].EventID; id != "" {
-			if _, ok := sc.seen[id]; !ok {
-				sc.seen[id] = struct{}{}
-				sc.ids = append(sc.ids, id)
-			}
-		}
-	}
-	slices.Sort(sc.ids)
-	return sc.ids
-}
-
-// encode sums the records that are not duplicates per bucket into sc.deltas
-// and their log entry into sc.buf, marking duplicates in dup. fresh holds
-// the event ids this commit stored (nil: recs carry none).
-func (sc *appendScratch) encode(recs []ledger.Record, fresh map[string]struct{}, dup []bool) {
-	for i := range recs {
-		r := &recs[i]
-		if r.EventID != "" {
-			if _, ok := fresh[r.EventID]; !ok {
-				dup[i] = true
-				continue
-			}
-			delete(fresh, r.EventID) // a second copy in the same batch is a duplicate
-		}
-		k := ledger.BucketKey{SeriesKey: ledger.SeriesKey{Provider: r.Provider, Customer: r.Customer, Dimension: r.Dimension}, Hour: ledger.HourOf(r.Time)}
-		if j, ok := sc.idx[k]; ok {
-			sc.deltas[j].Quantity += r.Quantity
-			continue
-		}
-		sc.idx[k] = len(sc.deltas)
-		sc.deltas = append(sc.deltas, ledger.Delta{BucketKey: k, Quantity: r.Quantity})
-	}
-	if len(sc.deltas) > 0 {
-		sc.buf = ledger.EncodeDeltas(sc.buf, sc.deltas)
-	}
+	return fresh, nil
 }
 
 // insertEventsUnnest inserts ids (sorted, distinct) in one statement, the
