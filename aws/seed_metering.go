@@ -98,7 +98,9 @@ type MeteringClient struct {
 	// the identical request (AWS answers an identical metering record with
 	// the same outcome). The zero value makes one attempt. A call that
 	// failed after an attempt whose outcome is unknown wraps
-	// ErrOutcomeUnknown, whatever the last attempt said.
+	// ErrOutcomeUnknown, whatever the last attempt said; after such an
+	// attempt, UnprocessedRecords of a BatchMeterUsage answer may have been
+	// applied: resend them unchanged.
 	Retry marketplace.RetryConfig
 
 	once sync.Once

@@ -47,17 +47,19 @@ type TokenUsageRecord struct {
 // hour (more often only delays nothing and sends nothing new).
 //
 // Failures lose nothing and bill nothing twice:
-//   - Usage that AWS certainly did not apply (a refused call, a record in
-//     UnprocessedRecords or answered DuplicateRecord) goes back to the
-//     customer's count and is billed with later usage.
+//   - Usage that AWS certainly did not apply (a refused call, a record
+//     answered DuplicateRecord, a context that ended before the call went
+//     out) goes back to the customer's count and is billed with later usage.
 //   - A record whose outcome is unknown (no answer, a timeout, the context
 //     ended after the request went out; errors.Is ErrOutcomeUnknown) is kept
 //     exactly as it was, same quantity and timestamp, and resent unchanged
 //     by the next flushes until AWS answers: AWS answers an identical record
-//     with the same outcome, so it is billed once. Meanwhile the customer's
-//     new usage waits (InDoubt lists such records). After 23 hours AWS
-//     would refuse it, so the tracker gives it up and says so in Flush's
-//     error: that usage may be unbilled, never billed twice.
+//     with the same outcome, so it is billed once. So is a record in
+//     UnprocessedRecords, since a MeteringAPI that retries (MeteringClient)
+//     may have applied it in an attempt whose answer was lost. Meanwhile the
+//     customer's new usage waits (InDoubt lists such records). After 23
+//     hours AWS would refuse it, so the tracker gives it up and says so in
+//     Flush's error: that usage may be unbilled, never billed twice.
 //   - A customer AWS answers CustomerNotSubscribed for is dropped (AWS
 //     will not bill it), and Flush's error says so.
 //
@@ -153,8 +155,8 @@ func (t *TokenBillingTracker) Snapshot() []TokenUsageRecord {
 	return out
 }
 
-// InDoubt returns the records whose send has an unknown outcome; the next
-// Flush resends them unchanged.
+// InDoubt returns the records whose send has an unknown outcome or that
+// AWS left unprocessed; the next Flush resends them unchanged.
 func (t *TokenBillingTracker) InDoubt() []UsageRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -292,7 +294,7 @@ func (t *TokenBillingTracker) send(ctx context.Context, sends []*tokenSend, out 
 type result int
 
 const (
-	unknownResult   result = iota // may have been applied: resend unchanged
+	unknownResult   result = iota // may have been applied, or unprocessed: resend unchanged
 	refusedResult                 // not applied: its usage goes back
 	billedResult                  // applied
 	duplicateResult               // not applied, and AWS holds another record for its hour
@@ -302,8 +304,11 @@ const (
 // apply settles the records of an answered call.
 func (t *TokenBillingTracker) apply(sends []*tokenSend, res *BatchMeterUsageOutput) []error {
 	got := make(map[string]result, len(sends))
+	// An unprocessed record is kept unchanged too: a MeteringAPI that
+	// retries inside (as MeteringClient does) may have applied it in an
+	// attempt whose answer was lost.
 	for _, r := range res.UnprocessedRecords {
-		got[recordCustomer(r)] = refusedResult
+		got[recordCustomer(r)] = unknownResult
 	}
 	var errs []error
 	for _, r := range res.Results {
