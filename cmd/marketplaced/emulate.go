@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
+
+	"github.com/saasmarket/marketplace/emulator/admin"
 )
 
 // cloudEmulator is one cloud's emulator as the emulate subcommand runs it.
@@ -87,4 +91,45 @@ func indent(text, prefix string) string {
 		b.WriteString(prefix + l + "\n")
 	}
 	return b.String()
+}
+
+// catalogue is a flag holding "key=a,b;key2=c": products (or plans) and
+// their dimensions. Empty leaves it nil: anything goes.
+type catalogue map[string][]string
+
+func (c catalogue) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		parts = append(parts, k+"="+strings.Join(c[k], ","))
+	}
+	return strings.Join(parts, ";")
+}
+
+func (c *catalogue) Set(s string) error {
+	out := catalogue{}
+	for _, part := range strings.Split(s, ";") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		k, dims, ok := strings.Cut(part, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" || strings.TrimSpace(dims) == "" {
+			return fmt.Errorf("%q: want name=dimension,dimension", part)
+		}
+		for _, d := range strings.Split(dims, ",") {
+			if d = strings.TrimSpace(d); d == "" {
+				return fmt.Errorf("%q: an empty dimension", part)
+			}
+			out[k] = append(out[k], d)
+		}
+	}
+	*c = out
+	return nil
+}
+
+// describeFaults prints the fault settings in their JSON form, as the
+// admin API's GET /emulator/faults shows them.
+func describeFaults(f admin.Faults) string {
+	b, _ := json.Marshal(f)
+	return string(b)
 }

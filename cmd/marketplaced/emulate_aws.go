@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/saasmarket/marketplace/emulator/admin"
 	awsemu "github.com/saasmarket/marketplace/emulator/aws"
 )
 
@@ -18,7 +19,8 @@ import (
 type awsEmulator struct {
 	listen               string
 	accessKey, secretKey string
-	faults               awsemu.Faults
+	faults               admin.Faults
+	products             catalogue
 	ebEndpoint, ebHeader string
 	ebSecret             string
 	snsEndpoint, topic   string
@@ -32,11 +34,8 @@ func (a *awsEmulator) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&a.listen, "aws-listen", "127.0.0.1:8471", "AWS emulator: loopback `address` to listen on")
 	fs.StringVar(&a.accessKey, "aws-access-key", "AKIDEMULATOR", "AWS emulator: access key id whose SigV4 signatures it accepts (empty: no signature check)")
 	fs.StringVar(&a.secretKey, "aws-secret-key", "emulator-secret", "AWS emulator: the secret access key of -aws-access-key")
-	fs.Float64Var(&a.faults.ThrottleTPS, "aws-throttle-tps", 0, "AWS emulator: throttle metering calls above this rate (0: never)")
-	fs.Float64Var(&a.faults.ErrorRate, "aws-error-rate", 0, "AWS emulator: share of metering calls failed with InternalServiceErrorException")
-	fs.DurationVar(&a.faults.Latency, "aws-latency", 0, "AWS emulator: latency added to every metering call")
-	fs.Float64Var(&a.faults.UnprocessedRate, "aws-unprocessed-rate", 0, "AWS emulator: share of records returned as UnprocessedRecords")
-	fs.Float64Var(&a.faults.DropRate, "aws-drop-rate", 0, "AWS emulator: share of metering calls applied whose response is then dropped")
+	a.faults.RegisterFlags(fs, "aws")
+	fs.Var(&a.products, "aws-dimensions", "AWS emulator: the dimension catalogue, `product=dim,dim;product=dim` (empty: any product code and dimension)")
 	fs.StringVar(&a.ebEndpoint, "aws-eventbridge-endpoint", "", "AWS emulator: `URL` that receives EventBridge events (POST /emulator/events)")
 	fs.StringVar(&a.ebHeader, "aws-eventbridge-header", "X-Marketplace-Secret", "AWS emulator: header carrying the EventBridge API destination secret")
 	fs.StringVar(&a.ebSecret, "aws-eventbridge-secret", "", "AWS emulator: the EventBridge API destination secret")
@@ -57,7 +56,7 @@ func (a *awsEmulator) Start(ctx context.Context, logger *slog.Logger) (string, e
 		return "", err
 	}
 	base := "http://" + ln.Addr().String()
-	cfg := awsemu.Config{Faults: a.faults, Logger: logger, Notify: awsemu.NotifyConfig{
+	cfg := awsemu.Config{Faults: awsemu.FaultsFrom(a.faults), Products: a.products, Logger: logger, Notify: awsemu.NotifyConfig{
 		EventBridgeEndpoint: a.ebEndpoint, EventBridgeHeader: a.ebHeader, EventBridgeSecret: a.ebSecret,
 		SNSEndpoint: a.snsEndpoint, SNSTopicArn: a.topic, SNSCertURL: base + awsemu.SNSCertPath,
 	}}
@@ -84,9 +83,9 @@ func (a *awsEmulator) Start(ctx context.Context, logger *slog.Logger) (string, e
 		fmt.Fprintf(&b, "    export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s   # SigV4 is checked\n", a.accessKey, a.secretKey)
 	}
 	fmt.Fprintf(&b, "    or in Go: marketplacemetering.NewFromConfig(cfg, func(o *marketplacemetering.Options) { o.BaseEndpoint = aws.String(%q) })\n", base)
-	fmt.Fprintf(&b, "  new buyer and registration token: curl -s -X POST %s/emulator/buyers -d '{\"ProductCode\":\"prod-demo\"}'\n", base)
-	fmt.Fprintf(&b, "  lifecycle event: curl -s -X POST %s/emulator/events -d '{\"Buyer\":\"<key>\",\"DetailType\":\"License Deprovisioned - Manufacturer\"}'\n", base)
+	fmt.Fprintf(&b, "  admin API (docs/emulators.md): %s/emulator/buyers, /emulator/buyers/{id}/events, /emulator/bill, /emulator/faults\n", base)
+	fmt.Fprintf(&b, "  new buyer: curl -s -X POST %s/emulator/buyers -d '{\"product\":\"prod-demo\"}'\n", base)
 	fmt.Fprintf(&b, "  the bill: curl -s %s/emulator/bill\n", base)
-	fmt.Fprintf(&b, "  faults: %+v", a.faults)
+	fmt.Fprintf(&b, "  faults: %s", describeFaults(a.faults))
 	return b.String(), nil
 }

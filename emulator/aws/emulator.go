@@ -30,11 +30,15 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/time/rate"
+
+	"github.com/saasmarket/marketplace/emulator/admin"
 )
 
 // Faults are failures the emulator injects into metering calls. Rates are
@@ -46,6 +50,9 @@ type Faults struct {
 	// ThrottleBurst is how many calls may come at once; default one
 	// second's worth of ThrottleTPS.
 	ThrottleBurst int
+	// ThrottleRate: calls refused with ThrottlingException at random, with
+	// this probability.
+	ThrottleRate float64
 	// ErrorRate: calls refused with InternalServiceErrorException (HTTP
 	// 500) before anything is applied.
 	ErrorRate float64
@@ -57,6 +64,9 @@ type Faults struct {
 	// DropRate: the call is applied, then the connection is closed without
 	// a response.
 	DropRate float64
+	// AllCalls applies the faults to every API call, not only to the
+	// metering calls (BatchMeterUsage, MeterUsage).
+	AllCalls bool
 	// Seed makes the random faults reproducible.
 	Seed uint64
 }
@@ -83,7 +93,32 @@ type Config struct {
 	EmptyPages bool
 	// Notifications: where SendEventBridge and SendSNS deliver.
 	Notify NotifyConfig
-	Logger *slog.Logger
+	// Products is the dimension catalogue: each product code the seller
+	// lists, with the dimensions its pricing declares. A call naming
+	// another product is InvalidProductCodeException, another dimension
+	// InvalidUsageDimensionException. Nil accepts any product and
+	// dimension.
+	Products map[string][]string
+	Logger   *slog.Logger
+}
+
+// errNoBuyer is the cause of every "no such buyer" error.
+var errNoBuyer = errors.New("emulator: no buyer")
+
+// knownProduct checks a product code against the catalogue.
+func (e *Emulator) knownProduct(code string) error {
+	if _, ok := e.cfg.Products[code]; e.cfg.Products != nil && !ok {
+		return fmt.Errorf("product code %q is not in the catalogue", code)
+	}
+	return nil
+}
+
+// knownDimension checks a dimension of a product against the catalogue.
+func (e *Emulator) knownDimension(code, dim string) error {
+	if dims, ok := e.cfg.Products[code]; e.cfg.Products != nil && (!ok || !slices.Contains(dims, dim)) {
+		return errorf("InvalidUsageDimensionException", "dimension %q is not a dimension of product %q", dim, code)
+	}
+	return nil
 }
 
 // NotifyConfig says where the emulator sends lifecycle events.
@@ -156,11 +191,9 @@ func New(cfg Config) *Emulator {
 	}
 	e.SetFaults(cfg.Faults)
 	e.mux.HandleFunc("POST /{$}", e.serveAPI)
-	e.mux.HandleFunc("GET /emulator/bill", e.serveBill)
 	e.mux.HandleFunc("GET /emulator/keys", e.serveKeys)
-	e.mux.HandleFunc("POST /emulator/buyers", e.serveNewBuyer)
 	e.mux.HandleFunc("GET "+SNSCertPath, e.serveSNSCert)
-	e.mux.HandleFunc("POST /emulator/events", e.serveSendEvent)
+	admin.Register(e.mux, e.Admin())
 	return e
 }
 
@@ -191,6 +224,12 @@ func (e *Emulator) Stats() Stats {
 	return e.stats
 }
 
+func (e *Emulator) allCalls() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.faults.AllCalls
+}
+
 func (e *Emulator) chance(p float64) bool { return p > 0 && e.rng.Float64() < p }
 
 // apiError is an AWS error: its code goes to "__type".
@@ -198,6 +237,9 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
+	// query is SQS's x-amzn-query-error value ("AWS.SimpleQueueService.NonExistentQueue;Sender");
+	// set only on SQS errors, which also take SQS's namespace.
+	query string
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.msg }
@@ -225,6 +267,7 @@ func metered(target string) bool {
 }
 
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-amzn-RequestId", uuid.NewString()) // on every answer, as AWS
 	target := r.Header.Get("X-Amz-Target")
 	op, ok := operations[target]
 	if !ok && !strings.HasPrefix(target, "AmazonSQS.") {
@@ -243,7 +286,16 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if len(e.cfg.Credentials) > 0 {
 		// The SDK signs with the wall clock, not with cfg.Clock.
 		if err := verifySigV4(r, body, e.cfg.Credentials, time.Now()); err != nil {
-			writeError(w, &apiError{status: http.StatusForbidden, code: "InvalidSignatureException", msg: err.Error()})
+			ae := &apiError{status: http.StatusForbidden, code: "InvalidSignatureException", msg: err.Error()}
+			switch {
+			case errors.Is(err, errUnknownKey):
+				ae.status, ae.code, ae.msg = http.StatusBadRequest, "UnrecognizedClientException", "The security token included in the request is invalid."
+			case errors.Is(err, errExpired):
+				ae.status, ae.msg = http.StatusBadRequest, strings.TrimPrefix(err.Error(), errExpired.Error()+": ")
+			case errors.Is(err, errNoAuth):
+				ae.code = "MissingAuthenticationTokenException"
+			}
+			writeError(w, ae)
 			return
 		}
 	}
@@ -252,13 +304,13 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	drop := false
-	if metered(target) {
+	if metered(target) || e.allCalls() {
 		e.mu.Lock()
 		f := e.faults
 		e.stats.Calls++
 		var fault *apiError
 		switch {
-		case e.limiter != nil && !e.limiter.Allow():
+		case e.limiter != nil && !e.limiter.Allow(), e.chance(f.ThrottleRate):
 			e.stats.Throttled++
 			fault = errorf("ThrottlingException", "rate exceeded (%.4g TPS)", f.ThrottleTPS)
 		case e.chance(f.ErrorRate):
@@ -315,11 +367,16 @@ func writeError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &ae) {
 		ae = &apiError{status: http.StatusInternalServerError, code: "InternalServiceErrorException", msg: err.Error()}
 	}
-	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	ns, ct := "com.amazonaws.marketplace#", "application/x-amz-json-1.1"
+	if ae.query != "" {
+		ns, ct = "com.amazonaws.sqs#", "application/x-amz-json-1.0"
+		w.Header().Set("x-amzn-query-error", ae.query)
+	}
+	w.Header().Set("Content-Type", ct)
 	w.Header().Set("X-Amzn-ErrorType", ae.code)
 	w.WriteHeader(ae.status)
 	_ = json.NewEncoder(w).Encode(map[string]string{
-		"__type":  "com.amazonaws.marketplace#" + ae.code,
+		"__type":  ns + ae.code,
 		"message": ae.msg,
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/saasmarket/marketplace/emulator/admin"
 	emu "github.com/saasmarket/marketplace/emulator/aws"
 	"github.com/saasmarket/marketplace/ledger/ledgertest"
 )
@@ -163,17 +164,21 @@ func TestSignatureRequired(t *testing.T) {
 	clock := ledgertest.NewClock(time.Now())
 	e, _, srv := start(t, clock, emu.Faults{})
 	e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
-	for name, cr := range map[string]awssdk.Credentials{
-		"wrong secret":       {AccessKeyID: creds.AccessKeyID, SecretAccessKey: "guess"},
-		"unknown access key": {AccessKeyID: "AKIDOTHER", SecretAccessKey: creds.SecretAccessKey},
+	for _, tc := range []struct {
+		name, want string
+		cr         awssdk.Credentials
+	}{
+		{"wrong secret", "InvalidSignatureException", awssdk.Credentials{AccessKeyID: creds.AccessKeyID, SecretAccessKey: "guess"}},
+		{"unknown access key", "UnrecognizedClientException", awssdk.Credentials{AccessKeyID: "AKIDOTHER", SecretAccessKey: creds.SecretAccessKey}},
 	} {
-		t.Run(name, func(t *testing.T) {
+		cr := tc.cr
+		t.Run(tc.name, func(t *testing.T) {
 			c := marketplacemetering.New(marketplacemetering.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(srv.URL), RetryMaxAttempts: 1,
 				Credentials: awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) { return cr, nil })})
 			_, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("p"),
 				UsageRecords: []types.UsageRecord{rec("c", "d", 1, clock.Now())}})
-			if got := code(err); got != "InvalidSignatureException" {
-				t.Errorf("error %q, want InvalidSignatureException", got)
+			if got := code(err); got != tc.want {
+				t.Errorf("error %q, want %s", got, tc.want)
 			}
 		})
 	}
@@ -181,8 +186,8 @@ func TestSignatureRequired(t *testing.T) {
 		c := marketplacemetering.New(marketplacemetering.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(srv.URL), RetryMaxAttempts: 1,
 			Credentials: awssdk.AnonymousCredentials{}})
 		_, err := c.ResolveCustomer(t.Context(), &marketplacemetering.ResolveCustomerInput{RegistrationToken: awssdk.String("x")})
-		if got := code(err); got != "InvalidSignatureException" {
-			t.Errorf("error %q, want InvalidSignatureException", got)
+		if got := code(err); got != "MissingAuthenticationTokenException" {
+			t.Errorf("error %q, want MissingAuthenticationTokenException", got)
 		}
 	})
 	if n := len(e.Bill().Lines); n != 0 {
@@ -263,49 +268,72 @@ func TestFinalHour(t *testing.T) {
 	}
 }
 
-// TestAdminEndpoints: the emulator's own HTTP endpoints for the demo.
+// TestAdminEndpoints: the shared admin routes (package emulator/admin)
+// create a buyer whose token the official client resolves, drive its
+// lifecycle, show the bill and set faults.
 func TestAdminEndpoints(t *testing.T) {
 	clock := ledgertest.NewClock(time.Now())
 	_, c, srv := start(t, clock, emu.Faults{})
-	resp, err := http.Post(srv.URL+"/emulator/buyers", "application/json", strings.NewReader(`{"ProductCode":"prod-demo"}`))
-	if err != nil {
-		t.Fatal(err)
+	var nb admin.Buyer
+	if st := call(t, "POST", srv.URL+"/emulator/buyers", `{"product":"prod-demo"}`, &nb); st != http.StatusCreated || nb.Token == "" || nb.ID == "" || nb.State != "subscribed" {
+		t.Fatalf("new buyer: %d %+v", st, nb)
 	}
-	var nb struct {
-		Buyer             emu.Buyer
-		RegistrationToken string
-	}
-	err = json.NewDecoder(resp.Body).Decode(&nb)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || nb.RegistrationToken == "" || nb.Buyer.CustomerIdentifier == "" {
-		t.Fatalf("new buyer: %d %+v %v", resp.StatusCode, nb, err)
-	}
-	out, err := c.ResolveCustomer(t.Context(), &marketplacemetering.ResolveCustomerInput{RegistrationToken: awssdk.String(nb.RegistrationToken)})
-	if err != nil || awssdk.ToString(out.CustomerIdentifier) != nb.Buyer.CustomerIdentifier {
+	out, err := c.ResolveCustomer(t.Context(), &marketplacemetering.ResolveCustomerInput{RegistrationToken: awssdk.String(nb.Token)})
+	if err != nil || awssdk.ToString(out.CustomerIdentifier) != nb.ID {
 		t.Fatalf("resolve the minted token: %v", err)
 	}
 	if _, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("prod-demo"),
-		UsageRecords: []types.UsageRecord{rec(nb.Buyer.CustomerIdentifier, "d", 3, clock.Now())}}); err != nil {
+		UsageRecords: []types.UsageRecord{rec(nb.ID, "d", 3, clock.Now())}}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = http.Get(srv.URL + "/emulator/bill")
+	var bill admin.Bill
+	if st := call(t, "GET", srv.URL+"/emulator/bill", "", &bill); st != 200 || bill.Totals[nb.ID]["d"] != 3 || len(bill.Lines) != 1 || bill.Lines[0].ID == "" {
+		t.Errorf("bill %d %+v", st, bill)
+	}
+	var ev admin.EventResult
+	if st := call(t, "POST", srv.URL+"/emulator/buyers/"+nb.ID+"/events", `{"event":"unsubscribe-pending"}`, &ev); st != 200 || ev.Buyer.State != "unsubscribe-pending" || len(ev.Deliveries) != 0 {
+		t.Errorf("event without a receiver: %d %+v", st, ev)
+	}
+	var f admin.Faults
+	if st := call(t, "PUT", srv.URL+"/emulator/faults", `{"errorRate":1}`, &f); st != 200 || f.ErrorRate != 1 || f.Scope != admin.ScopeMetering {
+		t.Errorf("set faults: %d %+v", st, f)
+	}
+	if _, err := c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("prod-demo"),
+		UsageRecords: []types.UsageRecord{rec(nb.ID, "d", 3, clock.Now())}}); code(err) != "InternalServiceErrorException" {
+		t.Errorf("with errorRate 1: %v", err)
+	}
+	for _, tc := range []struct{ method, path, body string }{
+		{"POST", "/emulator/buyers", `{}`},
+		{"POST", "/emulator/buyers", `{"ProductCode":"prod-demo"}`},
+		{"POST", "/emulator/buyers/" + nb.ID + "/events", `{"event":"no-such-event"}`},
+		{"PUT", "/emulator/faults", `{"errorRate":2}`},
+		{"PUT", "/emulator/faults", `{"scope":"everything"}`},
+	} {
+		var e struct{ Error string }
+		if st := call(t, tc.method, srv.URL+tc.path, tc.body, &e); st != http.StatusBadRequest || e.Error == "" {
+			t.Errorf("%s %s %s: %d %q, want 400 with an error", tc.method, tc.path, tc.body, st, e.Error)
+		}
+	}
+	if st := call(t, "POST", srv.URL+"/emulator/buyers/nobody/events", `{"event":"unsubscribe-success"}`, nil); st != http.StatusNotFound {
+		t.Errorf("event for an unknown buyer: %d", st)
+	}
+}
+
+// call makes a plain HTTP call and decodes its JSON answer into out.
+func call(t *testing.T, method, url, body string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bill emu.Bill
-	err = json.NewDecoder(resp.Body).Decode(&bill)
-	resp.Body.Close()
-	if err != nil || bill.Sum(nb.Buyer.CustomerIdentifier, "d") != 3 || len(bill.Lines) != 1 || bill.Lines[0].MeteringRecordId == "" {
-		t.Errorf("bill %+v %v", bill, err)
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: %d, %v", method, url, resp.StatusCode, err)
+		}
 	}
-	resp, err = http.Post(srv.URL+"/emulator/buyers", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("buyer without product: %d", resp.StatusCode)
-	}
+	return resp.StatusCode
 }
 
 // tamper changes a signed request's body on its way, as an attacker

@@ -25,7 +25,7 @@ func (e *Emulator) SetEntitlements(key string, ents []Entitlement) error {
 	defer e.mu.Unlock()
 	b, ok := e.buyers[key]
 	if !ok {
-		return fmt.Errorf("emulator: no buyer %q", key)
+		return fmt.Errorf("%w %q", errNoBuyer, key)
 	}
 	b.Entitlements = slices.Clone(ents)
 	return nil

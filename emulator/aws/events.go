@@ -153,7 +153,7 @@ func (e *Emulator) SNSNotification(topicArn, action, buyerKey string, version in
 	}
 	e.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("emulator: no buyer %q", buyerKey)
+		return nil, fmt.Errorf("%w %q", errNoBuyer, buyerKey)
 	}
 	msg, _ := json.Marshal(payload)
 	m := &SNSMessage{Type: "Notification", MessageId: uuid.NewString(), TopicArn: topicArn, Message: string(msg),
@@ -197,7 +197,7 @@ func (e *Emulator) EventBridgeEvent(detailType, buyerKey string) ([]byte, error)
 	}
 	e.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("emulator: no buyer %q", buyerKey)
+		return nil, fmt.Errorf("%w %q", errNoBuyer, buyerKey)
 	}
 	return json.Marshal(map[string]any{
 		"version": "0", "id": uuid.NewString(), "detail-type": detailType, "source": "aws.agreement-marketplace",
@@ -280,31 +280,4 @@ func (e *Emulator) SendSNS(ctx context.Context, action, buyerKey string) (int, e
 	h.Set("x-amz-sns-topic-arn", m.TopicArn)
 	h.Set("Content-Type", "text/plain; charset=UTF-8")
 	return Deliver(ctx, n.Client, n.SNSEndpoint, body, h)
-}
-
-// serveSendEvent sends a lifecycle event: the JSON body names the Buyer
-// (its key) and either a DetailType (EventBridge) or an Action (SNS).
-func (e *Emulator) serveSendEvent(w http.ResponseWriter, r *http.Request) {
-	var in struct{ Buyer, DetailType, Action string }
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&in); err != nil {
-		http.Error(w, "body must be JSON {Buyer, DetailType | Action}: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	var status int
-	var err error
-	switch {
-	case in.DetailType != "":
-		status, err = e.SendEventBridge(r.Context(), in.DetailType, in.Buyer)
-	case in.Action != "":
-		status, err = e.SendSNS(r.Context(), in.Action, in.Buyer)
-	default:
-		http.Error(w, "DetailType or Action is required", http.StatusBadRequest)
-		return
-	}
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]int{"ReceiverStatus": status})
 }

@@ -63,7 +63,7 @@ func (e *Emulator) SetSubscribed(key string, subscribed bool) error {
 	defer e.mu.Unlock()
 	b, ok := e.buyers[key]
 	if !ok {
-		return fmt.Errorf("emulator: no buyer %q", key)
+		return fmt.Errorf("%w %q", errNoBuyer, key)
 	}
 	b.Subscribed, b.EndedAt = subscribed, time.Time{}
 	return nil
@@ -80,7 +80,7 @@ func (e *Emulator) MintToken(key string, ttl time.Duration) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.buyers[key]; !ok {
-		return "", fmt.Errorf("emulator: no buyer %q", key)
+		return "", fmt.Errorf("%w %q", errNoBuyer, key)
 	}
 	var b [24]byte
 	_, _ = rand.Read(b[:])
@@ -140,36 +140,6 @@ func (e *Emulator) Bill() Bill {
 	return b
 }
 
-func (e *Emulator) serveBill(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(e.Bill())
-}
-
-// serveNewBuyer creates a buyer from the JSON body (a Buyer; empty fields
-// made up) and answers it with a registration token valid for an hour.
-func (e *Emulator) serveNewBuyer(w http.ResponseWriter, r *http.Request) {
-	var b Buyer
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&b); err != nil {
-		http.Error(w, "body must be a JSON buyer: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	if b.ProductCode == "" {
-		http.Error(w, "ProductCode is required", http.StatusBadRequest)
-		return
-	}
-	b = e.AddBuyer(b)
-	tok, err := e.MintToken(b.Key(), time.Hour)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(struct {
-		Buyer             Buyer
-		RegistrationToken string
-	}{b, tok})
-}
-
 type usageAllocation struct {
 	AllocatedUsageQuantity *int64            `json:"AllocatedUsageQuantity,omitempty"`
 	Tags                   []json.RawMessage `json:"Tags,omitempty"`
@@ -198,14 +168,15 @@ func str(p *string) string {
 	return *p
 }
 
-// inWindow applies AWS's window: usage is refused 24 hours or more after it
-// happened, except that the previous month's usage is accepted until 06:00
-// UTC on the 1st; and usage more than an hour ahead is refused.
-func inWindow(ts, now time.Time) bool {
+// inWindow applies AWS's window: usage is refused age or more after it
+// happened (24 hours for BatchMeterUsage, 6 for MeterUsage), except that
+// the previous month's usage is accepted until 06:00 UTC on the 1st; and
+// usage more than an hour ahead is refused.
+func inWindow(ts, now time.Time, age time.Duration) bool {
 	if ts.After(now.Add(time.Hour)) {
 		return false
 	}
-	if now.Sub(ts) < 24*time.Hour {
+	if now.Sub(ts) < age {
 		return true
 	}
 	y, m, _ := now.Date()
@@ -237,6 +208,19 @@ func checkAllocations(allocs []usageAllocation, qty int64) error {
 		}
 		if len(a.Tags) > 5 {
 			return errorf("InvalidTagException", "at most 5 tags per allocation")
+		}
+		for _, raw := range a.Tags {
+			var tag struct{ Key, Value *string }
+			if err := json.Unmarshal(raw, &tag); err != nil {
+				return errorf("InvalidTagException", "a tag is {\"Key\", \"Value\"}: %v", err)
+			}
+			// AWS's Tag: Key 1..100 characters, Value 1..256.
+			if n := len(str(tag.Key)); n < 1 || n > 100 {
+				return errorf("InvalidTagException", "a tag Key must be 1..100 characters, got %d", n)
+			}
+			if n := len(str(tag.Value)); n < 1 || n > 256 {
+				return errorf("InvalidTagException", "a tag Value must be 1..256 characters, got %d", n)
+			}
 		}
 		sum += *a.AllocatedUsageQuantity
 	}
@@ -302,7 +286,10 @@ func (e *Emulator) resolveRecord(productCode string, r usageRecord, now time.Tim
 		}
 		k = lineKey{Scope: lic, Customer: acct}
 	}
-	if !inWindow(r.Timestamp.Time, now) {
+	if err := e.knownDimension(b.ProductCode, str(r.Dimension)); err != nil {
+		return k, nil, err
+	}
+	if !inWindow(r.Timestamp.Time, now, 24*time.Hour) {
 		return k, nil, errorf("TimestampOutOfBoundsException", "Timestamp %s is outside the accepted window", r.Timestamp.Format(time.RFC3339))
 	}
 	k.Dimension = str(r.Dimension)
@@ -323,6 +310,11 @@ func (e *Emulator) batchMeterUsage(body []byte) (any, error) {
 	}
 	if len(in.UsageRecords) > 25 {
 		return nil, errorf("ValidationException", "at most 25 UsageRecords per call, got %d", len(in.UsageRecords))
+	}
+	if in.ProductCode != nil {
+		if err := e.knownProduct(*in.ProductCode); err != nil {
+			return nil, errorf("InvalidProductCodeException", "%v", err)
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -413,14 +405,22 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 	if err := checkAllocations(in.UsageAllocations, qty); err != nil {
 		return nil, err
 	}
+	if err := e.knownProduct(*in.ProductCode); err != nil {
+		return nil, errorf("InvalidProductCodeException", "%v", err)
+	}
+	if err := e.knownDimension(*in.ProductCode, *in.UsageDimension); err != nil {
+		return nil, err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !inWindow(in.Timestamp.Time, e.cfg.Clock()) {
+	// AWS documents 6 hours for MeterUsage (24 for BatchMeterUsage).
+	if !inWindow(in.Timestamp.Time, e.cfg.Clock(), 6*time.Hour) {
 		e.stats.OutOfBounds++
 		return nil, errorf("TimestampOutOfBoundsException", "Timestamp is outside the accepted window")
 	}
 	if in.DryRun != nil && *in.DryRun {
-		return map[string]string{}, nil
+		// AWS answers a dry run that would succeed with this error.
+		return nil, errorf("DryRunOperation", "request would have succeeded, but the DryRun flag is set")
 	}
 	k := lineKey{Scope: *in.ProductCode, Customer: "(caller)", Dimension: *in.UsageDimension, Hour: in.Timestamp.Truncate(time.Hour)}
 	ct := str(in.ClientToken)

@@ -15,8 +15,13 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
 
-// errSignature is the cause of every refused signature.
-var errSignature = errors.New("signature")
+// Causes of refused signatures; serveAPI answers each with AWS's code.
+var (
+	errSignature  = errors.New("signature")                                             // InvalidSignatureException
+	errUnknownKey = errors.New("the security token included in the request is invalid") // UnrecognizedClientException
+	errExpired    = errors.New("signature expired")                                     // InvalidSignatureException, AWS's wording
+	errNoAuth     = errors.New("missing authentication token")                          // MissingAuthenticationTokenException
+)
 
 // verifySigV4 checks r's AWS SigV4 Authorization header by signing the
 // same request again with the SDK's signer and comparing.
@@ -24,7 +29,7 @@ func verifySigV4(r *http.Request, body []byte, creds []Credentials, now time.Tim
 	auth := r.Header.Get("Authorization")
 	const algo = "AWS4-HMAC-SHA256 "
 	if !strings.HasPrefix(auth, algo) {
-		return fmt.Errorf("%w: missing AWS4-HMAC-SHA256 Authorization header", errSignature)
+		return fmt.Errorf("%w: no AWS4-HMAC-SHA256 Authorization header", errNoAuth)
 	}
 	fields := map[string]string{}
 	for _, part := range strings.Split(auth[len(algo):], ",") {
@@ -45,14 +50,21 @@ func verifySigV4(r *http.Request, body []byte, creds []Credentials, now time.Tim
 		}
 	}
 	if secret == "" {
-		return fmt.Errorf("%w: unknown access key %q", errSignature, scope[0])
+		return fmt.Errorf("%w (unknown access key %q)", errUnknownKey, scope[0])
 	}
 	at, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
 	if err != nil {
 		return fmt.Errorf("%w: bad X-Amz-Date", errSignature)
 	}
-	if d := now.Sub(at); d > 15*time.Minute || d < -15*time.Minute {
-		return fmt.Errorf("%w: request time %s too far from %s", errSignature, at, now)
+	// AWS's wording, which people and tools search for.
+	const stamp = "20060102T150405Z"
+	if now.Sub(at) > 15*time.Minute {
+		return fmt.Errorf("%w: Signature expired: %s is now earlier than %s (%s - 15 min.)", errExpired,
+			at.Format(stamp), now.Add(-15*time.Minute).UTC().Format(stamp), now.UTC().Format(stamp))
+	}
+	if at.Sub(now) > 15*time.Minute {
+		return fmt.Errorf("%w: Signature not yet current: %s is still later than %s (%s + 15 min.)", errExpired,
+			at.Format(stamp), now.Add(15*time.Minute).UTC().Format(stamp), now.UTC().Format(stamp))
 	}
 	// Rebuild the request with only the signed headers, and sign it.
 	cp, err := http.NewRequest(r.Method, "http://"+r.Host+r.URL.RequestURI(), bytes.NewReader(body))
