@@ -1,8 +1,8 @@
 // Package aws integrates AWS Marketplace SaaS products, on the official
 // AWS SDK for Go v2.
 //
-//   - Metering: Metering (and the seed's MeteringClient) call
-//     ResolveCustomer, BatchMeterUsage, MeterUsage and RegisterUsage,
+//   - Metering calls ResolveCustomer, BatchMeterUsage, MeterUsage and
+//     RegisterUsage,
 //     validating inputs first; every AWS error matches its ErrorCode with
 //     errors.Is and the SDK's typed exception with errors.As.
 //   - Reporter is the ledger's Target for AWS: sealed hours go out with
@@ -11,7 +11,17 @@
 //     registration URL, EventBridgeHandler, PollSQS and SNSHandler for
 //     lifecycle notifications, entitlement checks from an in-process cache.
 //   - Entitlements reads contract entitlements with GetEntitlements.
-//   - TokenBillingTracker bills tokens in whole millions (tokens_1m).
+//
+// The seed API (files seed*.go) keeps the API of the package this project
+// started from, so that code written to its documentation compiles and
+// works unchanged: MeteringClient (with a RequestSigner such as
+// SigV4Signer), SubscriptionManager over a SubscriptionStore
+// (MemorySubscriptionStore), EntitlementChecker over an EntitlementStore
+// (MemoryEntitlementStore), and TokenBillingTracker, which bills tokens in
+// whole millions (DimensionTokens, "tokens_1m") from memory. New code need
+// not use it: Provider, Metering and Reporter over the ledger do the same
+// jobs durably and exactly once (for tokens, a ledger with
+// Units{"tokens_1m": 1_000_000}).
 //
 // Buyer identity and the ledger customer id: products that identify buyers
 // by CustomerIdentifier (with the product code; "product-code mode") bill
