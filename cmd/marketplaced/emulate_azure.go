@@ -5,9 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
+
+	"github.com/saasmarket/marketplace/emulator/admin"
 
 	emu "github.com/saasmarket/marketplace/emulator/azure"
 )
@@ -15,7 +19,8 @@ import (
 // azureEmulator runs the Azure marketplace emulator (package emulator/azure).
 type azureEmulator struct {
 	addr, webhook, certFile, secret string
-	faults                          emu.Faults
+	faults                          admin.Faults
+	dimensions                      catalogue
 	opDelay, patchDelay             time.Duration
 }
 
@@ -28,21 +33,24 @@ func (a *azureEmulator) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&a.webhook, "azure-webhook-url", "", "publisher webhook URL the Azure emulator calls (empty: none)")
 	fs.StringVar(&a.certFile, "azure-cert-file", filepath.Join(os.TempDir(), "azure-emulator-cert.pem"), "where to write the Azure emulator's self-signed TLS certificate")
 	fs.StringVar(&a.secret, "azure-client-secret", "", "client secret the token endpoint requires (empty: any credential)")
-	fs.Float64Var(&a.faults.ThrottleRate, "azure-throttle-rate", 0, "fraction of Azure API calls answered 429")
-	fs.DurationVar(&a.faults.RetryAfter, "azure-retry-after", time.Second, "Retry-After of the Azure emulator's 429 answers")
-	fs.Float64Var(&a.faults.ErrorRate, "azure-error-rate", 0, "fraction of Azure API calls answered 500")
-	fs.Float64Var(&a.faults.DropRate, "azure-drop-rate", 0, "fraction of Azure API calls applied, then their response dropped")
-	fs.DurationVar(&a.faults.Latency, "azure-latency", 0, "latency added to every Azure API call")
-	fs.BoolVar(&a.faults.MeteringOnly, "azure-faults-metering-only", true, "inject the Azure faults into the Metering API only")
+	a.faults.RegisterFlags(fs, "azure")
+	fs.Var(&a.dimensions, "azure-dimensions", "Azure emulator: plans and the dimensions each meters, `plan=dim,dim;plan=dim` (empty: plans basic and pro, any dimension)")
 	fs.DurationVar(&a.opDelay, "azure-operation-delay", 2*time.Second, "how long an Azure operation nobody answers takes to succeed")
 	fs.DurationVar(&a.patchDelay, "azure-patch-delay", time.Second, "how long an Azure operation the publisher PATCHed stays InProgress before it completes (0: at once)")
 }
 
 func (a *azureEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
-	cfg := emu.Config{WebhookURL: a.webhook, Faults: a.faults, OperationDelay: a.opDelay, PatchDelay: a.patchDelay, Logger: logger}
+	faults, err := emu.FaultsFrom(a.faults)
+	if err != nil {
+		return "", err
+	}
+	cfg := emu.Config{WebhookURL: a.webhook, Faults: faults, OperationDelay: a.opDelay, PatchDelay: a.patchDelay, Logger: logger}
 	if a.secret != "" {
 		cfg.PublisherApp = emu.DefaultPublisherApp
 		cfg.Clients = map[string]string{cfg.PublisherApp: a.secret}
+	}
+	for _, plan := range slices.Sorted(maps.Keys(a.dimensions)) {
+		cfg.Plans = append(cfg.Plans, emu.Plan{ID: plan, DisplayName: plan, Dimensions: a.dimensions[plan]})
 	}
 	e := emu.New(cfg)
 	base, certPEM, err := e.Start(ctx, a.addr)
@@ -58,8 +66,10 @@ APIs             %s/api (api-version %s)
 Entra authority  %s (tenant %s, client id %s)
 webhook tokens   aud %s, tid %s, keys %s/%s/discovery/v2.0/keys
 TLS certificate  %s (trust it: azure.CredentialConfig.HTTPClient / SSL_CERT_FILE)
-purchase         curl --cacert %s -X POST %s/emulator/purchases -d '{"planId":"basic"}'
-bill             curl --cacert %s %s/emulator/bill`,
+admin API        %s/emulator/ (docs/emulators.md): buyers, buyers/{id}/events, bill, faults
+new buyer        curl --cacert %s -X POST %s/emulator/buyers -d '{"plan":"%s"}'
+bill             curl --cacert %s %s/emulator/bill
+faults           %s`,
 		base, base, emu.APIVersion, base, c.TenantID, c.PublisherApp, c.PublisherApp, c.TenantID, base, c.TenantID,
-		a.certFile, a.certFile, base, a.certFile, base), nil
+		a.certFile, base, a.certFile, base, c.Plans[0].ID, a.certFile, base, describeFaults(a.faults)), nil
 }

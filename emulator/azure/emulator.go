@@ -21,10 +21,16 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/time/rate"
+
+	"github.com/saasmarket/marketplace/emulator/admin"
 )
 
 // ResourceID is the Entra application id of the marketplace APIs: tokens
@@ -85,6 +91,7 @@ type Config struct {
 // Faults are injected into calls under /api.
 type Faults struct {
 	ThrottleRate float64       // fraction of calls answered 429
+	ThrottleTPS  float64       // calls above this rate per second answered 429; 0: no limit
 	RetryAfter   time.Duration // the Retry-After of a 429; default 1 s
 	ErrorRate    float64       // fraction answered 500 without applying
 	DropRate     float64       // fraction applied, then the response dropped
@@ -97,20 +104,21 @@ type Faults struct {
 // owns no goroutines: operations that take time complete when they are
 // next read after their due time.
 type Emulator struct {
-	cfg    Config
-	key    *rsa.PrivateKey
-	kid    string
-	mux    *http.ServeMux
-	mu     sync.Mutex
-	rng    *mrand.Rand
-	faults Faults
-	subs   map[string]*subscription
-	order  []string // subscription ids in creation order
-	tokens map[string]string
-	ops    map[string]*operation
-	events map[eventKey]*usageEvent
-	evlist []*usageEvent
-	calls  map[string]int // counts of API calls by route, for tests
+	cfg     Config
+	key     *rsa.PrivateKey
+	kid     string
+	mux     *http.ServeMux
+	mu      sync.Mutex
+	rng     *mrand.Rand
+	faults  Faults
+	limiter *rate.Limiter // ThrottleTPS; nil without
+	subs    map[string]*subscription
+	order   []string // subscription ids in creation order
+	tokens  map[string]string
+	ops     map[string]*operation
+	events  map[eventKey]*usageEvent
+	evlist  []*usageEvent
+	calls   map[string]int // counts of API calls by route, for tests
 }
 
 // New returns an emulator.
@@ -159,12 +167,12 @@ func New(cfg Config) *Emulator {
 	rand.Read(kidb)
 	e := &Emulator{
 		cfg: cfg, key: key, kid: base64.RawURLEncoding.EncodeToString(kidb),
-		rng:    mrand.New(mrand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		faults: cfg.Faults,
-		subs:   map[string]*subscription{}, tokens: map[string]string{},
+		rng:  mrand.New(mrand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		subs: map[string]*subscription{}, tokens: map[string]string{},
 		ops: map[string]*operation{}, events: map[eventKey]*usageEvent{},
 		calls: map[string]int{},
 	}
+	e.SetFaults(cfg.Faults)
 	e.routes()
 	return e
 }
@@ -177,6 +185,10 @@ func (e *Emulator) SetFaults(f Faults) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.faults = f
+	e.limiter = nil
+	if f.ThrottleTPS > 0 {
+		e.limiter = rate.NewLimiter(rate.Limit(f.ThrottleTPS), max(1, int(math.Ceil(f.ThrottleTPS))))
+	}
 }
 
 // Calls returns how many calls reached each API operation (by its
@@ -226,9 +238,7 @@ func (e *Emulator) routes() {
 	api("POST /api/batchUsageEvent", "MeteringOperations_PostBatchUsageEvent", true, e.serveBatch)
 	api("GET /api/usageEvents", "MeteringOperations_GetUsageEvent", true, e.serveGetUsage)
 	// Emulator controls.
-	m.HandleFunc("POST /emulator/purchases", e.servePurchase)
-	m.HandleFunc("POST /emulator/subscriptions/{id}/actions/{action}", e.serveAction)
-	m.HandleFunc("GET /emulator/bill", e.serveBill)
+	admin.Register(m, e.Admin())
 }
 
 // apiHandler wraps an API route with the api-version check, the bearer
@@ -241,7 +251,7 @@ func (e *Emulator) apiHandler(op string, metering bool, h func(http.ResponseWrit
 		f := e.faults
 		var throttle, fail, drop bool
 		if metering || !f.MeteringOnly {
-			throttle = f.ThrottleRate > 0 && e.rng.Float64() < f.ThrottleRate
+			throttle = f.ThrottleRate > 0 && e.rng.Float64() < f.ThrottleRate || e.limiter != nil && !e.limiter.Allow()
 			fail = f.ErrorRate > 0 && e.rng.Float64() < f.ErrorRate
 			drop = f.DropRate > 0 && e.rng.Float64() < f.DropRate
 			for kind, on := range map[string]bool{"throttle": throttle, "error": fail && !throttle, "drop": drop && !throttle && !fail} {
@@ -253,11 +263,13 @@ func (e *Emulator) apiHandler(op string, metering bool, h func(http.ResponseWrit
 			f = Faults{}
 		}
 		e.mu.Unlock()
-		if rid := r.Header.Get("x-ms-requestid"); rid != "" {
-			w.Header().Set("x-ms-requestid", rid)
-		}
-		if cid := r.Header.Get("x-ms-correlationid"); cid != "" {
-			w.Header().Set("x-ms-correlationid", cid)
+		// Azure echoes the caller's ids, and makes them up when it sent none.
+		for _, h := range []string{"x-ms-requestid", "x-ms-correlationid"} {
+			id := r.Header.Get(h)
+			if id == "" {
+				id = uuid.NewString()
+			}
+			w.Header().Set(h, id)
 		}
 		if f.Latency > 0 {
 			select {

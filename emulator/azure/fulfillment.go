@@ -57,6 +57,13 @@ type term struct {
 	EndDate   string `json:"endDate"`
 }
 
+// termDate writes a term's start or end: date-time, as saasapi.v2.json
+// declares (Azure sends midnight UTC).
+func termDate(t time.Time) string {
+	y, m, d := t.UTC().Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
+}
+
 // subscription is the wire shape of a SaaS subscription (Subscription in
 // saasapi.v2.json).
 type subscription struct {
@@ -129,7 +136,7 @@ func (e *Emulator) CreatePurchase(p Purchase) (PurchaseResult, error) {
 		ID: id, PublisherID: e.cfg.PublisherID, OfferID: e.cfg.OfferID, Name: p.Name,
 		Status: StatusPendingFulfillmentStart, Beneficiary: buyer, Purchaser: buyer,
 		PlanID: p.PlanID, Quantity: p.Quantity,
-		Term:      term{TermUnit: "P1M", StartDate: now.Format(time.DateOnly), EndDate: now.AddDate(0, 1, 0).Format(time.DateOnly)},
+		Term:      term{TermUnit: "P1M", StartDate: termDate(now), EndDate: termDate(now.AddDate(0, 1, 0))},
 		AutoRenew: true, AllowedCustomerOperations: []string{"Read", "Update", "Delete"},
 		SandboxType: "None", SessionMode: "None", Created: now.Format(time.RFC3339Nano),
 	}
@@ -207,7 +214,7 @@ func (e *Emulator) finish(op *operation, success bool) {
 		s.Status = StatusUnsubscribed
 	case ActionRenew:
 		start := e.now()
-		s.Term.StartDate, s.Term.EndDate = start.Format(time.DateOnly), start.AddDate(0, 1, 0).Format(time.DateOnly)
+		s.Term.StartDate, s.Term.EndDate = termDate(start), termDate(start.AddDate(0, 1, 0))
 	}
 }
 
@@ -418,10 +425,6 @@ func (e *Emulator) serveList(w http.ResponseWriter, r *http.Request) bool {
 		}
 		start = i
 	}
-	if len(e.order) == 0 {
-		w.WriteHeader(http.StatusOK) // Azure answers an empty body when there are none
-		return false
-	}
 	end := min(start+e.cfg.PageSize, len(e.order))
 	page := map[string]any{}
 	subs := make([]*subscription, 0, end-start)
@@ -593,42 +596,6 @@ func (e *Emulator) servePatchOp(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.WriteHeader(http.StatusOK)
 	return true
-}
-
-func (e *Emulator) servePurchase(w http.ResponseWriter, r *http.Request) {
-	var p Purchase
-	if !decodeBody(w, r, &p) {
-		return
-	}
-	res, err := e.CreatePurchase(p)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "BadArgument", err.Error())
-		return
-	}
-	writeJSON(w, http.StatusCreated, res)
-}
-
-func (e *Emulator) serveAction(w http.ResponseWriter, r *http.Request) {
-	var a Action
-	if r.ContentLength != 0 {
-		if !decodeBody(w, r, &a) {
-			return
-		}
-	}
-	a.Name = r.PathValue("action")
-	op, status, err := e.Drive(r.Context(), r.PathValue("id"), a)
-	switch {
-	case errors.Is(err, ErrUnknown):
-		writeError(w, http.StatusNotFound, "EntityNotFound", err.Error())
-	case errors.Is(err, ErrInvalidAction):
-		writeError(w, http.StatusBadRequest, "BadArgument", err.Error())
-	default:
-		res := map[string]any{"operationId": op, "webhookStatus": status}
-		if err != nil {
-			res["webhookError"] = err.Error()
-		}
-		writeJSON(w, http.StatusOK, res)
-	}
 }
 
 // decodeBody decodes the JSON request body into v, or answers 400

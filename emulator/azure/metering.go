@@ -266,7 +266,3 @@ func (e *Emulator) Bill() []BillLine {
 	})
 	return out
 }
-
-func (e *Emulator) serveBill(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, e.Bill())
-}
