@@ -21,7 +21,9 @@ var _ ledger.Store = (*Store)(nil)
 // Append implements ledger.Store: event ids and the log entry are written
 // in one transaction, so an id is marked seen exactly when its usage is
 // stored. A commit adds one log row however many records it carries; Fold
-// upserts the sums into buckets later, in batches.
+// upserts the sums into buckets later, in batches. The ledger sorts the
+// event ids, so transactions inserting overlapping ids lock them in the
+// same order and cannot deadlock.
 func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, error) {
 	if len(b.EventIDs) == 0 {
 		// No event ids: nothing to deduplicate, so one statement (its own
@@ -30,23 +32,14 @@ func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, erro
 		if entry == nil {
 			return nil, nil
 		}
-		if _, err := s.pool.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, entry); err != nil {
-			return nil, fmt.Errorf("postgres: append: %w", err)
-		}
-		return nil, nil
+		_, err := s.exec(ctx, "append", `INSERT INTO usage_log (data) VALUES ($1)`, entry)
+		return nil, err
 	}
-	// Sorted, so that transactions inserting overlapping ids lock them in
-	// the same order and cannot deadlock.
-	sorted := slices.Clone(b.EventIDs)
-	slices.Sort(sorted)
-	fresh := make([]bool, len(b.EventIDs))
+	var fresh []bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		stored, err := insertEventsUnnest(ctx, tx, sorted, b.EventExpiry.UnixMilli())
-		if err != nil {
+		var err error
+		if fresh, err = insertEventsUnnest(ctx, tx, b.EventIDs, b.EventExpiry.UnixMilli()); err != nil {
 			return err
-		}
-		for i, id := range b.EventIDs {
-			_, fresh[i] = stored[id]
 		}
 		entry := b.Entry(fresh)
 		if entry == nil {
@@ -62,21 +55,22 @@ func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, erro
 }
 
 // insertEventsUnnest inserts ids (sorted, distinct) in one statement, the
-// ids passed as one array parameter, and returns the set that was new. An id
-// that another transaction is inserting waits for it, then counts as seen.
-func insertEventsUnnest(ctx context.Context, tx pgx.Tx, ids []string, expires int64) (map[string]struct{}, error) {
+// ids passed as one array parameter, and returns fresh[i], whether ids[i]
+// was new. An id that another transaction is inserting waits for it, then
+// counts as seen.
+func insertEventsUnnest(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error) {
 	rows, err := tx.Query(ctx, `INSERT INTO events (id, expires) SELECT id, $2 FROM unnest($1::text[]) AS id
 		ON CONFLICT (id) DO NOTHING RETURNING id`, ids, expires)
 	if err != nil {
 		return nil, err
 	}
-	return collectIDs(rows, len(ids))
+	return collectIDs(rows, ids)
 }
 
 // insertEventsCopy does what insertEventsUnnest does through COPY into a
 // temporary staging table. It is kept for the benchmark that compares the
 // two (BENCHMARKS.md): the array statement won, so Append uses that.
-func insertEventsCopy(ctx context.Context, tx pgx.Tx, ids []string, expires int64) (map[string]struct{}, error) {
+func insertEventsCopy(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error) {
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS events_stage (id TEXT NOT NULL) ON COMMIT DELETE ROWS`); err != nil {
 		return nil, err
 	}
@@ -90,14 +84,19 @@ func insertEventsCopy(ctx context.Context, tx pgx.Tx, ids []string, expires int6
 	if err != nil {
 		return nil, err
 	}
-	return collectIDs(rows, len(ids))
+	return collectIDs(rows, ids)
 }
 
-func collectIDs(rows pgx.Rows, n int) (map[string]struct{}, error) {
-	fresh := make(map[string]struct{}, n)
+// collectIDs maps the ids an insert returned to their places in ids (sorted).
+func collectIDs(rows pgx.Rows, ids []string) ([]bool, error) {
+	fresh := make([]bool, len(ids))
 	var id string
 	_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
-		fresh[id] = struct{}{}
+		i, ok := slices.BinarySearch(ids, id)
+		if !ok {
+			return fmt.Errorf("insert returned event id %q that was not inserted", id)
+		}
+		fresh[i] = true
 		return nil
 	})
 	return fresh, err

@@ -19,6 +19,7 @@ package postgres
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -30,7 +31,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/saasmarket/marketplace"
 )
 
 //go:embed migrations/*.sql
@@ -154,18 +158,54 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// tx runs fn in one transaction and commits it.
+// tx runs fn in one transaction and commits it. A failed commit whose
+// outcome cannot be known wraps marketplace.ErrOutcomeUnknown (see
+// commitOutcome).
 func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, fn)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		// On a broken connection the rollback fails too, and the server
+		// rolls the transaction back by itself: nothing to add.
+		_ = tx.Rollback(ctx)
+		return err
+	}
+	return commitOutcome(tx.Commit(ctx))
 }
 
-// exec runs one statement in its own transaction.
+// exec runs one statement in its own transaction. Its failure after the
+// statement was sent wraps marketplace.ErrOutcomeUnknown unless the server
+// refused it (see commitOutcome).
 func (s *Store) exec(ctx context.Context, what, q string, args ...any) (int64, error) {
-	tag, err := s.pool.Exec(ctx, q, args...)
+	// Acquired apart, so that no connection to be had (the database is
+	// down) is a plain failure: nothing was sent.
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: %s: %w", what, err)
 	}
+	defer conn.Release()
+	tag, err := conn.Exec(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: %s: %w", what, commitOutcome(err))
+	}
 	return tag.RowsAffected(), nil
+}
+
+// commitOutcome classifies the error of a COMMIT, or of a statement that
+// commits by itself, once it may have been sent. The server's own refusal
+// means nothing was committed. Anything else (the connection broke, the
+// context ended) leaves open whether it was, and wraps
+// marketplace.ErrOutcomeUnknown. pgconn.SafeToRetry cannot tell these
+// apart: a connection that breaks while the answer is awaited can surface
+// as its "conn closed" error, which claims nothing was sent.
+func commitOutcome(err error) error {
+	var pgErr *pgconn.PgError
+	if err == nil || errors.As(err, &pgErr) || errors.Is(err, pgx.ErrTxCommitRollback) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", marketplace.ErrOutcomeUnknown, err)
 }
 
 func unixMilli(t time.Time) int64 {
