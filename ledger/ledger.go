@@ -682,8 +682,9 @@ func (l *Ledger) commitBuffered(b *AppendBatch) error {
 		if err != nil {
 			l.lastErr = err
 			l.resolveFlushes(err)
+			queued := len(l.buf) - l.head
 			l.mu.Unlock()
-			l.cfg.Logger.Error("buffered commit failed; the records stay queued", "records", n, "queued", len(l.buf)-l.head, "err", err)
+			l.cfg.Logger.Error("buffered commit failed; the records stay queued", "records", n, "queued", queued, "err", err)
 			return err
 		}
 		clear(chunk) // drop references to the records' strings
