@@ -1,28 +1,25 @@
 package aws
 
 // What the seed API shares: telling a refused call (nothing was applied)
-// from one whose outcome is unknown (AWS may have applied it).
+// from one whose outcome is unknown (AWS may have applied it; such errors
+// wrap marketplace.ErrOutcomeUnknown). Resending the identical record is
+// safe, since AWS answers it with the same outcome; sending its usage again
+// in another record is not.
 
 import (
 	"errors"
 
 	smithyhttp "github.com/aws/smithy-go/transport/http"
-)
 
-// ErrOutcomeUnknown is wrapped by errors of metering calls that AWS may
-// have applied: no answer came back (a network error, a timeout, a context
-// that ended after the request went out), AWS failed internally, or an
-// earlier attempt of a retried call was one of these. Resending the
-// identical record is safe (AWS answers it with the same outcome); sending
-// its usage again in another record is not.
-var ErrOutcomeUnknown = errors.New("aws: outcome unknown, the call may have been applied")
+	"github.com/saasmarket/marketplace"
+)
 
 // refused reports whether err says for certain that nothing was applied:
 // the input was invalid (nothing was sent) or AWS answered with a client
 // error. Everything else, including errors of a MeteringAPI this package
 // does not know, may have been applied.
 func refused(err error) bool {
-	if err == nil || errors.Is(err, ErrOutcomeUnknown) {
+	if err == nil || errors.Is(err, marketplace.ErrOutcomeUnknown) {
 		return false
 	}
 	if errors.Is(err, ErrInvalidInput) {

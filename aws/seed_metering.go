@@ -96,11 +96,12 @@ type MeteringClient struct {
 	HTTPClient *http.Client
 	// Retry retries throttled calls and calls without an answer, resending
 	// the identical request (AWS answers an identical metering record with
-	// the same outcome). The zero value makes one attempt. A call that
-	// failed after an attempt whose outcome is unknown wraps
-	// ErrOutcomeUnknown, whatever the last attempt said; after such an
-	// attempt, UnprocessedRecords of a BatchMeterUsage answer may have been
-	// applied: resend them unchanged.
+	// the same outcome). The zero value makes one attempt. An error of
+	// BatchMeterUsage or MeterUsage that AWS may have applied (no answer,
+	// an internal error, or a refusal after an attempt without an answer)
+	// wraps marketplace.ErrOutcomeUnknown; after such an attempt,
+	// UnprocessedRecords of a BatchMeterUsage answer may have been applied
+	// too: resend them unchanged.
 	Retry marketplace.RetryConfig
 
 	once sync.Once
@@ -148,7 +149,9 @@ func (c *MeteringClient) metering() *Metering {
 }
 
 // call runs fn under c.Retry. Refusals other than throttling are final.
-func (c *MeteringClient) call(ctx context.Context, op string, fn func() error) error {
+// The errors of metering calls that may have been applied wrap
+// marketplace.ErrOutcomeUnknown.
+func (c *MeteringClient) call(ctx context.Context, op string, metering bool, fn func() error) error {
 	unknown := false
 	err := marketplace.RetryFunc(ctx, c.Retry, "aws: "+op, func() error {
 		err := fn()
@@ -163,15 +166,18 @@ func (c *MeteringClient) call(ctx context.Context, op string, fn func() error) e
 		}
 		return marketplace.Permanent(err)
 	})
-	if err != nil && unknown && refused(err) {
-		return fmt.Errorf("%w (an earlier attempt got no answer): %w", ErrOutcomeUnknown, err)
+	switch {
+	case err == nil || !metering || !unknown || errors.Is(err, marketplace.ErrOutcomeUnknown):
+		return err
+	case refused(err):
+		return fmt.Errorf("%w (an earlier attempt got no answer): %w", marketplace.ErrOutcomeUnknown, err)
 	}
-	return err
+	return fmt.Errorf("%w: %w", marketplace.ErrOutcomeUnknown, err)
 }
 
 // ResolveCustomer implements MeteringAPI.
 func (c *MeteringClient) ResolveCustomer(ctx context.Context, registrationToken string) (out *ResolveCustomerOutput, err error) {
-	err = c.call(ctx, "ResolveCustomer", func() (err error) {
+	err = c.call(ctx, "ResolveCustomer", false, func() (err error) {
 		out, err = c.metering().ResolveCustomer(ctx, registrationToken)
 		return err
 	})
@@ -180,7 +186,7 @@ func (c *MeteringClient) ResolveCustomer(ctx context.Context, registrationToken 
 
 // BatchMeterUsage implements MeteringAPI.
 func (c *MeteringClient) BatchMeterUsage(ctx context.Context, input *BatchMeterUsageInput) (out *BatchMeterUsageOutput, err error) {
-	err = c.call(ctx, "BatchMeterUsage", func() (err error) {
+	err = c.call(ctx, "BatchMeterUsage", true, func() (err error) {
 		out, err = c.metering().BatchMeterUsage(ctx, input)
 		return err
 	})
@@ -189,7 +195,7 @@ func (c *MeteringClient) BatchMeterUsage(ctx context.Context, input *BatchMeterU
 
 // MeterUsage implements MeteringAPI.
 func (c *MeteringClient) MeterUsage(ctx context.Context, input *MeterUsageInput) (out *MeterUsageOutput, err error) {
-	err = c.call(ctx, "MeterUsage", func() (err error) {
+	err = c.call(ctx, "MeterUsage", true, func() (err error) {
 		out, err = c.metering().MeterUsage(ctx, input)
 		return err
 	})
@@ -198,7 +204,7 @@ func (c *MeteringClient) MeterUsage(ctx context.Context, input *MeterUsageInput)
 
 // RegisterUsage calls RegisterUsage.
 func (c *MeteringClient) RegisterUsage(ctx context.Context, input *RegisterUsageInput) (out *RegisterUsageOutput, err error) {
-	err = c.call(ctx, "RegisterUsage", func() (err error) {
+	err = c.call(ctx, "RegisterUsage", false, func() (err error) {
 		out, err = c.metering().RegisterUsage(ctx, input)
 		return err
 	})

@@ -94,8 +94,18 @@ func TestMeteringClientRetry(t *testing.T) {
 		calls := e.dropFirst(0)
 		_, err := signedClient(e).BatchMeterUsage(t.Context(), &aws.BatchMeterUsageInput{ProductCode: "p",
 			UsageRecords: []aws.UsageRecord{{CustomerIdentifier: "nobody", Dimension: "d", Quantity: 1, Timestamp: e.clock.Now()}}})
-		if !errors.Is(err, aws.ErrInvalidCustomerIdentifier) || errors.Is(err, aws.ErrOutcomeUnknown) || calls.Load() != 1 {
+		if !errors.Is(err, aws.ErrInvalidCustomerIdentifier) || errors.Is(err, marketplace.ErrOutcomeUnknown) || calls.Load() != 1 {
 			t.Errorf("%d calls, %v; want one call refused with InvalidCustomerIdentifier", calls.Load(), err)
+		}
+	})
+	t.Run("lost every time", func(t *testing.T) {
+		e := newEnv(t, emu.Config{})
+		b := e.emu.AddBuyer(emu.Buyer{ProductCode: "p"})
+		calls := e.dropFirst(3)
+		_, err := signedClient(e).BatchMeterUsage(t.Context(), &aws.BatchMeterUsageInput{ProductCode: "p",
+			UsageRecords: []aws.UsageRecord{{CustomerIdentifier: b.CustomerIdentifier, Dimension: "d", Quantity: 1, Timestamp: e.clock.Now()}}})
+		if !errors.Is(err, marketplace.ErrOutcomeUnknown) || calls.Load() != 3 {
+			t.Errorf("%d calls, %v; want 3 attempts and ErrOutcomeUnknown", calls.Load(), err)
 		}
 	})
 	t.Run("lost then throttled", func(t *testing.T) {
@@ -107,7 +117,7 @@ func TestMeteringClientRetry(t *testing.T) {
 		c.Retry.MaxAttempts = 2
 		_, err := c.BatchMeterUsage(t.Context(), &aws.BatchMeterUsageInput{ProductCode: "p",
 			UsageRecords: []aws.UsageRecord{{CustomerIdentifier: b.CustomerIdentifier, Dimension: "d", Quantity: 1, Timestamp: e.clock.Now()}}})
-		if !errors.Is(err, aws.ErrThrottling) || !errors.Is(err, aws.ErrOutcomeUnknown) {
+		if !errors.Is(err, aws.ErrThrottling) || !errors.Is(err, marketplace.ErrOutcomeUnknown) {
 			t.Errorf("%v; want ThrottlingException and ErrOutcomeUnknown (the first attempt was applied)", err)
 		}
 		if got := e.emu.Bill().Sum(b.CustomerIdentifier, "d"); got != 1 {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/saasmarket/marketplace"
 )
 
 // DimensionTokens is the dimension TokenBillingTracker bills: millions of
@@ -51,15 +53,16 @@ type TokenUsageRecord struct {
 //     answered DuplicateRecord, a context that ended before the call went
 //     out) goes back to the customer's count and is billed with later usage.
 //   - A record whose outcome is unknown (no answer, a timeout, the context
-//     ended after the request went out; errors.Is ErrOutcomeUnknown) is kept
-//     exactly as it was, same quantity and timestamp, and resent unchanged
-//     by the next flushes until AWS answers: AWS answers an identical record
-//     with the same outcome, so it is billed once. So is a record in
-//     UnprocessedRecords, since a MeteringAPI that retries (MeteringClient)
-//     may have applied it in an attempt whose answer was lost. Meanwhile the
-//     customer's new usage waits (InDoubt lists such records). After 23
-//     hours AWS would refuse it, so the tracker gives it up and says so in
-//     Flush's error: that usage may be unbilled, never billed twice.
+//     ended after the request went out; the error wraps
+//     marketplace.ErrOutcomeUnknown) is kept exactly as it was, same
+//     quantity and timestamp, and resent unchanged by the next flushes
+//     until AWS answers: AWS answers an identical record with the same
+//     outcome, so it is billed once. So is a record in UnprocessedRecords,
+//     since a MeteringAPI that retries (MeteringClient) may have applied it
+//     in an attempt whose answer was lost. Meanwhile the customer's new
+//     usage waits (InDoubt lists such records). After 23 hours AWS would
+//     refuse it, so the tracker gives it up and says so in Flush's error:
+//     that usage may be unbilled, never billed twice.
 //   - A customer AWS answers CustomerNotSubscribed for is dropped (AWS
 //     will not bill it), and Flush's error says so.
 //
@@ -174,9 +177,9 @@ func (t *TokenBillingTracker) InDoubt() []UsageRecord {
 // with BatchMeterUsage (at most 25 records a call) and resends the records
 // in doubt. Its output holds AWS's answers to every call that was
 // answered, with their MeteringRecordIDs, even when err is not nil; err
-// joins what went wrong, and wraps ErrOutcomeUnknown when some record's
-// outcome is unknown. See TokenBillingTracker for what happens to usage
-// whose send failed.
+// joins what went wrong, and wraps marketplace.ErrOutcomeUnknown when some
+// record's outcome is unknown. See TokenBillingTracker for what happens to
+// usage whose send failed.
 func (t *TokenBillingTracker) Flush(ctx context.Context) (*BatchMeterUsageOutput, error) {
 	t.flushMu.Lock()
 	defer t.flushMu.Unlock()
@@ -284,8 +287,8 @@ func (t *TokenBillingTracker) send(ctx context.Context, sends []*tokenSend, out 
 		return []error{err}
 	}
 	t.settle(sends, func(*tokenSend) result { return unknownResult })
-	if !errors.Is(err, ErrOutcomeUnknown) {
-		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	if !errors.Is(err, marketplace.ErrOutcomeUnknown) {
+		err = fmt.Errorf("%w: %w", marketplace.ErrOutcomeUnknown, err)
 	}
 	return []error{err}
 }
@@ -323,13 +326,13 @@ func (t *TokenBillingTracker) apply(sends []*tokenSend, res *BatchMeterUsageOutp
 			errs = append(errs, fmt.Errorf("customer %q: AWS answered %s; its %d million tokens are dropped", c, r.MeteringStatus, r.UsageRecord.Quantity))
 		default:
 			got[c] = unknownResult
-			errs = append(errs, fmt.Errorf("customer %q: %w: AWS answered status %q", c, ErrOutcomeUnknown, r.MeteringStatus))
+			errs = append(errs, fmt.Errorf("customer %q: %w: AWS answered status %q", c, marketplace.ErrOutcomeUnknown, r.MeteringStatus))
 		}
 	}
 	t.settle(sends, func(s *tokenSend) result {
 		r, ok := got[recordCustomer(s.rec)]
 		if !ok {
-			errs = append(errs, fmt.Errorf("customer %q: %w: absent from AWS's answer", s.customer, ErrOutcomeUnknown))
+			errs = append(errs, fmt.Errorf("customer %q: %w: absent from AWS's answer", s.customer, marketplace.ErrOutcomeUnknown))
 		}
 		return r // unknownResult when absent
 	})

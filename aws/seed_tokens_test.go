@@ -15,6 +15,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 
+	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/aws"
 	emu "github.com/saasmarket/marketplace/emulator/aws"
 )
@@ -163,7 +164,7 @@ func TestTokenBillingTrackerFailureKeepsUsage(t *testing.T) {
 			tr.RecordUsage(c, 2_500_000, 0)
 			tc.fail(e)
 			_, err := tr.Flush(t.Context())
-			if err == nil || errors.Is(err, aws.ErrOutcomeUnknown) != tc.unknown {
+			if err == nil || errors.Is(err, marketplace.ErrOutcomeUnknown) != tc.unknown {
 				t.Fatalf("Flush: %v (want ErrOutcomeUnknown: %v)", err, tc.unknown)
 			}
 			sent := tr.InDoubt()
@@ -244,7 +245,7 @@ func TestTokenBillingTrackerContextEndsAfterApply(t *testing.T) {
 	})
 	e.wrap.Store(&h)
 	tr.RecordUsage(c, 4_000_000, 0)
-	if _, err := tr.Flush(ctx); !errors.Is(err, aws.ErrOutcomeUnknown) || !errors.Is(err, context.Canceled) {
+	if _, err := tr.Flush(ctx); !errors.Is(err, marketplace.ErrOutcomeUnknown) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("Flush: %v; want ErrOutcomeUnknown and context.Canceled", err)
 	}
 	e.wrap.Store(nil)
@@ -265,7 +266,7 @@ func TestTokenBillingTrackerContextEndsAfterApply(t *testing.T) {
 	e.clock.Advance(time.Hour)
 	done, stop := context.WithCancel(t.Context())
 	stop()
-	if _, err := tr.Flush(done); !errors.Is(err, context.Canceled) || errors.Is(err, aws.ErrOutcomeUnknown) || len(tr.InDoubt()) != 0 {
+	if _, err := tr.Flush(done); !errors.Is(err, context.Canceled) || errors.Is(err, marketplace.ErrOutcomeUnknown) || len(tr.InDoubt()) != 0 {
 		t.Errorf("Flush with an ended context: %v, in doubt %v", err, tr.InDoubt())
 	}
 	if pendingTokens(tr, c) != 1_000_000 {
@@ -358,7 +359,7 @@ func TestTokenBillingTrackerChaos(t *testing.T) {
 				case 1:
 					time.AfterFunc(time.Duration(rng.IntN(3000))*time.Microsecond, cancel)
 				}
-				if _, err := tr.Flush(ctx); errors.Is(err, aws.ErrOutcomeUnknown) {
+				if _, err := tr.Flush(ctx); errors.Is(err, marketplace.ErrOutcomeUnknown) {
 					unknown++
 				}
 				cancel()
