@@ -560,6 +560,118 @@ func runLedger(t *testing.T, h Harness) {
 		}
 		wantViews(t, e.buckets(ledger.BucketFilter{}), []view{{"c1", "req", "10:00", 1, 0, ledger.StateOpen, 0}})
 	})
+
+	t.Run("Append", func(t *testing.T) { runAppend(t, h) })
+	t.Run("BucketFilter", func(t *testing.T) { runBucketFilter(t, h) })
+}
+
+// runAppend calls Store.Append directly, as the ledger does, so a store
+// author sees which part of the contract fails: fresh answers per event id
+// in the batch's order, in-batch repeats, an entry only of the records that
+// count, nothing appended when none does, event expiry, and a cancelled
+// context storing nothing.
+func runAppend(t *testing.T, h Harness) {
+	e := newEnv(t, h, ledger.Config{})
+	ctx := t.Context()
+	keep := t0.Add(100 * time.Hour) // expiry of every id but "x"
+	appendBatch := func(ctx context.Context, exp time.Time, wantIDs []string, wantFresh []bool, recs ...ledger.Record) {
+		t.Helper()
+		b := ledger.NewAppendBatch(recs, exp)
+		if !slices.Equal(b.EventIDs, wantIDs) {
+			t.Fatalf("EventIDs = %q, want %q", b.EventIDs, wantIDs)
+		}
+		fresh, err := e.store.Append(ctx, b)
+		if err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		if !slices.Equal(fresh, wantFresh) && !(len(fresh) == 0 && len(wantFresh) == 0) {
+			t.Fatalf("Append returned fresh %v for event ids %q, want %v", fresh, b.EventIDs, wantFresh)
+		}
+	}
+	at := func(q int64, cust string, hour time.Time, id string) ledger.Record {
+		return rec("aws", cust, "req", q, hour, id)
+	}
+
+	// No event ids: everything counts, summed per bucket.
+	appendBatch(ctx, keep, nil, nil, at(1, "c1", t0, ""), at(2, "c1", t0, ""), at(4, "c2", t0.Add(-time.Hour), ""))
+	wantViews(t, e.buckets(ledger.BucketFilter{}), []view{
+		{"c1", "req", "10:00", 3, 0, ledger.StateOpen, 0},
+		{"c2", "req", "09:00", 4, 0, ledger.StateOpen, 0},
+	})
+	// Ids, sorted; a repeat within the batch counts once (the first).
+	appendBatch(ctx, keep, []string{"a", "b"}, []bool{true, true},
+		at(10, "c1", t0, "b"), at(20, "c1", t0, "a"), at(1000, "c1", t0, "a"), at(5, "c2", t0, ""))
+	wantViews(t, e.buckets(ledger.BucketFilter{}), []view{
+		{"c1", "req", "10:00", 33, 0, ledger.StateOpen, 0},
+		{"c2", "req", "09:00", 4, 0, ledger.StateOpen, 0},
+		{"c2", "req", "10:00", 5, 0, ledger.StateOpen, 0},
+	})
+	// A stored id is not fresh; a new one is.
+	appendBatch(ctx, keep, []string{"a", "d"}, []bool{false, true}, at(1000, "c1", t0, "a"), at(100, "c1", t0, "d"), at(1000, "c1", t0, "d"))
+	// Nothing counts: nothing is appended.
+	appendBatch(ctx, keep, []string{"a", "b", "d"}, []bool{false, false, false}, at(1000, "c1", t0, "d"), at(1000, "c1", t0, "a"), at(1000, "c1", t0, "b"))
+	wantViews(t, e.buckets(ledger.BucketFilter{Customer: "c1"}), []view{{"c1", "req", "10:00", 133, 0, ledger.StateOpen, 0}})
+
+	// A cancelled context stores nothing, neither the usage nor the id.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := e.store.Append(cancelled, ledger.NewAppendBatch([]ledger.Record{at(1000, "c1", t0, "e")}, keep)); err == nil {
+		t.Error("Append under a cancelled context succeeded")
+	}
+	appendBatch(ctx, keep, []string{"e"}, []bool{true}, at(1, "c1", t0, "e"))
+
+	// Event ids are kept until their expiry, and forgotten once purged after it.
+	short := t0.Add(time.Hour)
+	appendBatch(ctx, short, []string{"x"}, []bool{true}, at(1, "c1", t0, "x"))
+	if n, err := e.store.PurgeEvents(ctx, short.Add(-time.Minute)); err != nil || n != 0 {
+		t.Errorf("PurgeEvents before the expiry: %d, %v; want 0", n, err)
+	}
+	appendBatch(ctx, keep, []string{"x"}, []bool{false}, at(1, "c1", t0, "x"))
+	if n, err := e.store.PurgeEvents(ctx, short.Add(time.Minute)); err != nil || n != 1 {
+		t.Errorf("PurgeEvents after the expiry: %d, %v; want 1 (only x expired)", n, err)
+	}
+	appendBatch(ctx, keep, []string{"x"}, []bool{true}, at(1, "c1", t0, "x"))
+	wantViews(t, e.buckets(ledger.BucketFilter{Customer: "c1"}), []view{{"c1", "req", "10:00", 136, 0, ledger.StateOpen, 0}})
+}
+
+// runBucketFilter checks every field of BucketFilter and the order of Buckets.
+func runBucketFilter(t *testing.T, h Harness) {
+	e := newEnv(t, h, ledger.Config{})
+	e.ingest(
+		rec("gcp", "c2", "b", 1, t0, ""),
+		rec("aws", "c2", "a", 2, t0, ""),
+		rec("aws", "c1", "b", 3, t0.Add(-time.Hour), ""),
+		rec("aws", "c1", "b", 4, t0, ""),
+		rec("aws", "c1", "a", 5, t0, ""),
+	)
+	e.seal() // c1/b 09:00
+	all := e.buckets(ledger.BucketFilter{})
+	var keys []string
+	for _, b := range all {
+		keys = append(keys, fmt.Sprintf("%s/%s/%s/%s", b.Provider, b.Customer, b.Dimension, b.Hour.Format("15")))
+	}
+	if want := []string{"aws/c1/a/10", "aws/c1/b/09", "aws/c1/b/10", "aws/c2/a/10", "gcp/c2/b/10"}; !slices.Equal(keys, want) {
+		t.Errorf("Buckets order: %q, want %q", keys, want)
+	}
+	for _, tc := range []struct {
+		f    ledger.BucketFilter
+		want int
+	}{
+		{ledger.BucketFilter{Provider: "aws"}, 4},
+		{ledger.BucketFilter{Customer: "c2"}, 2},
+		{ledger.BucketFilter{Provider: "aws", Customer: "c2"}, 1},
+		{ledger.BucketFilter{States: []ledger.State{ledger.StateSealed}}, 1},
+		{ledger.BucketFilter{States: []ledger.State{ledger.StateSealed, ledger.StateOpen}}, 5},
+		{ledger.BucketFilter{Limit: 2}, 2},
+	} {
+		got := e.buckets(tc.f)
+		if len(got) != tc.want {
+			t.Errorf("Buckets(%+v): %d buckets, want %d", tc.f, len(got), tc.want)
+		}
+	}
+	if got := e.buckets(ledger.BucketFilter{Limit: 2}); len(got) == 2 && (got[0].ID != all[0].ID || got[1].ID != all[1].ID) {
+		t.Errorf("Buckets with Limit 2 is not the first two in order")
+	}
 }
 
 func must(t *testing.T, err error) {
