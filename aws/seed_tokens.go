@@ -1,7 +1,7 @@
 package aws
 
 // The seed API's token billing: see the package doc. New code records
-// tokens in the ledger (ledger.Record, or ledger.Meter as a
+// tokens in the ledger (Ledger.Record, or ledger.Meter as a
 // marketplace.MeteringService) with Units{"tokens_1m": 1_000_000}, and
 // Reporter sends them.
 
@@ -72,9 +72,11 @@ type TokenUsageRecord struct {
 // exactly-once holds only within one tracker, not across restarts or
 // several processes billing the same customers (their records for the
 // same hour collide as DuplicateRecord). For durable, exactly-once billing
-// across crashes, record tokens in the ledger (ledger.Record, or
-// ledger.Meter as a marketplace.MeteringService) with
-// ledger.Config.Units{"tokens_1m": 1_000_000} and report with Reporter.
+// across crashes, record tokens in a ledger configured with
+// Units: map[string]int64{"tokens_1m": 1_000_000} (Ledger.Record, or
+// ledger.Meter as a marketplace.MeteringService) and report with Reporter:
+// the ledger bills the same whole millions per hour and carries the
+// remainder.
 type TokenBillingTracker struct {
 	productCode string
 	metering    MeteringAPI
