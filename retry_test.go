@@ -345,3 +345,29 @@ func TestRetryFuncBacksOffInRealTime(t *testing.T) {
 		t.Errorf("3 attempts took %v, far beyond the %v of backoff", elapsed, 3*base)
 	}
 }
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"120", 2 * time.Minute},
+		{" 3 ", 3 * time.Second},
+		{"0", 0},
+		{"-5", 0},
+		{"1.5", 0},
+		{"soon", 0},
+		{"99999999999999999999", 0},
+		{"9223372036854775807", time.Duration(math.MaxInt64/time.Second) * time.Second},
+		{"Tue, 10 Mar 2026 12:01:30 GMT", 90 * time.Second},
+		{"Tuesday, 10-Mar-26 12:00:10 GMT", 10 * time.Second},
+		{"Tue Mar 10 12:00:05 2026", 5 * time.Second},
+		{"Tue, 10 Mar 2026 11:59:00 GMT", 0},
+	} {
+		if got := ParseRetryAfter(tc.in, now); got != tc.want {
+			t.Errorf("ParseRetryAfter(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

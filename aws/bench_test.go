@@ -56,7 +56,7 @@ func drain(b *testing.B, e *env, rep *ledger.Reporter) {
 func BenchmarkReporterUnthrottled(b *testing.B) {
 	e := newEnv(b, emu.Config{})
 	sealBuckets(b, e, b.N)
-	rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: "p", Rate: 1e9, Logger: discard}), fastReporting)
+	rep := ledger.NewReporter(e.ledger, mustReporter(b, aws.ReporterConfig{Client: e.meter, ProductCode: "p", Limits: ledger.Limits{Rate: 1e9}, Logger: discard}), fastReporting)
 	b.ResetTimer()
 	start := time.Now()
 	drain(b, e, rep)
@@ -77,7 +77,7 @@ func BenchmarkReporterThrottled10TPS(b *testing.B) {
 		b.StopTimer()
 		e := newEnv(b, emu.Config{Faults: emu.Faults{ThrottleTPS: 10}})
 		sealBuckets(b, e, n)
-		rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: "p", Logger: discard}), fastReporting)
+		rep := ledger.NewReporter(e.ledger, mustReporter(b, aws.ReporterConfig{Client: e.meter, ProductCode: "p", Logger: discard}), fastReporting)
 		b.StartTimer()
 		start := time.Now()
 		drain(b, e, rep)

@@ -174,7 +174,7 @@ func TestReporterIsolatesBadRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clock.Set(onDay(9, 0).Add(23 * time.Hour))
-	target := aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: "p", Rate: 1000, Logger: discard})
+	target := mustReporter(t, aws.ReporterConfig{Client: e.meter, ProductCode: "p", Limits: ledger.Limits{Rate: 1000}, Logger: discard})
 	rep := ledger.NewReporter(e.ledger, target, fastReporting)
 	if _, err := rep.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
@@ -226,7 +226,7 @@ func TestReporterRate(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []time.Time
-	rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: "p", LicenseMode: true, Logger: discard}), fastReporting)
+	rep := ledger.NewReporter(e.ledger, mustReporter(t, aws.ReporterConfig{Client: e.meter, ProductCode: "p", LicenseMode: true, Logger: discard}), fastReporting)
 	var watch http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		calls = append(calls, time.Now())
@@ -309,7 +309,7 @@ func TestReporterBacksOffOnThrottling(t *testing.T) {
 	if _, err := e.ledger.Seal(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: "p", LicenseMode: true, Rate: 1000, Logger: discard}), fastReporting)
+	rep := ledger.NewReporter(e.ledger, mustReporter(t, aws.ReporterConfig{Client: e.meter, ProductCode: "p", LicenseMode: true, Limits: ledger.Limits{Rate: 1000}, Logger: discard}), fastReporting)
 	st, err := rep.RunOnce(t.Context())
 	if err != nil {
 		t.Fatal(err)

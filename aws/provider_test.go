@@ -207,7 +207,7 @@ func TestEventBridgeLifecycle(t *testing.T) {
 	if err != nil || len(bs) != 1 {
 		t.Fatalf("final flush sealed %d buckets (%v), want 1", len(bs), err)
 	}
-	rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, aws.ReporterConfig{ProductCode: product, LicenseMode: true, Logger: discard}), fastReporting)
+	rep := ledger.NewReporter(e.ledger, mustReporter(t, aws.ReporterConfig{Client: e.meter, ProductCode: product, LicenseMode: true, Logger: discard}), fastReporting)
 	if _, err := rep.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
-	"golang.org/x/time/rate"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
@@ -29,207 +29,209 @@ func ParseLicenseCustomer(customer string) (accountID, licenseArn string, err er
 	return acct, lic, nil
 }
 
-// ReporterConfig tunes a Reporter.
+// ReporterConfig sets up a Reporter.
 type ReporterConfig struct {
+	// Client is the metering client (required).
+	Client *Metering
 	// ProductCode is the product; in product-code mode (the legacy one)
 	// ledger customers are its CustomerIdentifiers.
 	ProductCode string
 	// LicenseMode: ledger customers are LicenseCustomer ids (account id and
 	// license ARN), and no ProductCode is sent.
 	LicenseMode bool
-	// Rate caps BatchMeterUsage calls per second, bisection included.
-	// Default 10 (AWS's quota); a burst of one.
-	Rate float64
+	// Limits overrides the fields of DefaultLimits that it sets.
+	Limits ledger.Limits
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Clock returns the current time; default time.Now.
+	Clock func() time.Time
 }
+
+// DefaultLimits are AWS's rules for BatchMeterUsage: 25 records and under
+// 1 MB per call, 10 calls per second (AWS's quota), usage accepted for 24
+// hours after its hour.
+var DefaultLimits = ledger.Limits{MaxItems: 25, MaxBytes: MaxRequestBytes - 4096, Rate: 10, Deadline: 24 * time.Hour}
 
 // Reporter is the ledger.Target of AWS: it sends sealed hours with
-// BatchMeterUsage, at most 25 records and under 1 MB per call, one product
-// or license per call, Timestamp = the hour's start. Per record, Success
-// is reported (its MeteringRecordId stored), CustomerNotSubscribed is
-// rejected, DuplicateRecord is a conflict (AWS holds another quantity for
-// that hour: the first write wins) and UnprocessedRecords are retried.
-// When AWS refuses a whole call because of one record (its timestamp, its
-// customer, its dimension), the call is bisected until the bad record is
-// alone, so the others still go through. Calls stay under Rate; a
-// ThrottlingException halves the call rate (down to one call every two
-// seconds), each successful call raises it by a tenth again up to Rate, and
-// the throttled reports are retried after the ledger's backoff.
+// BatchMeterUsage, one product or license per call, Timestamp = the hour's
+// start. Per record, Success is reported (its MeteringRecordId stored),
+// CustomerNotSubscribed is rejected, DuplicateRecord is a conflict (AWS
+// holds another quantity for that hour: the first write wins) and
+// UnprocessedRecords are retried. When AWS refuses a whole call because of
+// one record (its timestamp, its customer, its dimension), Send answers
+// ledger.ErrBadReport and the ledger bisects the call until the bad record
+// is alone, so the others still go through. A ThrottlingException is
+// ledger.ErrThrottled: the ledger's Reporter slows down.
+//
+// The product code (or, in license mode, the account and license) is
+// frozen into each bucket before its first send (ledger.Freezer), so a
+// changed ReporterConfig never changes a payload AWS may already hold.
 type Reporter struct {
-	m       *Metering
-	cfg     ReporterConfig
-	limiter *rate.Limiter // its limit backs off on throttling (AIMD-like)
+	m   *Metering
+	cfg ReporterConfig
 }
 
-// NewReporter returns the AWS reporting target on m.
-func NewReporter(m *Metering, cfg ReporterConfig) *Reporter {
-	if cfg.Rate <= 0 {
-		cfg.Rate = 10
+// NewReporter returns the AWS reporting target.
+func NewReporter(cfg ReporterConfig) (*Reporter, error) {
+	switch {
+	case cfg.Client == nil:
+		return nil, fmt.Errorf("%w: aws.ReporterConfig.Client is required", ErrInvalidInput)
+	case !cfg.LicenseMode && cfg.ProductCode == "":
+		return nil, fmt.Errorf("%w: aws.ReporterConfig.ProductCode is required unless LicenseMode is set", ErrInvalidInput)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Reporter{m: m, cfg: cfg, limiter: rate.NewLimiter(rate.Limit(cfg.Rate), 1)}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	cfg.Limits = ledger.OverrideLimits(DefaultLimits, cfg.Limits)
+	return &Reporter{m: cfg.Client, cfg: cfg}, nil
 }
 
 var (
 	_ ledger.Target  = (*Reporter)(nil)
 	_ ledger.Grouper = (*Reporter)(nil)
 	_ ledger.Sizer   = (*Reporter)(nil)
+	_ ledger.Freezer = (*Reporter)(nil)
 )
 
 // Provider implements ledger.Target.
 func (*Reporter) Provider() marketplace.CloudProvider { return marketplace.AWS }
 
-// Limits implements ledger.Target. The rate is kept by Send itself, since
-// one report round may take several calls.
-func (*Reporter) Limits() ledger.Limits {
-	return ledger.Limits{MaxItems: 25, MaxBytes: MaxRequestBytes - 4096, Deadline: 24 * time.Hour}
+// Limits implements ledger.Target.
+func (r *Reporter) Limits() ledger.Limits { return r.cfg.Limits }
+
+// Attributes of a bucket frozen by Freeze.
+const (
+	attrProductCode = "productCode"
+	attrAccountID   = "customerAWSAccountId"
+	attrLicenseArn  = "licenseArn"
+)
+
+// Freeze implements ledger.Freezer: the product code, or the account and
+// license of license mode.
+func (r *Reporter) Freeze(_ context.Context, rep ledger.Report) (map[string]string, error) {
+	if !r.cfg.LicenseMode {
+		return map[string]string{attrProductCode: r.cfg.ProductCode}, nil
+	}
+	acct, lic, err := ParseLicenseCustomer(rep.Customer)
+	if err != nil {
+		return nil, marketplace.Permanent(err)
+	}
+	return map[string]string{attrAccountID: acct, attrLicenseArn: lic}, nil
+}
+
+// attributes are rep's frozen attributes, or those Freeze would freeze now
+// for a report that has none (a direct call of Send).
+func (r *Reporter) attributes(rep ledger.Report) (map[string]string, error) {
+	if len(rep.Attributes) > 0 {
+		return rep.Attributes, nil
+	}
+	return r.Freeze(context.Background(), rep)
 }
 
 // GroupOf implements ledger.Grouper: one product (product-code mode) or
 // one license per call.
 func (r *Reporter) GroupOf(_ context.Context, rep ledger.Report) (string, error) {
-	if !r.cfg.LicenseMode {
-		return r.cfg.ProductCode, nil
-	}
-	_, lic, err := ParseLicenseCustomer(rep.Customer)
+	a, err := r.attributes(rep)
 	if err != nil {
-		return "", marketplace.Permanent(err)
+		return "", err
 	}
-	return lic, nil
+	if pc := a[attrProductCode]; pc != "" {
+		return "product:" + pc, nil
+	}
+	return "license:" + a[attrLicenseArn], nil
 }
 
 // Size implements ledger.Sizer.
-func (r *Reporter) Size(rep ledger.Report) int { return recordSize(r.record(rep)) }
+func (r *Reporter) Size(rep ledger.Report) int {
+	rec, _, err := r.record(rep)
+	if err != nil {
+		return 0
+	}
+	return recordSize(rec)
+}
 
-func (r *Reporter) record(rep ledger.Report) UsageRecord {
+// record is the usage record of rep and the ProductCode of its call.
+func (r *Reporter) record(rep ledger.Report) (UsageRecord, string, error) {
+	a, err := r.attributes(rep)
+	if err != nil {
+		return UsageRecord{}, "", err
+	}
 	rec := UsageRecord{Dimension: rep.Dimension, Quantity: int(rep.Quantity), Timestamp: rep.Hour.UTC()}
-	if !r.cfg.LicenseMode {
+	pc := a[attrProductCode]
+	if pc != "" {
 		rec.CustomerIdentifier = rep.Customer
 	} else {
-		rec.CustomerAWSAccountId, rec.LicenseArn, _ = ParseLicenseCustomer(rep.Customer)
+		rec.CustomerAWSAccountId, rec.LicenseArn = a[attrAccountID], a[attrLicenseArn]
 	}
-	return rec
+	return rec, pc, nil
 }
 
-// productCode is the ProductCode sent: none in license mode.
-func (r *Reporter) productCode() string {
-	if r.cfg.LicenseMode {
-		return ""
-	}
-	return r.cfg.ProductCode
-}
-
-// Send implements ledger.Target.
+// Send implements ledger.Target: one BatchMeterUsage call. The reports of
+// one call share a group (see GroupOf).
 func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.Result, error) {
 	results := make([]ledger.Result, len(reports))
-	var send []int
+	in := &BatchMeterUsageInput{}
+	var idx []int // in.UsageRecords[j] is reports[idx[j]]
 	for i, rep := range reports {
-		rec := r.record(rep)
-		if err := rec.validate(0, r.productCode()); err != nil {
+		rec, pc, err := r.record(rep)
+		if err == nil {
+			err = rec.validate(0, pc)
+		}
+		switch {
+		case err != nil:
 			results[i] = ledger.Result{Outcome: ledger.OutcomeRejected, Reason: err.Error()}
 			continue
 		}
-		send = append(send, i)
+		if res, early := ledger.Early(rep, r.cfg.Clock()); early {
+			results[i] = res
+			continue
+		}
+		switch {
+		case len(idx) > 0 && pc != in.ProductCode:
+			return nil, marketplace.Permanent(fmt.Errorf("%w: one call mixes product codes %q and %q", ErrInvalidInput, in.ProductCode, pc))
+		}
+		in.ProductCode = pc
+		in.UsageRecords = append(in.UsageRecords, rec)
+		idx = append(idx, i)
 	}
-	if len(send) == 0 {
+	if len(idx) == 0 {
 		return results, nil
-	}
-	return results, r.send(ctx, reports, send, results, true)
-}
-
-// recordFaults are AWS's whole-call errors caused by one record: the call
-// is bisected to find it.
-var recordFaults = []ErrorCode{ErrTimestampOutOfBounds, ErrInvalidCustomerIdentifier, ErrInvalidUsageDimension,
-	ErrInvalidUsageAllocations, ErrInvalidTag, ErrInvalidLicense, ErrCustomerNotEntitled, ErrValidation}
-
-func recordFault(err error) bool {
-	for _, c := range recordFaults {
-		if errors.Is(err, c) {
-			return true
-		}
-	}
-	return false
-}
-
-// send sends reports[idx] in one call and fills their results. Only the
-// top call returns whole-call errors to the ledger; bisected halves turn
-// them into per-report results.
-func (r *Reporter) send(ctx context.Context, reports []ledger.Report, idx []int, results []ledger.Result, top bool) error {
-	if err := r.limiter.Wait(ctx); err != nil {
-		if top {
-			return fmt.Errorf("%w: %w", ledger.ErrNotApplied, err)
-		}
-		// A bisected half that was never sent: the other half's results stand.
-		for _, i := range idx {
-			results[i] = ledger.Result{Outcome: ledger.OutcomeRetry, Reason: "not sent: " + err.Error()}
-		}
-		return nil
-	}
-	in := &BatchMeterUsageInput{ProductCode: r.productCode(), UsageRecords: make([]UsageRecord, len(idx))}
-	for j, i := range idx {
-		in.UsageRecords[j] = r.record(reports[i])
 	}
 	out, err := r.m.batchMeterUsage(ctx, in, func(o *marketplacemetering.Options) {
 		o.RetryMaxAttempts = 1 // the ledger retries, with the same payload
 	})
-	r.adapt(errors.Is(err, ErrThrottling))
-	if err == nil {
-		r.apply(reports, idx, out, results)
-		return nil
+	if err != nil {
+		return nil, r.classify(err)
 	}
-	switch {
-	case recordFault(err) && len(idx) > 1:
-		h := len(idx) / 2
-		if err := r.send(ctx, reports, idx[:h], results, false); err != nil {
-			return err
-		}
-		return r.send(ctx, reports, idx[h:], results, false)
-	case recordFault(err) && errors.Is(err, ErrTimestampOutOfBounds):
-		results[idx[0]] = ledger.Result{Outcome: ledger.OutcomeExpired, Reason: err.Error()}
-		return nil
-	case recordFault(err), errors.Is(err, ErrInvalidProductCode):
-		for _, i := range idx {
-			results[i] = ledger.Result{Outcome: ledger.OutcomeRejected, Reason: err.Error()}
-		}
-		return nil
-	}
-	werr := classify(err)
-	if top {
-		return werr
-	}
-	res := ledger.Result{Outcome: ledger.OutcomeRetry, Reason: err.Error(), MaybeApplied: !errors.Is(werr, ledger.ErrNotApplied)}
-	if d, ok := marketplace.RetryAfter(werr); ok {
-		res.RetryAfter = d
-	}
-	for _, i := range idx {
-		results[i] = res
-	}
-	return nil
+	r.apply(reports, in.UsageRecords, idx, out, results)
+	return results, nil
 }
 
-// adapt backs the call rate off after throttling and brings it back after
-// successful calls.
-func (r *Reporter) adapt(throttled bool) {
-	cur := float64(r.limiter.Limit())
-	next := min(cur*1.1, r.cfg.Rate)
-	if throttled {
-		next = max(cur/2, 0.5)
-	}
-	if next != cur {
-		r.limiter.SetLimit(rate.Limit(next))
-	}
+// recordFaults are AWS's whole-call errors caused by one record: the
+// ledger bisects the call to find it.
+var recordFaults = []ErrorCode{ErrTimestampOutOfBounds, ErrInvalidCustomerIdentifier, ErrInvalidUsageDimension,
+	ErrInvalidUsageAllocations, ErrInvalidTag, ErrInvalidLicense, ErrCustomerNotEntitled, ErrValidation}
+
+func recordFault(err error) bool {
+	return slices.ContainsFunc(recordFaults, func(c ErrorCode) bool { return errors.Is(err, c) })
 }
 
-// classify marks a whole-call error for the ledger: throttling and
-// refusals before processing were certainly not applied.
-func classify(err error) error {
+// classify maps a failed call to the ledger's whole-call errors:
+// throttling and refusals before processing were certainly not applied.
+func (r *Reporter) classify(err error) error {
 	var ae *APIError
 	switch {
 	case errors.Is(err, ErrThrottling):
-		return marketplace.WithRetryAfter(fmt.Errorf("%w: %w", ledger.ErrNotApplied, err), time.Second)
+		return fmt.Errorf("%w: %w", ledger.ErrThrottled, err)
+	case errors.Is(err, ErrTimestampOutOfBounds):
+		return fmt.Errorf("%w: %w: %w", ledger.ErrBadReport, ledger.ErrPastDeadline, err)
+	case recordFault(err):
+		return fmt.Errorf("%w: %w", ledger.ErrBadReport, err)
+	case errors.Is(err, ErrInvalidProductCode):
+		return marketplace.Permanent(err)
 	case errors.Is(err, ErrInternalServiceError):
 		return err // AWS may have applied part of it
 	case errors.As(err, &ae):
@@ -250,10 +252,10 @@ func keyOf(r UsageRecord) recordKey {
 	return recordKey{r.CustomerIdentifier + r.CustomerAWSAccountId + "/" + r.LicenseArn, r.Dimension, r.Timestamp.Unix()}
 }
 
-func (r *Reporter) apply(reports []ledger.Report, idx []int, out *BatchMeterUsageOutput, results []ledger.Result) {
+func (r *Reporter) apply(reports []ledger.Report, recs []UsageRecord, idx []int, out *BatchMeterUsageOutput, results []ledger.Result) {
 	pos := make(map[recordKey]int, len(idx))
-	for _, i := range idx {
-		pos[keyOf(r.record(reports[i]))] = i
+	for j, i := range idx {
+		pos[keyOf(recs[j])] = i
 		results[i] = ledger.Result{Outcome: ledger.OutcomeRetry, MaybeApplied: true, Reason: "absent from AWS's answer"}
 	}
 	for _, u := range out.UnprocessedRecords {

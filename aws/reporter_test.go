@@ -94,7 +94,7 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 			e := newEnv(t, emu.Config{Faults: faults})
 			var customers []string
 			custOf := func(c string) string { return c }
-			cfg := aws.ReporterConfig{Rate: 1000, Logger: discard, LicenseMode: licenseMode, ProductCode: "prod-1"}
+			cfg := aws.ReporterConfig{Client: e.meter, Limits: ledger.Limits{Rate: 1000}, Logger: discard, LicenseMode: licenseMode, ProductCode: "prod-1"}
 			for i := range 20 {
 				if licenseMode {
 					b := e.emu.AddBuyer(emu.Buyer{ProductCode: "prod-1", LicenseArn: "new"})
@@ -108,7 +108,7 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 				custOf = func(c string) string { a, _, _ := aws.ParseLicenseCustomer(c); return a }
 			}
 			want := workload(t, e, customers, 3000, 1)
-			rep := ledger.NewReporter(e.ledger, aws.NewReporter(e.meter, cfg), fastReporting)
+			rep := ledger.NewReporter(e.ledger, mustReporter(t, cfg), fastReporting)
 			e.reportAll(t, rep)
 			checkBill(t, e, want, custOf)
 			st := e.emu.Stats()
@@ -117,5 +117,42 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 				t.Errorf("not every fault happened: %+v", st)
 			}
 		})
+	}
+}
+
+func mustReporter(t testing.TB, cfg aws.ReporterConfig) *aws.Reporter {
+	t.Helper()
+	r, err := aws.NewReporter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestReporterBacksOffWhenThrottled: the emulator throttles above 20 calls
+// per second and the reporter is allowed 1000; the ledger's Reporter halves
+// its rate on each ThrottlingException, so most calls go through, and the
+// bill is exact.
+func TestReporterBacksOffWhenThrottled(t *testing.T) {
+	e := newEnv(t, emu.Config{Faults: emu.Faults{ThrottleTPS: 20, ThrottleBurst: 1}})
+	var customers []string
+	for i := range 60 {
+		customers = append(customers, e.emu.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: fmt.Sprintf("c%02d", i)}).CustomerIdentifier)
+	}
+	want := workload(t, e, customers, 60, 5)
+	target := mustReporter(t, aws.ReporterConfig{Client: e.meter, ProductCode: "p", Limits: ledger.Limits{MaxItems: 1, Rate: 1000}, Logger: discard})
+	rep := ledger.NewReporter(e.ledger, target, fastReporting)
+	e.reportAll(t, rep)
+	checkBill(t, e, want, func(c string) string { return c })
+	st := e.emu.Stats()
+	t.Logf("emulator: %+v; reporter rate now %.1f/s", st, rep.Rate())
+	if st.Throttled == 0 {
+		t.Fatal("the emulator never throttled: the test proves nothing")
+	}
+	if 3*st.Throttled > st.Calls {
+		t.Errorf("%d of %d calls throttled: the reporter did not back off", st.Throttled, st.Calls)
+	}
+	if rep.Rate() > 100 {
+		t.Errorf("reporter rate %.1f/s after throttling at 20/s", rep.Rate())
 	}
 }

@@ -9,11 +9,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/saasmarket/marketplace"
 )
 
 // DefaultBaseURL is the marketplace APIs' base in Azure's public cloud.
@@ -220,25 +221,11 @@ func (cl *Client) do(ctx context.Context, c call) (http.Header, error) {
 			ae.Code, ae.Message = eb.Error.Code, eb.Error.Message
 		}
 	}
-	ae.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	ae.RetryAfter = marketplace.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	if c.raw != nil {
 		*c.raw = data
 	}
 	return resp.Header, ae
-}
-
-// retryAfter parses a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 func subPath(id string) string { return "/saas/subscriptions/" + url.PathEscape(id) }

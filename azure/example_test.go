@@ -63,7 +63,11 @@ func Example() {
 		{CustomerID: p.SubscriptionID, Dimension: "tokens_1m", Quantity: 2_500_000, Timestamp: hour.Add(10 * time.Minute)},
 	})
 	l.Seal(ctx)
-	rep := ledger.NewReporter(l, azure.NewReporter(client, store, 0), ledger.ReporterConfig{Logger: logger})
+	target, err := azure.NewReporter(azure.ReporterConfig{Client: client, Subscriptions: store, Logger: logger})
+	if err != nil {
+		panic(err)
+	}
+	rep := ledger.NewReporter(l, target, ledger.ReporterConfig{Logger: logger})
 	rep.RunOnce(ctx)
 	for _, line := range e.Bill() {
 		fmt.Println("billed:", line.Dimension, line.Quantity, "plan", line.PlanID)

@@ -62,7 +62,7 @@ func TestReporterMatchesResultsByKey(t *testing.T) {
 	for _, d := range []string{"tokens", "rejected", "images", "requests"} {
 		reports = append(reports, ledger.Report{Provider: marketplace.Azure, Customer: sub, Dimension: d, Hour: hour, Quantity: 3})
 	}
-	res, err := azure.NewReporter(client, store, 0).Send(ctx, reports)
+	res, err := mustReporter(t, azure.ReporterConfig{Client: client, Subscriptions: store}).Send(ctx, reports)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 			if _, err := v.ledger.Ingest(t.Context(), recs[:100]); err != nil {
 				t.Fatal(err)
 			}
-			rep := ledger.NewReporter(v.ledger, azure.NewReporter(v.client, v.store, 0), fastReporting)
+			rep := ledger.NewReporter(v.ledger, mustReporter(t, azure.ReporterConfig{Client: v.client, Subscriptions: v.store, Clock: v.clock.Now}), reporting)
 			v.reportAll(t, rep)
 
 			got := map[line]float64{}
@@ -160,7 +160,7 @@ func TestReporterStatuses(t *testing.T) {
 		{ledger.OutcomeExpired, "Expired: usage older than 24 hours is not accepted"},
 		{ledger.OutcomeRejected, "no stored Azure subscription not-stored"},
 	}
-	res, err := azure.NewReporter(v.client, v.store, 0).Send(ctx, reports)
+	res, err := mustReporter(t, azure.ReporterConfig{Client: v.client, Subscriptions: v.store, Clock: v.clock.Now}).Send(ctx, reports)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestReporterPerMillionTokens(t *testing.T) {
 	if _, err := v.ledger.Ingest(t.Context(), recs); err != nil {
 		t.Fatal(err)
 	}
-	v.reportAll(t, ledger.NewReporter(v.ledger, azure.NewReporter(v.client, v.store, 0), fastReporting))
+	v.reportAll(t, ledger.NewReporter(v.ledger, mustReporter(t, azure.ReporterConfig{Client: v.client, Subscriptions: v.store, Clock: v.clock.Now}), reporting))
 	got := map[line]float64{}
 	plans := map[string]string{}
 	for _, l := range v.emu.Bill() {
@@ -217,7 +217,7 @@ func TestReporterHonoursRetryAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.emu.SetFaults(emu.Faults{ThrottleRate: 1, RetryAfter: 90 * time.Second, MeteringOnly: true})
-	rep := ledger.NewReporter(v.ledger, azure.NewReporter(v.client, v.store, 0), fastReporting)
+	rep := ledger.NewReporter(v.ledger, mustReporter(t, azure.ReporterConfig{Client: v.client, Subscriptions: v.store, Clock: v.clock.Now}), reporting)
 	if _, err := rep.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -235,3 +235,123 @@ func TestReporterHonoursRetryAfter(t *testing.T) {
 		t.Fatalf("bill %+v", bill)
 	}
 }
+
+func mustReporter(t testing.TB, cfg azure.ReporterConfig) *azure.Reporter {
+	t.Helper()
+	r, err := azure.NewReporter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestFrozenPlanAcrossPlanChange: Azure applies the first send and the
+// response is lost; the stored subscription then moves to another plan
+// (Azure completes a plan change asynchronously, so our store may lead it).
+// The retry sends the plan frozen at the first send, so Azure recognises
+// it as the same event (Duplicate, same quantity): billed once, reported.
+func TestFrozenPlanAcrossPlanChange(t *testing.T) {
+	v := newEnv(t, emu.Config{}, ledger.Config{})
+	id := v.subscribe(t, "basic")
+	if err := v.ledger.Record(t.Context(), ledger.Record{Provider: marketplace.Azure, Customer: id, Dimension: "requests", Quantity: 7, Time: onDay(10, 5)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.ledger.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rep := ledger.NewReporter(v.ledger, mustReporter(t, azure.ReporterConfig{Client: v.client, Subscriptions: v.store, Clock: v.clock.Now}), reporting)
+	v.emu.SetFaults(emu.Faults{DropRate: 1, MeteringOnly: true})
+	if _, err := rep.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if v.emu.Calls()["fault/drop"] != 1 || len(v.emu.Bill()) != 1 {
+		t.Fatalf("the first send was not applied and dropped: calls %v, bill %+v", v.emu.Calls(), v.emu.Bill())
+	}
+	sub, err := v.store.GetSubscription(t.Context(), marketplace.Azure, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Plan = "pro"
+	v.put(t, *sub)
+	v.emu.SetFaults(emu.Faults{})
+	v.clock.Advance(time.Minute)
+	v.reportAll(t, rep)
+
+	bill := v.emu.Bill()
+	if len(bill) != 1 || bill[0].Quantity != 7 || bill[0].PlanID != "basic" {
+		t.Fatalf("bill %+v, want one line of 7 on plan basic", bill)
+	}
+	bs, err := v.ledger.Buckets(t.Context(), ledger.BucketFilter{Provider: marketplace.Azure})
+	if err != nil || len(bs) != 1 {
+		t.Fatal(bs, err)
+	}
+	if b := bs[0]; b.State != ledger.StateReported || b.RecordID != bill[0].UsageEventID || b.Attributes["planId"] != "basic" || b.Attempts != 2 {
+		t.Errorf("bucket %v record %q attributes %v; want reported twice-attempted as %q on the frozen plan basic", b, b.RecordID, b.Attributes, bill[0].UsageEventID)
+	}
+}
+
+// TestReporterBacksOffWhenThrottled: every call is answered 429 with a
+// Retry-After; the Reporter halves its rate, stops the round after the
+// first throttled call and sends nothing until the Retry-After has passed.
+// When Azure lets calls through again, everything is billed exactly once.
+func TestReporterBacksOffWhenThrottled(t *testing.T) {
+	v := newEnv(t, emu.Config{}, ledger.Config{})
+	var recs []ledger.Record
+	for range 5 {
+		id := v.subscribe(t, "basic")
+		for h := 9; h <= 11; h++ {
+			recs = append(recs, ledger.Record{Provider: marketplace.Azure, Customer: id, Dimension: "requests", Quantity: int64(h), Time: onDay(h, 0)})
+		}
+	}
+	if _, err := v.ledger.Ingest(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.ledger.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	target := mustReporter(t, azure.ReporterConfig{Client: v.client, Subscriptions: v.store, Clock: v.clock.Now, Limits: ledger.Limits{MaxItems: 2, Rate: 1000}})
+	rep := ledger.NewReporter(v.ledger, target, reporting)
+	v.emu.SetFaults(emu.Faults{ThrottleRate: 1, RetryAfter: 40 * time.Second, MeteringOnly: true})
+	st, err := rep.RunOnce(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Calls != 1 || st.Throttled != 1 || v.emu.Calls()["fault/throttle"] != 1 {
+		t.Fatalf("throttled round: %+v, emulator %v; want one call, then a pause", st, v.emu.Calls())
+	}
+	if rep.Rate() != 500 {
+		t.Errorf("rate %v after a 429, want 500", rep.Rate())
+	}
+	v.clock.Advance(30 * time.Second)
+	if st, _ := rep.RunOnce(t.Context()); st.Calls != 0 {
+		t.Errorf("called during the Retry-After: %+v", st)
+	}
+	// Half the calls throttled from now on: the bill still comes out exact.
+	v.emu.SetFaults(emu.Faults{ThrottleRate: 0.5, RetryAfter: 5 * time.Second, MeteringOnly: true})
+	v.clock.Advance(15 * time.Second)
+	v.reportAll(t, rep)
+	if v.emu.Calls()["fault/throttle"] < 2 {
+		t.Errorf("throttled %d times: the test proves nothing", v.emu.Calls()["fault/throttle"])
+	}
+	got := map[string]float64{}
+	for _, l := range v.emu.Bill() {
+		got[l.ResourceID+l.Hour.Format("15")] += l.Quantity
+	}
+	if len(got) != len(recs) {
+		t.Errorf("bill has %d lines, want %d", len(got), len(recs))
+	}
+	for _, r := range recs {
+		if q := got[r.Customer+r.Time.Format("15")]; q != float64(r.Quantity) {
+			t.Errorf("%s@%s billed %v, want %d", r.Customer, r.Time.Format("15"), q, r.Quantity)
+		}
+	}
+}
+
+// reporting is fastReporting with a floor to the pace that throttling
+// brings a reporter down to: the emulator throttles at random, not by
+// rate, and the pace runs on real time.
+var reporting = func() ledger.ReporterConfig {
+	c := fastReporting
+	c.MinRate = 200
+	return c
+}()

@@ -10,15 +10,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// minRate is the slowest a throttled reporter calls: one call every two
-// seconds.
-const minRate = 0.5
-
 // pacer spaces one reporter's calls to its cloud, for every Target alike:
 // at most Limits.Rate calls per second; halved when the cloud throttles
-// (down to minRate); raised by a tenth after each call that was not
-// throttled, back up to Limits.Rate (without one, without bound). A
-// throttled call's retry-after hint pauses every call until it has passed.
+// (down to ReporterConfig.MinRate); raised by a tenth after each call that
+// was not throttled, back up to Limits.Rate (without one, without bound).
+// A throttled call's retry-after hint pauses every call until it passed.
 //
 // The spacing runs on real time (it only decides how fast to call); the
 // pause runs on the ledger's clock, since it decides which buckets are due.
@@ -26,6 +22,7 @@ type pacer struct {
 	mu      sync.Mutex
 	lim     *rate.Limiter
 	ceiling rate.Limit // Limits.Rate, or Inf
+	floor   rate.Limit // ReporterConfig.MinRate
 	burst   int
 	// prev and last are the real starts of the last two calls, to
 	// estimate the rate of an uncapped reporter when it is first throttled.
@@ -33,8 +30,8 @@ type pacer struct {
 	until      time.Time // ledger time before which no call is made
 }
 
-func newPacer(r float64, burst int) *pacer {
-	p := &pacer{ceiling: rate.Inf, burst: max(burst, 1)}
+func newPacer(r float64, burst int, floor float64) *pacer {
+	p := &pacer{ceiling: rate.Inf, floor: rate.Limit(floor), burst: max(burst, 1)}
 	if r > 0 {
 		p.ceiling = rate.Limit(r)
 	}
@@ -102,13 +99,13 @@ func (p *pacer) observe(now time.Time, err error, results []Result) bool {
 	}
 	if cur == rate.Inf {
 		// Uncapped: start from the rate the last call came at.
-		cur = 2 * minRate
+		cur = 2 * p.floor
 		if gap := p.last.Sub(p.prev); !p.prev.IsZero() && gap > 0 {
 			cur = max(rate.Limit(float64(time.Second)/float64(gap)), cur)
 		}
 		p.lim.SetBurst(p.burst)
 	}
-	p.lim.SetLimit(max(cur/2, minRate))
+	p.lim.SetLimit(max(cur/2, min(p.floor, p.ceiling)))
 	if after > 0 {
 		p.until = later(p.until, now.Add(after))
 	}

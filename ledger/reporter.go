@@ -107,6 +107,39 @@ type Limits struct {
 	Deadline time.Duration
 }
 
+// OverrideLimits returns defaults with every field that overrides sets
+// (non-zero) taken from overrides: how a Target's config overrides its
+// cloud's limits.
+func OverrideLimits(defaults, overrides Limits) Limits {
+	set := func(d *int, o int) {
+		if o != 0 {
+			*d = o
+		}
+	}
+	set(&defaults.MaxItems, overrides.MaxItems)
+	set(&defaults.MaxBytes, overrides.MaxBytes)
+	set(&defaults.Burst, overrides.Burst)
+	if overrides.Rate != 0 {
+		defaults.Rate = overrides.Rate
+	}
+	if overrides.Deadline != 0 {
+		defaults.Deadline = overrides.Deadline
+	}
+	return defaults
+}
+
+// Early returns the result of a report whose time range has not ended at
+// now, and whether r is one. The Reporter never sends one (it claims no
+// bucket before its range ends); Targets check it too, so that no caller
+// of Send can claim usage for time that has not passed.
+func Early(r Report, now time.Time) (Result, bool) {
+	if !r.End.After(now) {
+		return Result{}, false
+	}
+	return Result{Outcome: OutcomeRetry, RetryAfter: r.End.Sub(now),
+		Reason: fmt.Sprintf("its time range ends %s, after now (%s)", r.End.Format(time.RFC3339), now.UTC().Format(time.RFC3339))}, true
+}
+
 // Target sends reports to one cloud's metering API. Send answers one Result
 // per report, in order; or an error for the whole call (see ErrNotApplied,
 // ErrThrottled, ErrPastDeadline, ErrBadReport; a marketplace.Permanent
@@ -158,7 +191,10 @@ type ReporterConfig struct {
 	DeadlineMargin time.Duration
 	DeadlinePolicy DeadlinePolicy
 	Poll           time.Duration // idle wait between rounds; default 5 s
-	Logger         *slog.Logger  // default: the ledger's
+	// MinRate is the slowest pace, in calls per second, that throttling
+	// brings the reporter down to; default 0.5 (one call every 2 s).
+	MinRate float64
+	Logger  *slog.Logger // default: the ledger's
 }
 
 // Reporter reports one cloud's sealed buckets through a Target. Several
@@ -196,6 +232,9 @@ func NewReporter(l *Ledger, target Target, cfg ReporterConfig) *Reporter {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 5 * time.Second
 	}
+	if cfg.MinRate <= 0 {
+		cfg.MinRate = 0.5
+	}
 	cfg.Lease = max(cfg.Lease, 2*cfg.SendTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = l.cfg.Logger
@@ -207,7 +246,7 @@ func NewReporter(l *Ledger, target Target, cfg ReporterConfig) *Reporter {
 	if lim.Burst <= 0 {
 		lim.Burst = 1
 	}
-	return &Reporter{l: l, target: target, limits: lim, cfg: cfg, pace: newPacer(lim.Rate, lim.Burst)}
+	return &Reporter{l: l, target: target, limits: lim, cfg: cfg, pace: newPacer(lim.Rate, lim.Burst, cfg.MinRate)}
 }
 
 // Rate is the reporter's current call rate per second: Limits.Rate (+Inf

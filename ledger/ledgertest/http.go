@@ -220,8 +220,8 @@ func (t *HTTPTarget) Send(ctx context.Context, reports []ledger.Report) ([]ledge
 		if we.RetryAfterMS > 0 {
 			return nil, marketplace.WithRetryAfter(err, time.Duration(we.RetryAfterMS)*time.Millisecond)
 		}
-		if s, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil {
-			return nil, marketplace.WithRetryAfter(err, time.Duration(s)*time.Second)
+		if d := marketplace.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); d > 0 {
+			return nil, marketplace.WithRetryAfter(err, d)
 		}
 		return nil, err
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
