@@ -227,29 +227,3 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
-
-func BenchmarkCheckHit(b *testing.B) {
-	g := &grants{}
-	keys := make([]entitlement.Key, 10_000)
-	for i := range keys {
-		keys[i] = key(fmt.Sprint("customer-", i), "gold")
-		g.set(keys[i].Customer, "gold", true)
-	}
-	c := entitlement.New(g.load, entitlement.Config{TTL: time.Hour})
-	for _, k := range keys {
-		c.Check(b.Context(), k)
-	}
-	ctx := b.Context()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			if err := c.Check(ctx, keys[i%len(keys)]); err != nil {
-				b.Error(err)
-				return
-			}
-			i++
-		}
-	})
-}

@@ -1,0 +1,97 @@
+package entitlement
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/saasmarket/marketplace"
+)
+
+// checker is what the benchmarks measure: Cache, or legacyCache (the design
+// it replaced) for comparison in the same run.
+type checker interface {
+	Check(ctx context.Context, k Key) error
+	Invalidate(p marketplace.CloudProvider, customer string)
+}
+
+var designs = []struct {
+	name string
+	new  func(LoadFunc, Config) checker
+}{
+	{"lockfree", func(l LoadFunc, c Config) checker { return New(l, c) }},
+	{"legacy", func(l LoadFunc, c Config) checker { return newLegacy(l, c) }},
+}
+
+// grantAll is a LoadFunc that grants everything, as a store would answer
+// for subscribed customers.
+func grantAll(context.Context, Key) (Decision, error) { return Decision{}, nil }
+
+func benchKeys(n int) []Key {
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i] = Key{Provider: marketplace.AWS, Customer: fmt.Sprint("customer-", i), Feature: "gold"}
+	}
+	return keys
+}
+
+// BenchmarkCheckHit: b.RunParallel on every P, 10,000 cached keys, every
+// check a hit; each goroutine walks the keys from its own starting point.
+func BenchmarkCheckHit(b *testing.B) {
+	for _, d := range designs {
+		b.Run("design="+d.name, func(b *testing.B) {
+			keys := benchKeys(10_000)
+			c := d.new(grantAll, Config{TTL: time.Hour})
+			ctx := b.Context()
+			for _, k := range keys {
+				c.Check(ctx, k)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			var start int
+			b.RunParallel(func(pb *testing.PB) {
+				start += 7919 // racy on purpose: any spread will do
+				i := start % len(keys)
+				for pb.Next() {
+					if err := c.Check(ctx, keys[i]); err != nil {
+						b.Error(err)
+						return
+					}
+					if i++; i == len(keys) {
+						i = 0
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkInvalidate: one lifecycle event (Invalidate a customer) and the
+// next check of that customer (a miss, loaded again), in a cache holding
+// `entries` decisions. Invalidate should cost the customer's decisions, so
+// the time should not grow with entries.
+func BenchmarkInvalidate(b *testing.B) {
+	for _, d := range designs {
+		for _, entries := range []int{1_000, 100_000} {
+			b.Run(fmt.Sprintf("design=%s/entries=%d", d.name, entries), func(b *testing.B) {
+				keys := benchKeys(entries)
+				c := d.new(grantAll, Config{TTL: time.Hour, MaxEntries: 2 * entries})
+				ctx := b.Context()
+				for _, k := range keys {
+					c.Check(ctx, k)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					k := keys[i]
+					c.Invalidate(k.Provider, k.Customer)
+					c.Check(ctx, k)
+					if i++; i == len(keys) {
+						i = 0
+					}
+				}
+			})
+		}
+	}
+}
