@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/saasmarket/marketplace/emulator/admin"
 	emu "github.com/saasmarket/marketplace/emulator/gcp"
 )
 
@@ -22,7 +22,7 @@ import (
 type gcpEmulator struct {
 	addr, provider, service, metrics, audience string
 	pubsubProject, pubsubTopic                 string
-	faults                                     emu.Faults
+	faults                                     admin.Faults
 }
 
 func newGCPEmulator() *gcpEmulator { return &gcpEmulator{} }
@@ -37,16 +37,15 @@ func (g *gcpEmulator) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&g.audience, "gcp-audience", "saas.example.com", "aud of the GCP sign-up tokens (the product's domain)")
 	fs.StringVar(&g.pubsubProject, "gcp-pubsub-project", "demo-project", "project of the GCP lifecycle topic")
 	fs.StringVar(&g.pubsubTopic, "gcp-pubsub-topic", "", "GCP lifecycle topic to publish to, through PUBSUB_EMULATOR_HOST (empty: none)")
-	fs.Float64Var(&g.faults.Throttle, "gcp-throttle-rate", 0, "fraction of GCP API calls answered 429 RESOURCE_EXHAUSTED")
-	fs.DurationVar(&g.faults.RetryAfter, "gcp-retry-after", time.Second, "Retry-After of the GCP emulator's 429 answers")
-	fs.Float64Var(&g.faults.ErrorRate, "gcp-error-rate", 0, "fraction of GCP API calls answered 503 UNAVAILABLE")
-	fs.Float64Var(&g.faults.DropResponse, "gcp-drop-rate", 0, "fraction of GCP API calls applied, then their response dropped")
-	fs.DurationVar(&g.faults.Latency, "gcp-latency", 0, "latency added to every GCP API call")
-	fs.StringVar(&g.faults.Scope, "gcp-faults-scope", "servicecontrol", `GCP API the faults apply to: "servicecontrol", "procurement" or "" for both`)
+	g.faults.RegisterFlags(fs, "gcp")
 }
 
 func (g *gcpEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
-	cfg := emu.Config{ProviderID: g.provider, ServiceName: g.service, Audience: g.audience, Faults: g.faults, Logger: logger}
+	faults, err := emu.FaultsFrom(g.faults)
+	if err != nil {
+		return "", err
+	}
+	cfg := emu.Config{ProviderID: g.provider, ServiceName: g.service, Audience: g.audience, Faults: faults, Logger: logger}
 	if g.metrics != "" {
 		cfg.Metrics = strings.Split(g.metrics, ",")
 	}
@@ -73,11 +72,11 @@ official clients  cloudcommerceprocurement.NewService / servicecontrol.NewServic
 provider          providers/%s; service %s
 sign-up keys      %s/x509 (gcp.SignupVerifierConfig{KeysURL: ..., Audience: %q})
 lifecycle topic   %s
-purchase          curl -X POST '%s/emulator/purchase?account=acc-1&product=demo&plan=standard'
-sign-up token     curl -X POST '%s/emulator/signup-token?account=acc-1'
-buyer actions     curl -X POST %s/emulator/entitlements/{id}/{changePlan?plan=pro|cancelAtTermEnd|revertCancellation|cancel|delete}
-bill              curl %s/emulator/bill`,
-		base, base+"/", g.provider, g.service, base, g.audience, topicInfo, base, base, base, base), nil
+admin API         %s/emulator/ (docs/emulators.md): buyers, buyers/{id}/events, bill, faults
+new buyer         curl -X POST %s/emulator/buyers -d '{"product":"demo","plan":"standard"}'
+bill              curl %s/emulator/bill
+faults            %s`,
+		base, base+"/", g.provider, g.service, base, g.audience, topicInfo, base, base, base, describeFaults(g.faults)), nil
 }
 
 // publisher connects to the Pub/Sub emulator and creates the topic if it

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+
+	"github.com/saasmarket/marketplace/emulator/admin"
 )
 
 // Event is one lifecycle message as Google publishes it to the provider's
@@ -108,6 +110,16 @@ func (e *Emulator) PublishRaw(ctx context.Context, data []byte) error {
 	return e.cfg.Publisher.Publish(ctx, data)
 }
 
+// termEnd is the end of the monthly term that holds now, for a
+// subscription that started at start.
+func termEnd(start, now time.Time) time.Time {
+	end := start.AddDate(0, 1, 0)
+	for i := 2; !end.After(now); i++ {
+		end = start.AddDate(0, i, 0)
+	}
+	return end
+}
+
 // Purchase plays a buyer who buys product on plan: it creates the account
 // if it is new (publishing ACCOUNT_ACTIVE, with a pending "signup"
 // approval) and an entitlement in ENTITLEMENT_ACTIVATION_REQUESTED with a
@@ -127,7 +139,7 @@ func (e *Emulator) Purchase(ctx context.Context, accountID, product, plan string
 	ent := &entitlement{Name: e.entitlementName(id), Account: e.accountName(accountID), Provider: e.cfg.ProviderID,
 		Product: product, ProductExternal: product, Plan: plan, State: StateActivationRequested,
 		UsageReportingID: "project_number:" + strconv.Itoa(100000+e.nextID),
-		CreateTime:       stamp(now), UpdateTime: stamp(now)}
+		CreateTime:       stamp(now), UpdateTime: stamp(now), created: now}
 	e.ents[id] = ent
 	e.entOrder = append(e.entOrder, id)
 	evs = append(evs, e.entEventLocked("ENTITLEMENT_CREATION_REQUESTED", ent, now))
@@ -182,16 +194,17 @@ func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) err
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_PLAN_CHANGE_REQUESTED", ent, now))
 	case "cancelAtTermEnd":
 		ent.State = StatePendingCancellation
+		ent.SubscriptionEndTime = stamp(termEnd(ent.created, now))
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_PENDING_CANCELLATION", ent, now))
 	case "revertCancellation":
 		if ent.State != StatePendingCancellation {
 			e.mu.Unlock()
 			return precondition("entitlement %s is %s, not pending cancellation", id, ent.State)
 		}
-		ent.State = StateActive
+		ent.State, ent.SubscriptionEndTime = StateActive, ""
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLATION_REVERTED", ent, now))
 	case "cancel":
-		ent.State, ent.CancellationReason, ent.NewPendingPlan = StateCancelled, "user-cancelled", ""
+		ent.State, ent.CancellationReason, ent.NewPendingPlan, ent.SubscriptionEndTime = StateCancelled, "user-cancelled", "", ""
 		ent.cancelledAt = now
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, now))
 	case "delete":
@@ -253,53 +266,6 @@ func (e *Emulator) DeleteAccount(ctx context.Context, accountID string) error {
 	return nil
 }
 
-// serveBuyer is POST /emulator/entitlements/{id}/{action} (changePlan with
-// ?plan=, cancelAtTermEnd, revertCancellation, cancel, delete).
-func (e *Emulator) serveBuyer(w http.ResponseWriter, r *http.Request) {
-	if err := e.buyerAction(r.Context(), r.PathValue("id"), r.PathValue("action"), r.URL.Query().Get("plan")); err != nil {
-		writeAPIError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-// servePurchase is POST /emulator/purchase?account=&product=&plan=.
-func (e *Emulator) servePurchase(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if q.Get("account") == "" {
-		writeAPIError(w, badRequest("account is required"))
-		return
-	}
-	id := e.Purchase(r.Context(), q.Get("account"), q.Get("product"), q.Get("plan"))
-	_, _, usage, _ := e.Entitlement(id)
-	writeJSON(w, http.StatusOK, map[string]string{"entitlement": id, "usageReportingId": usage})
-}
-
-// serveDeleteAccount is POST /emulator/accounts/{id}/delete.
-func (e *Emulator) serveDeleteAccount(w http.ResponseWriter, r *http.Request) {
-	if err := e.DeleteAccount(r.Context(), r.PathValue("id")); err != nil {
-		writeAPIError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-// serveSignupToken is POST /emulator/signup-token?account=: a sign-up JWT
-// as Google would post it to the seller's sign-up URL.
-func (e *Emulator) serveSignupToken(w http.ResponseWriter, r *http.Request) {
-	acc := r.URL.Query().Get("account")
-	if acc == "" {
-		writeAPIError(w, badRequest("account is required"))
-		return
-	}
-	tok, err := e.MintSignupToken(acc, TokenOptions{})
-	if err != nil {
-		writeAPIError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
-}
-
 func (e *Emulator) routes() {
 	m := http.NewServeMux()
 	api := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, e.withFaults(h)) }
@@ -312,10 +278,10 @@ func (e *Emulator) routes() {
 	api("POST /v1/providers/{p}/entitlements/{name}", e.entitlement)
 	api("POST /v1/services/{name}", e.serveServiceControl)
 	m.HandleFunc("GET /x509", e.serveKeys)
-	m.HandleFunc("GET /emulator/bill", e.serveBill)
-	m.HandleFunc("POST /emulator/purchase", e.servePurchase)
-	m.HandleFunc("POST /emulator/entitlements/{id}/{action}", e.serveBuyer)
-	m.HandleFunc("POST /emulator/accounts/{id}/delete", e.serveDeleteAccount)
-	m.HandleFunc("POST /emulator/signup-token", e.serveSignupToken)
+	admin.Register(m, e.Admin())
+	// Anything else is Google's JSON 404, not the mux's plain text.
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "%s %s: no such method", r.Method, r.URL.Path)
+	})
 	e.mux = m
 }

@@ -34,6 +34,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Publisher sends one lifecycle event's JSON to the provider's Pub/Sub
@@ -78,6 +80,7 @@ type Emulator struct {
 	mu       sync.Mutex
 	rng      *rand.Rand
 	faults   Faults
+	limiter  *rate.Limiter // Faults.ThrottleTPS; nil without
 	accounts map[string]*account
 	ents     map[string]*entitlement
 	entOrder []string
@@ -108,22 +111,25 @@ type approval struct {
 }
 
 type entitlement struct {
-	Name               string            `json:"name"`
-	Account            string            `json:"account"`
-	Provider           string            `json:"provider"`
-	Product            string            `json:"product"`
-	ProductExternal    string            `json:"productExternalName,omitempty"`
-	Plan               string            `json:"plan,omitempty"`
-	NewPendingPlan     string            `json:"newPendingPlan,omitempty"`
-	Offer              string            `json:"offer,omitempty"`
-	State              string            `json:"state"`
-	UsageReportingID   string            `json:"usageReportingId,omitempty"`
-	MessageToUser      string            `json:"messageToUser,omitempty"`
-	CancellationReason string            `json:"cancellationReason,omitempty"`
-	CreateTime         string            `json:"createTime"`
-	UpdateTime         string            `json:"updateTime"`
-	Properties         map[string]string `json:"-"`
-	cancelledAt        time.Time
+	Name               string `json:"name"`
+	Account            string `json:"account"`
+	Provider           string `json:"provider"`
+	Product            string `json:"product"`
+	ProductExternal    string `json:"productExternalName,omitempty"`
+	Plan               string `json:"plan,omitempty"`
+	NewPendingPlan     string `json:"newPendingPlan,omitempty"`
+	Offer              string `json:"offer,omitempty"`
+	State              string `json:"state"`
+	UsageReportingID   string `json:"usageReportingId,omitempty"`
+	MessageToUser      string `json:"messageToUser,omitempty"`
+	CancellationReason string `json:"cancellationReason,omitempty"`
+	CreateTime         string `json:"createTime"`
+	UpdateTime         string `json:"updateTime"`
+	// SubscriptionEndTime is when a pending cancellation takes effect.
+	SubscriptionEndTime string            `json:"subscriptionEndTime,omitempty"`
+	Properties          map[string]string `json:"-"`
+	created             time.Time
+	cancelledAt         time.Time
 }
 
 // FinalReportGrace is how long after a cancellation the emulator still
@@ -151,13 +157,13 @@ func New(cfg Config) (*Emulator, error) {
 	e := &Emulator{
 		cfg:      cfg,
 		rng:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		faults:   cfg.Faults,
 		accounts: map[string]*account{},
 		ents:     map[string]*entitlement{},
 		ops:      map[string]*opRecord{},
 		checkErr: map[string]string{},
 		calls:    map[string]int{},
 	}
+	e.SetFaults(cfg.Faults)
 	e.instance = fmt.Sprintf("emu-%08x", rand.Uint32())
 	if err := e.newKey(); err != nil {
 		return nil, err
@@ -265,10 +271,6 @@ func (e *Emulator) SetCheckError(consumerID, code string) {
 		return
 	}
 	e.checkErr[consumerID] = code
-}
-
-func (e *Emulator) serveBill(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"lines": e.Bill()})
 }
 
 func (e *Emulator) newIDLocked(prefix string) string {

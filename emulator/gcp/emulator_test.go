@@ -16,6 +16,7 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/api/servicecontrol/v1"
 
+	"github.com/saasmarket/marketplace/emulator/admin"
 	"github.com/saasmarket/marketplace/emulator/gcp"
 )
 
@@ -102,7 +103,7 @@ func TestReportValidation(t *testing.T) {
 	var b struct {
 		Lines []map[string]any `json:"lines"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || len(b.Lines) != 1 || b.Lines[0]["int64Value"] != "5" {
+	if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || len(b.Lines) != 1 || b.Lines[0]["quantity"] != 5.0 {
 		t.Errorf("GET /emulator/bill: %+v %v", b, err)
 	}
 }
@@ -187,27 +188,28 @@ func TestKeysAndBuyerRoutes(t *testing.T) {
 			t.Fatalf("not a PEM certificate: %q", v)
 		}
 	}
-	code, _, body := post(t, srv.URL+"/emulator/purchase?account=acc-9&product=prod&plan=basic", "")
-	var p map[string]string
+	code, _, body := post(t, srv.URL+"/emulator/buyers", `{"account":"acc-9","product":"prod","plan":"basic"}`)
+	var p admin.Buyer
 	json.Unmarshal([]byte(body), &p)
-	if code != 200 || p["entitlement"] == "" || !strings.HasPrefix(p["usageReportingId"], "project_number:") {
-		t.Fatalf("purchase: %d %s", code, body)
+	if code != 201 || p.ID == "" || !strings.HasPrefix(p.Cloud["usageReportingId"], "project_number:") || p.Token == "" || p.State != gcp.StateActivationRequested {
+		t.Fatalf("new buyer: %d %s", code, body)
 	}
-	code, _, body = post(t, srv.URL+"/emulator/signup-token?account=acc-9", "")
-	if code != 200 || !strings.Contains(body, `"token"`) {
-		t.Fatalf("signup token: %d %s", code, body)
-	}
-	if code, _, body := post(t, srv.URL+"/emulator/entitlements/"+p["entitlement"]+"/cancel", ""); code != 200 {
+	if code, _, body := post(t, srv.URL+"/emulator/buyers/"+p.ID+"/events", `{"event":"cancel"}`); code != 200 || !strings.Contains(body, gcp.StateCancelled) {
 		t.Fatalf("cancel: %d %s", code, body)
 	}
-	if st, _, _, _ := e.Entitlement(p["entitlement"]); st != gcp.StateCancelled {
+	if st, _, _, _ := e.Entitlement(p.ID); st != gcp.StateCancelled {
 		t.Fatalf("state %s", st)
 	}
-	if code, _, _ := post(t, srv.URL+"/emulator/entitlements/nope/cancel", ""); code != 404 {
+	if code, _, _ := post(t, srv.URL+"/emulator/buyers/nope/events", `{"event":"cancel"}`); code != 404 {
 		t.Errorf("unknown entitlement: %d", code)
 	}
-	if code, _, _ := post(t, srv.URL+"/emulator/accounts/acc-9/delete", ""); code != 200 {
-		t.Errorf("delete account: %d", code)
+	if code, _, body := post(t, srv.URL+"/emulator/buyers/"+p.ID+"/events", `{"event":"deleteAccount"}`); code != 200 {
+		t.Errorf("delete account: %d %s", code, body)
+	}
+	code, _, body = post(t, srv.URL+"/emulator/buyers", `{"product":"prod","plan":"basic","active":true}`)
+	json.Unmarshal([]byte(body), &p)
+	if code != 201 || p.State != gcp.StateActive || p.Cloud["approval/signup"] != "APPROVED" {
+		t.Fatalf("new active buyer: %d %s", code, body)
 	}
 }
 

@@ -2,10 +2,13 @@ package gcp
 
 import (
 	"bytes"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Faults are the failures the emulator injects into the Google API routes
@@ -14,6 +17,9 @@ type Faults struct {
 	// Throttle is the probability that a request is refused before it is
 	// applied with HTTP 429 RESOURCE_EXHAUSTED and a Retry-After header.
 	Throttle float64
+	// ThrottleTPS refuses requests above this rate per second the same
+	// way; zero: no limit.
+	ThrottleTPS float64
 	// RetryAfter is the Retry-After sent with a throttled request; default 1 s.
 	RetryAfter time.Duration
 	// ErrorRate is the probability that a request is refused before it is
@@ -34,6 +40,10 @@ func (e *Emulator) SetFaults(f Faults) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.faults = f
+	e.limiter = nil
+	if f.ThrottleTPS > 0 {
+		e.limiter = rate.NewLimiter(rate.Limit(f.ThrottleTPS), max(1, int(math.Ceil(f.ThrottleTPS))))
+	}
 }
 
 type faultPlan struct {
@@ -65,7 +75,7 @@ func (e *Emulator) plan(path string) faultPlan {
 	// Draw every probability each time, so a run's sequence does not
 	// depend on which faults are switched on.
 	t, r, d := e.rng.Float64(), e.rng.Float64(), e.rng.Float64()
-	p.throttle = t < f.Throttle
+	p.throttle = t < f.Throttle || e.limiter != nil && !e.limiter.Allow()
 	p.fail = r < f.ErrorRate
 	p.drop = d < f.DropResponse
 	return p

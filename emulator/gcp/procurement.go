@@ -1,6 +1,7 @@
 package gcp
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,9 +28,12 @@ const (
 // once the buyer finished signing up.
 const SignupApproval = "signup"
 
+// Page sizes, as the discovery document gives them: accounts default to 25
+// (at most 200), entitlements to 200.
 const (
-	defaultPageSize = 50
-	maxPageSize     = 200
+	accountsPageSize     = 25
+	entitlementsPageSize = 200
+	maxPageSize          = 200
 )
 
 // apiError is a refusal with its HTTP code and Google status.
@@ -78,8 +82,19 @@ func decodeBody(r *http.Request, v any) error {
 	if len(body) == 0 {
 		return nil
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return badRequest("invalid JSON body: %v", err)
+	return strictJSON(body, v)
+}
+
+// strictJSON decodes body into v and refuses a field v does not have, as
+// Google's JSON mapping does ("Unknown name").
+func strictJSON(body []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return badRequest("Invalid JSON payload received. Unknown name %s: Cannot find field.", name)
+		}
+		return badRequest("Invalid JSON payload received. %v", err)
 	}
 	return nil
 }
@@ -94,7 +109,7 @@ func (e *Emulator) entitlementName(id string) string {
 
 // page returns the page of n items that token and size select, and the
 // next token.
-func page(n int, token, size string) (lo, hi int, next string, err error) {
+func page(n int, token, size string, defaultPageSize int) (lo, hi int, next string, err error) {
 	ps := defaultPageSize
 	if size != "" {
 		ps, err = strconv.Atoi(size)
@@ -130,7 +145,7 @@ func (e *Emulator) listAccounts(w http.ResponseWriter, r *http.Request) {
 	defer e.mu.Unlock()
 	e.calls["accounts.list"]++
 	ids := sortedKeys(e.accounts)
-	lo, hi, next, err := page(len(ids), r.URL.Query().Get("pageToken"), r.URL.Query().Get("pageSize"))
+	lo, hi, next, err := page(len(ids), r.URL.Query().Get("pageToken"), r.URL.Query().Get("pageSize"), accountsPageSize)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -245,7 +260,7 @@ func (e *Emulator) listEntitlements(w http.ResponseWriter, r *http.Request) {
 			hits = append(hits, ent)
 		}
 	}
-	lo, hi, next, err := page(len(hits), r.URL.Query().Get("pageToken"), r.URL.Query().Get("pageSize"))
+	lo, hi, next, err := page(len(hits), r.URL.Query().Get("pageToken"), r.URL.Query().Get("pageSize"), entitlementsPageSize)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -353,6 +368,9 @@ func (e *Emulator) transitionLocked(ent *entitlement, verb, plan, reason, msg, m
 		}
 		ent.NewPendingPlan = ""
 	case "suspend":
+		// The discovery document calls this "not yet supported"; the
+		// emulator serves it anyway so that gcp.SuspendEntitlement and the
+		// SUSPENDED state can be tested (docs/emulators.md).
 		if err := need(StateActive, StatePendingPlanChange, StatePendingPlanChangeApproval); err != nil {
 			return err
 		}

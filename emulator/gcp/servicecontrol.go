@@ -33,6 +33,14 @@ type scOperation struct {
 	MetricValueSets []scMetricSet     `json:"metricValueSets"`
 	UserLabels      map[string]string `json:"userLabels,omitempty"`
 	Labels          map[string]string `json:"labels,omitempty"`
+	// Fields of Operation the emulator accepts and ignores; any other
+	// field is refused, as Google refuses it.
+	Importance      json.RawMessage `json:"importance,omitempty"`
+	LogEntries      json.RawMessage `json:"logEntries,omitempty"`
+	QuotaProperties json.RawMessage `json:"quotaProperties,omitempty"`
+	Resources       json.RawMessage `json:"resources,omitempty"`
+	TraceSpans      json.RawMessage `json:"traceSpans,omitempty"`
+	Extensions      json.RawMessage `json:"extensions,omitempty"`
 }
 
 type scMetricSet struct {
@@ -41,7 +49,34 @@ type scMetricSet struct {
 }
 
 type scMetricValue struct {
-	Int64Value *string `json:"int64Value,omitempty"`
+	Int64Value *flexInt64 `json:"int64Value,omitempty"`
+	// Accepted and ignored (the emulator bills int64 values only).
+	Labels            map[string]string `json:"labels,omitempty"`
+	StartTime         string            `json:"startTime,omitempty"`
+	EndTime           string            `json:"endTime,omitempty"`
+	BoolValue         json.RawMessage   `json:"boolValue,omitempty"`
+	DoubleValue       json.RawMessage   `json:"doubleValue,omitempty"`
+	StringValue       json.RawMessage   `json:"stringValue,omitempty"`
+	DistributionValue json.RawMessage   `json:"distributionValue,omitempty"`
+	MoneyValue        json.RawMessage   `json:"moneyValue,omitempty"`
+}
+
+// flexInt64 is an int64 in Google's JSON mapping: a string ("12") or,
+// as the mapping also accepts, a number (12).
+type flexInt64 string
+
+func (f *flexInt64) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*f = flexInt64(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("int64Value must be a string or a number, got %s", b)
+	}
+	*f = flexInt64(n.String())
+	return nil
 }
 
 type scStatus struct {
@@ -129,10 +164,18 @@ func (e *Emulator) serveServiceControl(w http.ResponseWriter, r *http.Request) {
 
 func (e *Emulator) check(w http.ResponseWriter, body []byte) {
 	var req struct {
-		Operation *scOperation `json:"operation"`
+		Operation              *scOperation    `json:"operation"`
+		ServiceConfigID        string          `json:"serviceConfigId,omitempty"`
+		RequestProjectSettings bool            `json:"requestProjectSettings,omitempty"`
+		SkipActivationCheck    bool            `json:"skipActivationCheck,omitempty"`
+		Resources              json.RawMessage `json:"resources,omitempty"`
 	}
-	if err := json.Unmarshal(body, &req); err != nil || req.Operation == nil {
-		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "invalid CheckRequest: %v", err)
+	if err := strictJSON(body, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if req.Operation == nil {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "invalid CheckRequest: operation is required")
 		return
 	}
 	op := req.Operation
@@ -156,15 +199,27 @@ func (e *Emulator) check(w http.ResponseWriter, body []byte) {
 
 func (e *Emulator) report(w http.ResponseWriter, body []byte) {
 	var req struct {
-		Operations []scOperation `json:"operations"`
+		Operations      []scOperation `json:"operations"`
+		ServiceConfigID string        `json:"serviceConfigId,omitempty"`
 	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "invalid ReportRequest: %v", err)
+	if err := strictJSON(body, &req); err != nil {
+		writeAPIError(w, err)
 		return
 	}
 	if len(req.Operations) == 0 {
 		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "operations must not be empty")
 		return
+	}
+	// The discovery document: "If multiple metric values are present in an
+	// operation for the same metric, the whole request is rejected."
+	for _, op := range req.Operations {
+		seen := map[string]int{}
+		for _, set := range op.MetricValueSets {
+			if seen[set.MetricName] += len(set.MetricValues); seen[set.MetricName] > 1 {
+				writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "operation %s has more than one value for metric %s", op.OperationID, set.MetricName)
+				return
+			}
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -247,9 +302,9 @@ func (e *Emulator) validate(op scOperation) ([]BillLine, error) {
 			if v.Int64Value == nil {
 				return nil, fmt.Errorf("metric %s: int64Value required", set.MetricName)
 			}
-			n, err := strconv.ParseInt(*v.Int64Value, 10, 64)
+			n, err := strconv.ParseInt(string(*v.Int64Value), 10, 64)
 			if err != nil || n < 0 {
-				return nil, fmt.Errorf("metric %s: int64Value %q must be a non-negative int64", set.MetricName, *v.Int64Value)
+				return nil, fmt.Errorf("metric %s: int64Value %q must be a non-negative int64", set.MetricName, string(*v.Int64Value))
 			}
 			lines = append(lines, BillLine{OperationID: op.OperationID, ConsumerID: op.ConsumerID, MetricName: set.MetricName,
 				StartTime: start.UTC(), EndTime: end.UTC(), Value: n})
