@@ -53,6 +53,9 @@ const (
 // processes) may share one database.
 type Store struct {
 	pool *pgxpool.Pool
+	// insertEvents stores a commit's event ids: insertEventsUnnest, or
+	// insertEventsCopy in the benchmark that compares them.
+	insertEvents func(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error)
 }
 
 // Open connects to the database at connURL (a postgres:// URL or a
@@ -73,7 +76,7 @@ func Open(ctx context.Context, connURL string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(connURL), err)
 	}
-	s := &Store{pool: pool}
+	s := &Store{pool: pool, insertEvents: insertEventsUnnest}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %s: %w", Redact(connURL), err)

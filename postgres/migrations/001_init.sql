@@ -1,49 +1,54 @@
 -- The usage ledger. Times are integers as in the SQLite store: hours in unix
--- seconds, instants in unix milliseconds, 0 for none.
+-- seconds, instants in unix milliseconds, 0 for none. Text is COLLATE "C":
+-- keys compare as bytes (as in Go and SQLite, and much faster than a
+-- language's collation), whatever the database's default.
 
 -- The append log: one row per group commit, its deltas encoded by the ledger
 -- (ledger.EncodeDeltas). Fold deletes the rows it reads.
 CREATE TABLE usage_log (
     seq  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    data BYTEA NOT NULL
+    data BYTEA  NOT NULL
 );
 
 -- Event ids seen within the ledger's window; PurgeEvents deletes expired ones.
+-- Rows arrive in roughly increasing expiry, so a BRIN index serves the purge
+-- at almost no cost per insert, where a B-tree would be a second index to
+-- update for every id.
 CREATE TABLE events (
-    id      TEXT   PRIMARY KEY,
-    expires BIGINT NOT NULL
+    id      TEXT COLLATE "C" PRIMARY KEY,
+    expires BIGINT           NOT NULL
 );
-CREATE INDEX events_expires ON events (expires);
+CREATE INDEX events_expires ON events USING brin (expires);
 
 CREATE TABLE series (
-    provider     TEXT   NOT NULL,
-    customer     TEXT   NOT NULL,
-    dimension    TEXT   NOT NULL,
-    sealed_until BIGINT NOT NULL,
-    carry        BIGINT NOT NULL,
+    provider     TEXT COLLATE "C" NOT NULL,
+    customer     TEXT COLLATE "C" NOT NULL,
+    dimension    TEXT COLLATE "C" NOT NULL,
+    sealed_until BIGINT           NOT NULL,
+    carry        BIGINT           NOT NULL,
     PRIMARY KEY (provider, customer, dimension)
 );
 
 CREATE TABLE buckets (
-    id            BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    provider      TEXT    NOT NULL,
-    customer      TEXT    NOT NULL,
-    dimension     TEXT    NOT NULL,
-    hour          BIGINT  NOT NULL,
-    quantity      BIGINT  NOT NULL DEFAULT 0,
-    late          BIGINT  NOT NULL DEFAULT 0,
-    state         TEXT    NOT NULL DEFAULT 'open',
-    units         BIGINT  NOT NULL DEFAULT 0,
-    report_id     TEXT    NOT NULL DEFAULT '',
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    next_attempt  BIGINT  NOT NULL DEFAULT 0,
-    maybe_applied BOOLEAN NOT NULL DEFAULT false,
-    lease_owner   TEXT    NOT NULL DEFAULT '',
-    lease_until   BIGINT  NOT NULL DEFAULT 0,
-    record_id     TEXT    NOT NULL DEFAULT '',
-    reason        TEXT    NOT NULL DEFAULT '',
-    sealed_at     BIGINT  NOT NULL DEFAULT 0,
-    done_at       BIGINT  NOT NULL DEFAULT 0,
+    id            BIGINT           GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    provider      TEXT COLLATE "C" NOT NULL,
+    customer      TEXT COLLATE "C" NOT NULL,
+    dimension     TEXT COLLATE "C" NOT NULL,
+    hour          BIGINT           NOT NULL,
+    quantity      BIGINT           NOT NULL DEFAULT 0,
+    late          BIGINT           NOT NULL DEFAULT 0,
+    state         TEXT COLLATE "C" NOT NULL DEFAULT 'open',
+    units         BIGINT           NOT NULL DEFAULT 0,
+    report_id     TEXT COLLATE "C" NOT NULL DEFAULT '',
+    attempts      INTEGER          NOT NULL DEFAULT 0,
+    next_attempt  BIGINT           NOT NULL DEFAULT 0,
+    maybe_applied BOOLEAN          NOT NULL DEFAULT false,
+    lease_owner   TEXT COLLATE "C" NOT NULL DEFAULT '',
+    lease_until   BIGINT           NOT NULL DEFAULT 0,
+    record_id     TEXT COLLATE "C" NOT NULL DEFAULT '',
+    reason        TEXT COLLATE "C" NOT NULL DEFAULT '',
+    sealed_at     BIGINT           NOT NULL DEFAULT 0,
+    done_at       BIGINT           NOT NULL DEFAULT 0,
     UNIQUE (provider, customer, dimension, hour)
 );
 CREATE INDEX buckets_open ON buckets (hour) WHERE state = 'open';
@@ -52,20 +57,20 @@ CREATE INDEX buckets_done ON buckets (done_at) WHERE state NOT IN ('open', 'seal
 
 -- Subscriptions, entitlements, notification dedupe and the notification inbox.
 CREATE TABLE subscriptions (
-    provider      TEXT   NOT NULL,
-    id            TEXT   NOT NULL,
-    customer      TEXT   NOT NULL,
-    product       TEXT   NOT NULL,
-    status        TEXT   NOT NULL,
-    plan          TEXT   NOT NULL,
-    quantity      BIGINT NOT NULL,
-    account_id    TEXT   NOT NULL,
-    entitlements  JSONB  NOT NULL,
-    attributes    JSONB  NOT NULL,
-    expires_at    BIGINT NOT NULL,
-    cloud_updated BIGINT NOT NULL,
-    version       BIGINT NOT NULL,
-    updated       BIGINT NOT NULL,
+    provider      TEXT COLLATE "C" NOT NULL,
+    id            TEXT COLLATE "C" NOT NULL,
+    customer      TEXT COLLATE "C" NOT NULL,
+    product       TEXT COLLATE "C" NOT NULL,
+    status        TEXT COLLATE "C" NOT NULL,
+    plan          TEXT COLLATE "C" NOT NULL,
+    quantity      BIGINT           NOT NULL,
+    account_id    TEXT COLLATE "C" NOT NULL,
+    entitlements  JSONB            NOT NULL,
+    attributes    JSONB            NOT NULL,
+    expires_at    BIGINT           NOT NULL,
+    cloud_updated BIGINT           NOT NULL,
+    version       BIGINT           NOT NULL,
+    updated       BIGINT           NOT NULL,
     PRIMARY KEY (provider, id)
 );
 CREATE INDEX subscriptions_customer ON subscriptions (provider, customer, updated);
@@ -73,40 +78,40 @@ CREATE INDEX subscriptions_customer ON subscriptions (provider, customer, update
 CREATE INDEX subscriptions_attributes ON subscriptions USING gin (attributes jsonb_path_ops);
 
 CREATE TABLE entitlements (
-    provider   TEXT   NOT NULL,
-    customer   TEXT   NOT NULL,
-    feature    TEXT   NOT NULL,
-    value      TEXT   NOT NULL,
-    expires_at BIGINT NOT NULL,
-    version    BIGINT NOT NULL,
-    updated    BIGINT NOT NULL,
+    provider   TEXT COLLATE "C" NOT NULL,
+    customer   TEXT COLLATE "C" NOT NULL,
+    feature    TEXT COLLATE "C" NOT NULL,
+    value      TEXT COLLATE "C" NOT NULL,
+    expires_at BIGINT           NOT NULL,
+    version    BIGINT           NOT NULL,
+    updated    BIGINT           NOT NULL,
     PRIMARY KEY (provider, customer, feature)
 );
 
 CREATE TABLE notifications (
-    provider TEXT   NOT NULL,
-    id       TEXT   NOT NULL,
-    expires  BIGINT NOT NULL,
+    provider TEXT COLLATE "C" NOT NULL,
+    id       TEXT COLLATE "C" NOT NULL,
+    expires  BIGINT           NOT NULL,
     PRIMARY KEY (provider, id)
 );
 CREATE INDEX notifications_expires ON notifications (expires);
 
 CREATE TABLE inbox (
-    provider     TEXT    NOT NULL,
-    id           TEXT    NOT NULL,
-    kind         TEXT    NOT NULL,
-    subject      TEXT    NOT NULL,
-    event_time   BIGINT  NOT NULL,
-    payload      BYTEA   NOT NULL,
-    state        TEXT    NOT NULL,
-    attempts     INTEGER NOT NULL,
-    next_attempt BIGINT  NOT NULL,
-    progress     TEXT    NOT NULL,
-    reason       TEXT    NOT NULL,
-    received     BIGINT  NOT NULL,
-    expires      BIGINT  NOT NULL,
-    lease_owner  TEXT    NOT NULL DEFAULT '',
-    lease_until  BIGINT  NOT NULL DEFAULT 0,
+    provider     TEXT COLLATE "C" NOT NULL,
+    id           TEXT COLLATE "C" NOT NULL,
+    kind         TEXT COLLATE "C" NOT NULL,
+    subject      TEXT COLLATE "C" NOT NULL,
+    event_time   BIGINT           NOT NULL,
+    payload      BYTEA            NOT NULL,
+    state        TEXT COLLATE "C" NOT NULL,
+    attempts     INTEGER          NOT NULL,
+    next_attempt BIGINT           NOT NULL,
+    progress     TEXT COLLATE "C" NOT NULL,
+    reason       TEXT COLLATE "C" NOT NULL,
+    received     BIGINT           NOT NULL,
+    expires      BIGINT           NOT NULL,
+    lease_owner  TEXT COLLATE "C" NOT NULL DEFAULT '',
+    lease_until  BIGINT           NOT NULL DEFAULT 0,
     PRIMARY KEY (provider, id)
 );
 CREATE INDEX inbox_due ON inbox (event_time, received) WHERE state = 'pending';
