@@ -14,6 +14,18 @@
 //
 // The Reporter claims sealed buckets and hands them to a Target, one per
 // cloud, which sends them and says per report what happened.
+//
+// A Ledger owns its lifetime: its commits run under a context that Close
+// cancels, and Close returns within a bound even when the store hangs,
+// saying what it could not commit (CloseError). A caller that stops waiting
+// for a commit learns whether its records were stored, or that the outcome
+// is unknown (marketplace.ErrOutcomeUnknown) and a resubmission with the
+// same event ids is safe.
+//
+// Store authors implement Store (store.go), which is apart from the user
+// API: the ledger applies the rules (grouping records into hourly deltas,
+// dropping repeated event ids, PlanFold, PlanSeal) and a store keeps the
+// state. Package storetest is the conformance suite every Store passes.
 package ledger
 
 import (
