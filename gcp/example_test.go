@@ -64,7 +64,7 @@ func Example() {
 		{CustomerID: sub.CustomerID, Dimension: gcp.TokenDimension, Quantity: 2_400_000, Timestamp: now.Add(-2 * time.Hour)},
 	})
 	_, _ = led.Seal(ctx)
-	target, _ := gcp.NewReporter(scSvc, gcp.ReporterConfig{ServiceName: service, Metrics: map[string]string{gcp.TokenDimension: "tokens_1m"}})
+	target, _ := gcp.NewReporter(gcp.ReporterConfig{Client: scSvc, ServiceName: service, Logger: logger, Metrics: map[string]string{gcp.TokenDimension: "tokens_1m"}})
 	_, _ = ledger.NewReporter(led, target, ledger.ReporterConfig{Logger: logger}).RunOnce(ctx)
 	for _, l := range e.Bill() {
 		fmt.Println("billed:", l.ConsumerID, l.MetricName, l.StartTime.Format("15:04"), l.Value)

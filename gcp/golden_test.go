@@ -118,7 +118,7 @@ func TestGoldenPayloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, consumer, _ := e.emu.Entitlement(ent)
-	target, err := gcp.NewReporter(sc, gcp.ReporterConfig{ServiceName: service, Metrics: map[string]string{gcp.TokenDimension: "tokens_1m", "requests": "requests"}})
+	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: sc, ServiceName: service, Metrics: map[string]string{gcp.TokenDimension: "tokens_1m", "requests": "requests"}})
 	if err != nil {
 		t.Fatal(err)
 	}

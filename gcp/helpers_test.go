@@ -91,13 +91,15 @@ func (e *env) activeConsumer(t *testing.T, account string) (entID, consumer stri
 
 func (e *env) reporter(t *testing.T) *ledger.Reporter {
 	t.Helper()
-	target, err := gcp.NewReporter(e.sc, gcp.ReporterConfig{ServiceName: service,
-		Metrics: map[string]string{gcp.TokenDimension: "tokens_1m", "requests": "requests"}, MaxOperations: 5})
+	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: e.sc, ServiceName: service, Clock: e.clock.Now, Logger: discard,
+		Metrics: map[string]string{gcp.TokenDimension: "tokens_1m", "requests": "requests"}, Limits: ledger.Limits{MaxItems: 5}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// MinRate: the emulator throttles at random, not by rate, and the
+	// reporter's pace runs on real time.
 	return ledger.NewReporter(e.ledger, target, ledger.ReporterConfig{Lease: time.Minute, BackoffBase: time.Second,
-		BackoffMax: 10 * time.Second, Logger: discard})
+		BackoffMax: 10 * time.Second, MinRate: 200, Logger: discard})
 }
 
 // reportAll runs rounds until no bucket is left sealed, moving the clock

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"google.golang.org/api/googleapi"
@@ -23,8 +23,11 @@ const MaxRequestBytes = 900 << 10
 
 // ReporterConfig sets up a Reporter.
 type ReporterConfig struct {
+	// Client is the official Service Control client (required; point it
+	// at the emulator with option.WithEndpoint).
+	Client *servicecontrol.Service
 	// ServiceName is the product's Service Control service, e.g.
-	// "example-api.endpoints.my-project.cloud.goog".
+	// "example-api.endpoints.my-project.cloud.goog" (required).
 	ServiceName string
 	// Metrics maps a ledger dimension to its metric name in the service
 	// config, without the service prefix: {"tokens_1m": "tokens_1m"}. A
@@ -32,11 +35,20 @@ type ReporterConfig struct {
 	Metrics map[string]string
 	// OperationName labels operations; default "marketplace/usage".
 	OperationName string
-	// MaxOperations per services.report call; default 100.
-	MaxOperations int
-	// Rate of calls per second; default 0 (unlimited).
-	Rate float64
+	// Limits overrides the fields of DefaultLimits that it sets (MaxItems
+	// is operations per services.report call).
+	Limits ledger.Limits
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Clock returns the current time; default time.Now.
+	Clock func() time.Time
 }
+
+// DefaultLimits are Service Control's rules for services.report: 100
+// operations per call, under 1 MB. Google sets no deadline the reporter
+// could check, and no call rate; the ledger's Reporter follows its
+// RESOURCE_EXHAUSTED answers.
+var DefaultLimits = ledger.Limits{MaxItems: 100, MaxBytes: MaxRequestBytes}
 
 // Reporter is the ledger's ledger.Target for Google: it reports sealed
 // hourly buckets through Service Control, services.check first (once per
@@ -44,39 +56,70 @@ type ReporterConfig struct {
 // passed. Each bucket is one operation whose operationId is the bucket's
 // deterministic report id (UUIDv5), so a resent operation is deduplicated
 // by Google; consumerId is the ledger customer, which is the entitlement's
-// usageReportingId exactly as Google gave it.
+// usageReportingId exactly as Google gave it. Its time range is the
+// bucket's hour, or up to the seal time of a final flush, never in the
+// future. The consumer id, metric name and operation name are frozen into
+// the bucket before its first send (ledger.Freezer), so a changed
+// ReporterConfig never changes an operation Google may already hold.
 type Reporter struct {
 	svc *servicecontrol.Service
 	cfg ReporterConfig
 }
 
-// NewReporter returns a Reporter on the official Service Control client
-// (point it at the emulator with option.WithEndpoint).
-func NewReporter(svc *servicecontrol.Service, cfg ReporterConfig) (*Reporter, error) {
-	if cfg.ServiceName == "" {
+var (
+	_ ledger.Target  = (*Reporter)(nil)
+	_ ledger.Sizer   = (*Reporter)(nil)
+	_ ledger.Freezer = (*Reporter)(nil)
+)
+
+// NewReporter returns the Google reporting target.
+func NewReporter(cfg ReporterConfig) (*Reporter, error) {
+	switch {
+	case cfg.Client == nil:
+		return nil, errors.New("gcp: ReporterConfig.Client is required")
+	case cfg.ServiceName == "":
 		return nil, errors.New("gcp: ReporterConfig.ServiceName is required")
 	}
 	if cfg.OperationName == "" {
 		cfg.OperationName = "marketplace/usage"
 	}
-	if cfg.MaxOperations <= 0 {
-		cfg.MaxOperations = 100
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	return &Reporter{svc: svc, cfg: cfg}, nil
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	cfg.Limits = ledger.OverrideLimits(DefaultLimits, cfg.Limits)
+	return &Reporter{svc: cfg.Client, cfg: cfg}, nil
 }
 
 // Provider is marketplace.GCP.
 func (*Reporter) Provider() marketplace.CloudProvider { return marketplace.GCP }
 
-// Limits: MaxOperations per call, under 1 MB, no deadline (Google expects
-// hourly reports but sets none the reporter could check).
-func (r *Reporter) Limits() ledger.Limits {
-	return ledger.Limits{MaxItems: r.cfg.MaxOperations, MaxBytes: MaxRequestBytes, Rate: r.cfg.Rate}
+// Limits implements ledger.Target.
+func (r *Reporter) Limits() ledger.Limits { return r.cfg.Limits }
+
+// Attributes of a bucket frozen by Freeze.
+const (
+	attrConsumerID    = "consumerId"
+	attrMetric        = "metricName"
+	attrOperationName = "operationName"
+)
+
+// Freeze implements ledger.Freezer: the consumer id, the full metric name
+// and the operation name.
+func (r *Reporter) Freeze(_ context.Context, rep ledger.Report) (map[string]string, error) {
+	metric, ok := r.cfg.Metrics[rep.Dimension]
+	if !ok {
+		return nil, marketplace.Permanent(fmt.Errorf("gcp: dimension %q has no Service Control metric in ReporterConfig.Metrics", rep.Dimension))
+	}
+	return map[string]string{attrConsumerID: rep.Customer, attrMetric: r.cfg.ServiceName + "/" + metric,
+		attrOperationName: r.cfg.OperationName}, nil
 }
 
 // Size estimates the report's share of a request.
 func (r *Reporter) Size(rep ledger.Report) int {
-	op, err := r.operation(rep)
+	op, err := r.Operation(rep)
 	if err != nil {
 		return 0
 	}
@@ -84,26 +127,30 @@ func (r *Reporter) Size(rep ledger.Report) int {
 	return len(b) + 1
 }
 
-// Operation builds the Service Control operation of one report. Every
-// attempt for a bucket builds the same one.
+// Operation builds the Service Control operation of one report from its
+// frozen attributes (or, for a report that has none, from the
+// configuration now). Every attempt for a bucket builds the same one.
 func (r *Reporter) Operation(rep ledger.Report) (*servicecontrol.Operation, error) {
-	return r.operation(rep)
-}
-
-func (r *Reporter) operation(rep ledger.Report) (*servicecontrol.Operation, error) {
-	metric, ok := r.cfg.Metrics[rep.Dimension]
-	if !ok {
-		return nil, fmt.Errorf("gcp: dimension %q has no Service Control metric in ReporterConfig.Metrics", rep.Dimension)
+	a := rep.Attributes
+	if len(a) == 0 {
+		var err error
+		if a, err = r.Freeze(context.Background(), rep); err != nil {
+			return nil, err
+		}
+	}
+	end := rep.End
+	if end.IsZero() {
+		end = rep.Hour.Add(time.Hour)
 	}
 	q := rep.Quantity
 	return &servicecontrol.Operation{
 		OperationId:   rep.ID,
-		OperationName: r.cfg.OperationName,
-		ConsumerId:    rep.Customer,
+		OperationName: a[attrOperationName],
+		ConsumerId:    a[attrConsumerID],
 		StartTime:     rep.Hour.UTC().Format(time.RFC3339),
-		EndTime:       rep.Hour.UTC().Add(time.Hour).Format(time.RFC3339),
+		EndTime:       end.UTC().Format(time.RFC3339),
 		MetricValueSets: []*servicecontrol.MetricValueSet{{
-			MetricName:   r.cfg.ServiceName + "/" + metric,
+			MetricName:   a[attrMetric],
 			MetricValues: []*servicecontrol.MetricValue{{Int64Value: &q}},
 		}},
 	}, nil
@@ -123,8 +170,13 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 	results := make([]ledger.Result, len(reports))
 	decided := make([]bool, len(reports))
 	ops := make([]*servicecontrol.Operation, len(reports))
+	now := r.cfg.Clock()
 	for i, rep := range reports {
-		op, err := r.operation(rep)
+		if res, early := ledger.Early(rep, now); early {
+			results[i], decided[i] = res, true
+			continue
+		}
+		op, err := r.Operation(rep)
 		if err != nil {
 			results[i], decided[i] = ledger.Result{Outcome: ledger.OutcomeRejected, Reason: err.Error()}, true
 			continue
@@ -132,19 +184,32 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 		ops[i] = op
 	}
 	// services.check once per consumer: it has no side effect, so any
-	// failure leaves the consumer's reports certainly unapplied.
+	// failure leaves the consumer's reports certainly unapplied. Once
+	// Google throttles, no further call is made: every report left waits.
 	checked := map[string]ledger.Result{}
-	for i, rep := range reports {
+	var throttled *ledger.Result
+	for i := range reports {
 		if decided[i] {
 			continue
 		}
-		res, ok := checked[rep.Customer]
-		if !ok {
+		res, ok := checked[ops[i].ConsumerId]
+		switch {
+		case throttled != nil:
+			res = *throttled
+		case !ok:
 			res = r.check(ctx, ops[i])
-			checked[rep.Customer] = res
+			checked[ops[i].ConsumerId] = res
+			if res.Throttled {
+				throttled = &res
+			}
 		}
 		if res.Outcome != ledger.OutcomeReported {
 			results[i], decided[i] = res, true
+		}
+	}
+	for i := range reports {
+		if throttled != nil && !decided[i] {
+			results[i], decided[i] = *throttled, true
 		}
 	}
 	var send []*servicecontrol.Operation
@@ -160,7 +225,8 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 	}
 	resp, err := r.svc.Services.Report(r.cfg.ServiceName, &servicecontrol.ReportRequest{Operations: send}).Context(ctx).Do()
 	if err != nil {
-		res := callFailure("services.report", err, true)
+		// Answered per report: the checks decided some already.
+		res := ledger.ResultOf(r.classify(fmt.Errorf("services.report: %w", err)))
 		for _, i := range idx {
 			results[i] = res
 		}
@@ -172,13 +238,18 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 			failed[re.OperationId] = re.Status
 		}
 	}
+	matched := 0
 	for _, i := range idx {
 		st, bad := failed[ops[i].OperationId]
 		if !bad {
 			results[i] = ledger.Result{Outcome: ledger.OutcomeReported, RecordID: ops[i].OperationId}
 			continue
 		}
+		matched++
 		results[i] = reportFailure(st)
+	}
+	if matched < len(failed) {
+		r.cfg.Logger.Warn("gcp: services.report answered errors for operations that were not sent", "unmatched", len(failed)-matched)
 	}
 	return results, nil
 }
@@ -189,7 +260,9 @@ func (r *Reporter) check(ctx context.Context, op *servicecontrol.Operation) ledg
 		ConsumerId: op.ConsumerId, StartTime: op.StartTime}
 	resp, err := r.svc.Services.Check(r.cfg.ServiceName, &servicecontrol.CheckRequest{Operation: cop}).Context(ctx).Do()
 	if err != nil {
-		return callFailure("services.check", err, false)
+		res := ledger.ResultOf(r.classify(fmt.Errorf("services.check: %w", err)))
+		res.MaybeApplied = false // check has no side effect
+		return res
 	}
 	for _, ce := range resp.CheckErrors {
 		if ce == nil {
@@ -199,7 +272,10 @@ func (r *Reporter) check(ctx context.Context, op *servicecontrol.Operation) ledg
 		if ce.Detail != "" {
 			reason += ": " + ce.Detail
 		}
-		if slices.Contains(transientCheck, ce.Code) {
+		switch {
+		case ce.Code == "RESOURCE_EXHAUSTED":
+			return ledger.Result{Outcome: ledger.OutcomeRetry, Reason: reason, Throttled: true}
+		case slices.Contains(transientCheck, ce.Code):
 			return ledger.Result{Outcome: ledger.OutcomeRetry, Reason: reason}
 		}
 		return ledger.Result{Outcome: ledger.OutcomeRejected, Reason: reason}
@@ -207,32 +283,26 @@ func (r *Reporter) check(ctx context.Context, op *servicecontrol.Operation) ledg
 	return ledger.Result{Outcome: ledger.OutcomeReported}
 }
 
-// callFailure maps a failed call. mayApply says whether the call could
-// have been applied at all (report can, check cannot).
-func callFailure(method string, err error, mayApply bool) ledger.Result {
-	res := ledger.Result{Outcome: ledger.OutcomeRetry, Reason: method + ": " + err.Error(), MaybeApplied: mayApply}
+// classify maps a failed call to the ledger's whole-call errors.
+func (r *Reporter) classify(err error) error {
 	var ge *googleapi.Error
 	if !errors.As(err, &ge) {
-		return res // transport error, timeout, lost response: maybe applied
+		return err // transport error, timeout, lost response: maybe applied
 	}
 	switch {
 	case ge.Code == http.StatusTooManyRequests:
-		res.MaybeApplied = false
-		if s := ge.Header.Get("Retry-After"); s != "" {
-			if n, err := strconv.Atoi(s); err == nil && n > 0 {
-				res.RetryAfter = time.Duration(n) * time.Second
-			}
-		}
+		return marketplace.WithRetryAfter(fmt.Errorf("%w: %w", ledger.ErrThrottled, err),
+			marketplace.ParseRetryAfter(ge.Header.Get("Retry-After"), r.cfg.Clock()))
 	case ge.Code == http.StatusServiceUnavailable:
-		res.MaybeApplied = false
+		return fmt.Errorf("%w: %w", ledger.ErrNotApplied, err)
 	case ge.Code == http.StatusBadRequest:
 		// The request itself is invalid: sending it again cannot help.
-		res.Outcome, res.MaybeApplied = ledger.OutcomeRejected, false
+		return marketplace.Permanent(err)
 	case ge.Code == http.StatusUnauthorized || ge.Code == http.StatusForbidden:
 		// Credentials or IAM: the operator fixes them; keep the usage.
-		res.MaybeApplied = false
+		return fmt.Errorf("%w: %w", ledger.ErrNotApplied, err)
 	}
-	return res
+	return err
 }
 
 // gRPC status codes of reportErrors.
@@ -261,7 +331,9 @@ func reportFailure(st *servicecontrol.Status) ledger.Result {
 		return ledger.Result{Outcome: ledger.OutcomeConflict, Reason: reason}
 	case codeInvalidArgument, codeFailedPrecondition, codeNotFound, codePermissionDenied:
 		return ledger.Result{Outcome: ledger.OutcomeRejected, Reason: reason}
-	case codeCancelled, codeUnknown, codeDeadlineExceeded, codeResourceExhausted, codeAborted, codeInternal, codeUnavailable:
+	case codeResourceExhausted:
+		return ledger.Result{Outcome: ledger.OutcomeRetry, Reason: reason, Throttled: true}
+	case codeCancelled, codeUnknown, codeDeadlineExceeded, codeAborted, codeInternal, codeUnavailable:
 		return ledger.Result{Outcome: ledger.OutcomeRetry, Reason: reason}
 	}
 	return ledger.Result{Outcome: ledger.OutcomeRetry, Reason: reason}

@@ -228,7 +228,7 @@ func TestUnmappedDimensionRejected(t *testing.T) {
 func TestReportErrorsPerOperation(t *testing.T) {
 	e := newEnv(t, emu.Config{})
 	_, c := e.activeConsumer(t, "acc")
-	target, err := gcp.NewReporter(e.sc, gcp.ReporterConfig{ServiceName: service,
+	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: e.sc, ServiceName: service,
 		Metrics: map[string]string{"requests": "requests", "bogus": "not-in-service-config"}})
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +264,7 @@ func TestReportErrorsPerOperation(t *testing.T) {
 // MaxBytes stays under Service Control's 1 MB limit.
 func TestRequestsStayUnderOneMegabyte(t *testing.T) {
 	e := newEnv(t, emu.Config{})
-	target, err := gcp.NewReporter(e.sc, gcp.ReporterConfig{ServiceName: service, Metrics: map[string]string{"requests": "requests"}})
+	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: e.sc, ServiceName: service, Metrics: map[string]string{"requests": "requests"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,5 +316,129 @@ func TestTokensBilledPerMillionWithCarry(t *testing.T) {
 	want := map[int]int64{9: 2, 10: 1, 11: 1} // 2.5M → 2 (+0.5M), 1.2M → 1 (+0.2M), 1.1M → 1 (+0.1M)
 	if len(got) != len(want) || got[9] != 2 || got[10] != 1 || got[11] != 1 {
 		t.Fatalf("billed per hour %v, want %v", got, want)
+	}
+}
+
+// TestReporterBacksOffWhenThrottled: Service Control answers 429 with a
+// Retry-After; the Reporter halves its rate, stops after the first
+// throttled call and sends nothing until the Retry-After has passed. With
+// half the calls throttled after that, each hour is still billed once.
+func TestReporterBacksOffWhenThrottled(t *testing.T) {
+	e := newEnv(t, emu.Config{Seed: 9})
+	var consumers []string
+	for j := range 3 {
+		_, c := e.activeConsumer(t, fmt.Sprintf("acc-%d", j))
+		consumers = append(consumers, c)
+	}
+	want := ingest(t, e, rand.New(rand.NewPCG(9, 9)), consumers, 300)
+	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: e.sc, ServiceName: service, Clock: e.clock.Now, Logger: discard,
+		Metrics: map[string]string{gcp.TokenDimension: "tokens_1m", "requests": "requests"}, Limits: ledger.Limits{MaxItems: 5, Rate: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ledger.NewReporter(e.ledger, target, ledger.ReporterConfig{Lease: time.Minute, BackoffBase: time.Second,
+		BackoffMax: 10 * time.Second, MinRate: 200, Logger: discard})
+	e.emu.SetFaults(emu.Faults{Throttle: 1, RetryAfter: 40 * time.Second, Scope: "servicecontrol"})
+	st, err := r.RunOnce(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := e.emu.Calls(); st.Calls != 1 || st.Throttled != 1 || calls["services.check"]+calls["services.report"] != 0 {
+		t.Fatalf("throttled round: %+v, emulator %v; want one throttled call, then a pause", st, calls)
+	}
+	if r.Rate() != 500 {
+		t.Errorf("rate %v after a 429, want 500", r.Rate())
+	}
+	for _, b := range e.buckets(t, ledger.StateSealed) {
+		if b.MaybeApplied || b.NextAttempt.Before(e.clock.Now().Add(40*time.Second)) {
+			t.Fatalf("bucket %v: next attempt %v, maybe applied %v; want after the Retry-After, not applied", b, b.NextAttempt, b.MaybeApplied)
+		}
+	}
+	e.clock.Advance(30 * time.Second)
+	if st, _ := r.RunOnce(t.Context()); st.Calls != 0 {
+		t.Errorf("called during the Retry-After: %+v", st)
+	}
+	e.emu.SetFaults(emu.Faults{Throttle: 0.5, RetryAfter: 5 * time.Second, Scope: "servicecontrol"})
+	e.reportAll(t, r)
+	checkBill(t, e, want)
+}
+
+// TestFinalFlushEndsAtSealTime: a final flush (SealCustomer) in the middle
+// of an hour reports that hour up to the seal time, never an endTime in
+// the future.
+func TestFinalFlushEndsAtSealTime(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	_, c := e.activeConsumer(t, "acc")
+	for _, at := range []time.Time{onDay(11, 40), e.clock.Now().Add(-5 * time.Minute)} {
+		if err := e.ledger.Record(t.Context(), ledger.Record{Provider: marketplace.GCP, Customer: c, Dimension: "requests", Quantity: 3, Time: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sealedAt := e.clock.Now()
+	if _, err := e.ledger.SealCustomer(t.Context(), marketplace.GCP, c); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	e.reportAll(t, e.reporter(t))
+	bill := e.emu.Bill()
+	if len(bill) != 2 {
+		t.Fatalf("bill %+v, want the 11:00 hour and the current one", bill)
+	}
+	for _, l := range bill {
+		wantEnd := l.StartTime.Add(time.Hour)
+		if l.StartTime.Equal(ledger.HourOf(sealedAt)) {
+			wantEnd = sealedAt.Truncate(time.Second)
+		}
+		if !l.EndTime.Equal(wantEnd) || l.EndTime.After(sealedAt) || l.Value != 3 {
+			t.Errorf("operation %s..%s of %d; want it to end %s, not after the seal at %s", l.StartTime, l.EndTime, l.Value, wantEnd, sealedAt)
+		}
+	}
+}
+
+// TestFrozenOperationAcrossConfigChange: the first report is applied and
+// its response lost; the seller then maps the dimension to another metric.
+// The retry sends the operation frozen at the first send, which Google
+// deduplicates: billed once, reported.
+func TestFrozenOperationAcrossConfigChange(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	_, c := e.activeConsumer(t, "acc")
+	if err := e.ledger.Record(t.Context(), ledger.Record{Provider: marketplace.GCP, Customer: c, Dimension: "requests", Quantity: 4, Time: onDay(10, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ledger.Seal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	reporter := func(metric string) *ledger.Reporter {
+		target, err := gcp.NewReporter(gcp.ReporterConfig{Client: e.sc, ServiceName: service, Clock: e.clock.Now, Logger: discard,
+			Metrics: map[string]string{"requests": metric}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ledger.NewReporter(e.ledger, target, ledger.ReporterConfig{Lease: time.Minute, BackoffBase: time.Second, Logger: discard})
+	}
+	// Responses are lost at random (checks too): report until Google holds
+	// the operation while the bucket is still sealed, its answer lost.
+	e.emu.SetFaults(emu.Faults{DropResponse: 0.5, Scope: "servicecontrol"})
+	first := reporter("requests")
+	for round := 0; len(e.emu.Bill()) == 0; round++ {
+		if round == 50 {
+			t.Fatal("no report was applied in 50 rounds")
+		}
+		if _, err := first.RunOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(time.Minute)
+	}
+	if bs := e.buckets(t, ledger.StateSealed); len(bs) != 1 || !bs[0].MaybeApplied {
+		t.Fatalf("the applied report's answer was not lost: sealed buckets %+v", bs)
+	}
+	e.emu.SetFaults(emu.Faults{})
+	e.clock.Advance(time.Minute)
+	e.reportAll(t, reporter("tokens_1m"))
+	if bill := e.emu.Bill(); len(bill) != 1 || bill[0].MetricName != service+"/requests" || bill[0].Value != 4 {
+		t.Fatalf("bill %+v, want one line of 4 requests", bill)
+	}
+	if bs := e.buckets(t, ledger.StateReported); len(bs) != 1 || bs[0].Attributes["metricName"] != service+"/requests" {
+		t.Fatalf("reported buckets %+v, want the one bucket, with the frozen metric", bs)
 	}
 }
