@@ -51,6 +51,7 @@ func BenchmarkLedgerIngest(b *testing.B) {
 	}{
 		{name: "NoEventIDs"},
 		{name: "UniqueEventIDs", withIDs: true},
+		{name: "UniqueEventIDsOnConflict", withIDs: true, tune: postgres.UseUpsertForEvents},
 		{name: "UniqueEventIDsViaCopy", withIDs: true, tune: postgres.UseCopyForEvents},
 		{name: "NoEventIDsFoldingEverySecond", fold: true},
 	} {

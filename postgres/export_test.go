@@ -1,5 +1,7 @@
 package postgres
 
-// UseCopyForEvents makes s insert event ids through COPY into a staging
-// table instead of one array statement, for the benchmark that compares them.
+// Ways to insert event ids, for the benchmark that compares them.
+
+func UseUpsertForEvents(s *Store) { s.insertEvents = insertEventsUpsert }
+
 func UseCopyForEvents(s *Store) { s.insertEvents = insertEventsCopy }

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
@@ -196,5 +199,66 @@ func TestCommitOutcomeUnknown(t *testing.T) {
 	_, err := s.PutSubscription(t.Context(), marketplace.Subscription{Provider: "aws", ID: "s", Attributes: map[string]string{"bad": "\x00"}})
 	if err == nil || errors.Is(err, marketplace.ErrOutcomeUnknown) {
 		t.Errorf("refused statement: %v, want an error that is not ErrOutcomeUnknown", err)
+	}
+}
+
+// TestAppendRacingSameEventID: another process commits an event id while
+// an append of the same id waits for it. The fast insert fails on the
+// unique index; the append must redo the commit and count the id as seen,
+// not fail and not count it twice.
+func TestAppendRacingSameEventID(t *testing.T) {
+	db := pg.NewDB(t)
+	s := open(t, db)
+	other, err := pgx.Connect(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	tx, err := other.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `INSERT INTO events (id, expires) VALUES ('ev-b', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
+	recs := []ledger.Record{
+		{Provider: "aws", Customer: "c", Dimension: "req", Quantity: 1, Time: now, EventID: "ev-a"},
+		{Provider: "aws", Customer: "c", Dimension: "req", Quantity: 10, Time: now, EventID: "ev-b"},
+	}
+	type result struct {
+		fresh []bool
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		fresh, err := s.Append(t.Context(), ledger.NewAppendBatch(recs, now.Add(72*time.Hour)))
+		done <- result{fresh, err}
+	}()
+	// Commit only once the append waits on the uncommitted id.
+	for waiting := false; !waiting; {
+		if err := other.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO events%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("append returned before the other commit: %+v", r)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || len(r.fresh) != 2 || !r.fresh[0] || r.fresh[1] {
+		t.Fatalf("append racing a commit of ev-b: fresh %v, %v; want [true false]", r.fresh, r.err)
+	}
+	if _, err := s.Fold(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := s.Buckets(t.Context(), ledger.BucketFilter{})
+	if err != nil || len(bs) != 1 || bs[0].Quantity != 1 {
+		t.Errorf("buckets: %+v, %v; want ev-a's 1 only", bs, err)
 	}
 }

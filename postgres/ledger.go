@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
@@ -35,10 +37,30 @@ func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, erro
 		_, err := s.exec(ctx, "append", `INSERT INTO usage_log (data) VALUES ($1)`, entry)
 		return nil, err
 	}
+	fresh, err := s.append(ctx, b, s.insertEvents)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
+		// Another process committed one of these ids after this statement
+		// looked: nothing was stored; again, waiting for such ids.
+		fresh, err = s.append(ctx, b, insertEventsUpsert)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: append: %w", err)
+	}
+	return fresh, nil
+}
+
+const uniqueViolation = "23505"
+
+// eventInserter stores the sorted distinct ids of a commit, expiring at
+// expires, and returns fresh[i], whether ids[i] was new.
+type eventInserter func(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error)
+
+func (s *Store) append(ctx context.Context, b *ledger.AppendBatch, insert eventInserter) ([]bool, error) {
 	var fresh []bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if fresh, err = s.insertEvents(ctx, tx, b.EventIDs, b.EventExpiry.UnixMilli()); err != nil {
+		if fresh, err = insert(ctx, tx, b.EventIDs, b.EventExpiry.UnixMilli()); err != nil {
 			return err
 		}
 		entry := b.Entry(fresh)
@@ -48,17 +70,26 @@ func (s *Store) Append(ctx context.Context, b *ledger.AppendBatch) ([]bool, erro
 		_, err = tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, entry)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("postgres: append: %w", err)
-	}
-	return fresh, nil
+	return fresh, err
 }
 
-// insertEventsUnnest inserts ids (sorted, distinct) in one statement, the
-// ids passed as one array parameter, and returns fresh[i], whether ids[i]
-// was new. An id that another transaction is inserting waits for it, then
-// counts as seen.
-func insertEventsUnnest(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error) {
+// insertEventsNew inserts the ids that no committed row holds, in one
+// statement with the ids as one array parameter. It is the fast path: a
+// plain insert costs the server less than ON CONFLICT's speculative one.
+// An id that another transaction commits meanwhile fails it with a
+// unique violation (Append then redoes the commit with insertEventsUpsert).
+func insertEventsNew(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error) {
+	rows, err := tx.Query(ctx, `INSERT INTO events (id, expires) SELECT u.id, $2 FROM unnest($1::text[]) AS u (id)
+		WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = u.id) RETURNING id`, ids, expires)
+	if err != nil {
+		return nil, err
+	}
+	return collectIDs(rows, ids)
+}
+
+// insertEventsUpsert inserts ids with ON CONFLICT DO NOTHING: an id that
+// another transaction is inserting waits for it, then counts as seen.
+func insertEventsUpsert(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error) {
 	rows, err := tx.Query(ctx, `INSERT INTO events (id, expires) SELECT id, $2 FROM unnest($1::text[]) AS id
 		ON CONFLICT (id) DO NOTHING RETURNING id`, ids, expires)
 	if err != nil {
@@ -67,13 +98,12 @@ func insertEventsUnnest(ctx context.Context, tx pgx.Tx, ids []string, expires in
 	return collectIDs(rows, ids)
 }
 
-// insertEventsCopy does what insertEventsUnnest does through COPY into a
+// insertEventsCopy does what insertEventsUpsert does through COPY into a
 // temporary staging table, then one INSERT … SELECT. It is kept for the
-// benchmark that compares the two (BENCHMARKS.md); the array statement is
-// as fast or faster at the ledger's batch sizes and costs fewer round
-// trips, so Append uses that.
+// benchmark that compares the ways (BENCHMARKS.md); COPY saves nothing at
+// the ledger's batch sizes and costs two more round trips.
 func insertEventsCopy(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error) {
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS events_stage (id TEXT NOT NULL) ON COMMIT DELETE ROWS`); err != nil {
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS events_stage (id TEXT COLLATE "C" NOT NULL) ON COMMIT DELETE ROWS`); err != nil {
 		return nil, err
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"events_stage"}, []string{"id"}, pgx.CopyFromSlice(len(ids), func(i int) ([]any, error) {

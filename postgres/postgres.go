@@ -53,9 +53,9 @@ const (
 // processes) may share one database.
 type Store struct {
 	pool *pgxpool.Pool
-	// insertEvents stores a commit's event ids: insertEventsUnnest, or
-	// insertEventsCopy in the benchmark that compares them.
-	insertEvents func(ctx context.Context, tx pgx.Tx, ids []string, expires int64) ([]bool, error)
+	// insertEvents stores a commit's event ids: insertEventsNew, or
+	// another way in the benchmark that compares them.
+	insertEvents eventInserter
 }
 
 // Open connects to the database at connURL (a postgres:// URL or a
@@ -76,7 +76,7 @@ func Open(ctx context.Context, connURL string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(connURL), err)
 	}
-	s := &Store{pool: pool, insertEvents: insertEventsUnnest}
+	s := &Store{pool: pool, insertEvents: insertEventsNew}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %s: %w", Redact(connURL), err)
