@@ -7,9 +7,17 @@
 //     errors.Is and the SDK's typed exception with errors.As.
 //   - Reporter is the ledger's Target for AWS: sealed hours go out with
 //     BatchMeterUsage exactly once (see its doc).
-//   - Provider is the marketplace.Provider: LandingHandler for the
-//     registration URL, EventBridgeHandler, PollSQS and SNSHandler for
-//     lifecycle notifications, entitlement checks from an in-process cache.
+//   - Provider is the AWS adapter on a lifecycle.Engine, the same shape as
+//     package azure's and gcp's: NewProvider(e, Config) takes the shared
+//     store, ledger, entitlement cache, logger and clock from the engine
+//     and registers itself as the engine's Handler of AWS notifications.
+//     It is the marketplace.Provider (usage into the ledger, entitlement
+//     checks from the shared cache); LandingHandler serves the
+//     registration URL; NotificationHandler receives EventBridge API
+//     destination calls and legacy SNS messages, authenticates and decodes
+//     them and stores them in the engine's inbox before answering; Run
+//     pulls EventBridge events from an SQS queue; Target is the Reporter;
+//     Process applies a stored notification (the lifecycle.Handler).
 //   - Entitlements reads contract entitlements with GetEntitlements.
 //
 // The seed API (files seed*.go) keeps the API of the package this project
@@ -37,5 +45,8 @@
 // License Deprovisioned are cancelled. unsubscribe-pending and Purchase
 // Agreement Ended keep the state but seal the buyer's usage at once (the
 // final flush), as do the cancellations: AWS accepts a buyer's usage for
-// one hour after them.
+// one hour after them. Notifications find their subscription through the
+// store's index of Subscription.Attributes: "license_id" (the l-… id of
+// the license ARN, which AWS writes in two forms), "aws_account_id",
+// "customer_identifier" and "license_arn".
 package aws

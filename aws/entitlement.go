@@ -294,13 +294,25 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// Refresh replaces the stored entitlements of customers with what AWS
-// says now (all of productCode's when customers is empty) and drops their
-// cached answers: the answer to entitlement-updated and License Updated.
+// Refresh replaces the stored entitlements of the customers f names (all
+// of productCode's when it names none) with what AWS says now, and drops
+// their cached answers.
 func (c *EntitlementChecker) Refresh(ctx context.Context, x *Entitlements, productCode string, f EntitlementFilter) error {
+	customers, err := replaceEntitlements(ctx, c.store, x, productCode, f)
+	for _, cust := range customers {
+		c.cache.Invalidate(marketplace.AWS, cust)
+	}
+	return err
+}
+
+// replaceEntitlements replaces the stored entitlements of the customers f
+// names (all of productCode's when it names none) with what GetEntitlements
+// says now. It returns the customers whose stored entitlements it may have
+// changed, also when it fails part way: their cached answers must go.
+func replaceEntitlements(ctx context.Context, store EntitlementStore, x *Entitlements, productCode string, f EntitlementFilter) ([]string, error) {
 	ents, err := x.GetEntitlements(ctx, productCode, f)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	byCustomer := map[string][]Entitlement{}
 	for _, e := range ents {
@@ -317,24 +329,25 @@ func (c *EntitlementChecker) Refresh(ctx context.Context, x *Entitlements, produ
 			byCustomer[id] = nil
 		}
 	}
+	var touched []string
 	for cust, es := range byCustomer {
-		old, err := c.store.List(ctx, cust)
+		touched = append(touched, cust)
+		old, err := store.List(ctx, cust)
 		if err != nil {
-			return fmt.Errorf("aws: refresh entitlements: %w", err)
+			return touched, fmt.Errorf("aws: refresh entitlements: %w", err)
 		}
 		for _, o := range old {
 			if !slices.ContainsFunc(es, func(e Entitlement) bool { return e.Dimension == o.Dimension }) {
-				if err := c.store.Delete(ctx, cust, o.Dimension); err != nil {
-					return fmt.Errorf("aws: refresh entitlements: %w", err)
+				if err := store.Delete(ctx, cust, o.Dimension); err != nil {
+					return touched, fmt.Errorf("aws: refresh entitlements: %w", err)
 				}
 			}
 		}
 		for _, e := range es {
-			if err := c.store.Put(ctx, e); err != nil {
-				return fmt.Errorf("aws: refresh entitlements: %w", err)
+			if err := store.Put(ctx, e); err != nil {
+				return touched, fmt.Errorf("aws: refresh entitlements: %w", err)
 			}
 		}
-		c.cache.Invalidate(marketplace.AWS, cust)
 	}
-	return nil
+	return touched, nil
 }

@@ -50,8 +50,8 @@ func TestGetEntitlementsPages(t *testing.T) {
 
 func TestMultiCloudManagerRoutes(t *testing.T) {
 	e := newEnv(t, emu.Config{})
-	p := newProvider(t, e, false, nil)
-	m := marketplace.NewMultiCloudManager(p)
+	a := codeApp(t, e)
+	m := marketplace.NewMultiCloudManager(a.Provider)
 	if err := m.SubmitUsage(t.Context(), marketplace.AWS, []marketplace.UsageRecord{{CustomerID: "c", Dimension: "d", Quantity: 1, Timestamp: e.clock.Now()}}); err != nil {
 		t.Fatal(err)
 	}

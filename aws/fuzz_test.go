@@ -1,6 +1,7 @@
 package aws_test
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,28 +32,38 @@ func seeds(f *testing.F, glob string) {
 }
 
 // FuzzDecodeSNS: no input panics; whatever decodes has the fields the
-// verifier needs, and a signature over it never verifies with a forged
-// certificate URL.
+// verifier needs and gives its MessageId to its event; and delivered to
+// NotificationHandler (whose certificate fetches always fail), nothing is
+// ever accepted or stored.
 func FuzzDecodeSNS(f *testing.F) {
 	seeds(f, "sns-*.json")
-	v := &aws.SNSVerifier{TopicARNs: []string{"arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-prod"},
-		HTTPClient: &http.Client{Transport: failingTransport{}}}
+	e := newEnv(f, emu.Config{})
+	cfg := baseConfig(e)
+	cfg.SNSTopicARNs = []string{"arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-prod"}
+	cfg.HTTPClient = &http.Client{Transport: failingTransport{}}
+	a := newApp(f, e, cfg)
+	h := a.NotificationHandler()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		m, err := aws.DecodeSNS(body)
-		if err != nil {
-			return
-		}
-		if m.MessageID == "" || m.TopicArn == "" {
-			t.Fatalf("decoded without MessageId or TopicArn: %+v", m)
-		}
-		_ = m.StringToSign()
-		if err := v.Verify(t.Context(), m); err == nil {
-			t.Fatalf("unverifiable message verified: %+v", m)
-		}
-		if m.Type == "Notification" {
-			if ev, err := aws.EventOfSNS(m); err == nil && ev.ID != m.MessageID {
-				t.Fatalf("event id %q, message id %q", ev.ID, m.MessageID)
+		if m, err := aws.DecodeSNS(body); err == nil {
+			if m.MessageID == "" || m.TopicArn == "" {
+				t.Fatalf("decoded without MessageId or TopicArn: %+v", m)
 			}
+			_ = m.StringToSign()
+			if m.Type == "Notification" {
+				if ev, err := aws.EventOfSNS(m); err == nil && ev.ID != m.MessageID {
+					t.Fatalf("event id %q, message id %q", ev.ID, m.MessageID)
+				}
+			}
+		}
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/aws/notifications", strings.NewReader(string(body)))
+		req.Header.Set("x-amz-sns-message-type", "Notification")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code < 400 {
+			t.Fatalf("unverifiable message answered %d", w.Code)
+		}
+		if ns, _ := e.store.ListNotifications(t.Context(), marketplace.AWS, "", 1); len(ns) != 0 {
+			t.Fatalf("unverifiable message stored: %+v", ns[0])
 		}
 	})
 }
@@ -64,13 +75,17 @@ func (failingTransport) RoundTrip(*http.Request) (*http.Response, error) {
 	return nil, http.ErrHandlerTimeout
 }
 
-// FuzzDecodeEventBridge: no input panics, and a decoded event always has
-// an id, a detail-type and a time.
+// FuzzDecodeEventBridge: no input panics, a decoded event always has an
+// id, a detail-type and a time, and every failure names its kind
+// (malformed or of another source).
 func FuzzDecodeEventBridge(f *testing.F) {
 	seeds(f, "eventbridge-*.json")
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ev, err := aws.DecodeEventBridge(body)
 		if err != nil {
+			if !errors.Is(err, marketplace.ErrInvalidInput) && !errors.Is(err, marketplace.ErrUnrelated) {
+				t.Fatalf("error of no known kind: %v", err)
+			}
 			return
 		}
 		if ev.ID == "" || ev.Kind == "" || ev.Time.IsZero() {
@@ -84,11 +99,7 @@ func FuzzDecodeEventBridge(f *testing.F) {
 // subscription for a token the emulator did not mint.
 func FuzzLanding(f *testing.F) {
 	e := newEnv(f, emu.Config{})
-	p, err := aws.NewProvider(aws.Config{ProductCode: product, Metering: e.meter, Ledger: e.ledger, Subscriptions: e.store,
-		EntitlementDB: e.store, Notifications: e.store, Clock: e.clock.Now, Logger: discard})
-	if err != nil {
-		f.Fatal(err)
-	}
+	p := newApp(f, e, baseConfig(e))
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
 	tok, _ := e.emu.MintToken(b.Key(), 1000*time.Hour)
 	h := p.LandingHandler()

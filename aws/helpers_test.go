@@ -44,6 +44,7 @@ type env struct {
 	meter  *aws.Metering
 	ledger *ledger.Ledger
 	store  *sqlite.Store
+	path   string // of the store's file
 	// wrap, when set, serves the emulator's requests instead (to watch them).
 	wrap atomic.Pointer[http.Handler]
 }
@@ -71,7 +72,8 @@ func newEnv(t testing.TB, cfg emu.Config) *env {
 	e.sdk = marketplacemetering.New(marketplacemetering.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(e.srv.URL), Credentials: creds})
 	e.ent = marketplaceentitlementservice.New(marketplaceentitlementservice.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(e.srv.URL), Credentials: creds})
 	e.meter = aws.NewMetering(e.sdk)
-	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "ledger.db"))
+	e.path = filepath.Join(t.TempDir(), "ledger.db")
+	store, err := sqlite.Open(t.Context(), e.path)
 	if err != nil {
 		t.Fatal(err)
 	}

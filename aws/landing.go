@@ -1,11 +1,13 @@
 package aws
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
 // TokenField is the form field AWS posts the registration token in.
@@ -25,10 +27,12 @@ func (r *recorder) Write(b []byte) (int, error) {
 
 // LandingHandler serves the seller's registration URL: AWS Marketplace
 // sends the buyer's browser there with a POST carrying the form field
-// x-amzn-marketplace-token. The handler resolves the token with AWS,
-// stores the subscription as pending, calls Config.Link so the seller
-// links it to an account of its own, then marks it active. An invalid or
-// expired token gets a 400 that says so, and nothing is stored.
+// x-amzn-marketplace-token. The handler resolves the token with AWS
+// (ResolveCustomer), stores the subscription as pending, calls Config.Link
+// so the seller links it to an account of its own, then marks it active;
+// every change goes through the lifecycle engine's Update. An invalid or
+// expired token gets a 400 that says so, and nothing is stored. A reload
+// repeats the steps harmlessly.
 func (p *Provider) LandingHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -56,7 +60,7 @@ func (p *Provider) LandingHandler() http.Handler {
 			http.Error(w, "This AWS Marketplace registration token is not valid. Start again from the product page on AWS Marketplace.", http.StatusBadRequest)
 			return
 		case err != nil:
-			p.cfg.Logger.Error("resolve AWS Marketplace registration token", "err", err)
+			p.deps.Logger.Error("resolve AWS Marketplace registration token", "err", err)
 			http.Error(w, "AWS Marketplace could not be reached to confirm your registration; please try again in a minute.", http.StatusBadGateway)
 			return
 		}
@@ -66,25 +70,13 @@ func (p *Provider) LandingHandler() http.Handler {
 		}
 		cust, subID, err := p.customerOf(out.CustomerIdentifier, out.CustomerAWSAccountId, out.LicenseArn)
 		if err != nil {
-			p.cfg.Logger.Error("AWS Marketplace registration without the buyer ids this mode needs", "err", err)
+			p.deps.Logger.Error("AWS Marketplace registration without the buyer ids this mode needs", "err", err)
 			http.Error(w, "AWS Marketplace answered without the buyer's identity.", http.StatusBadGateway)
 			return
 		}
-		init := marketplace.Subscription{ID: subID, CustomerID: cust, Provider: marketplace.AWS, ProductCode: out.ProductCode,
-			Status: marketplace.StatusPending, Attributes: map[string]string{
-				"customer_identifier": out.CustomerIdentifier, "customer_aws_account_id": out.CustomerAWSAccountId, "license_arn": out.LicenseArn}}
-		sub, err := p.update(ctx, subID, init, func(s *marketplace.Subscription) bool {
-			if s.Version == 0 {
-				return true
-			}
-			if s.Status == marketplace.StatusCancelled || s.Status == marketplace.StatusExpired {
-				s.Status = marketplace.StatusPending // a buyer who subscribed again
-				return true
-			}
-			return false
-		})
+		sub, err := p.signUp(ctx, subID, cust, out)
 		if err != nil {
-			p.cfg.Logger.Error("store AWS subscription", "customer", cust, "err", err)
+			p.deps.Logger.Error("store AWS subscription", "customer", cust, "err", err)
 			http.Error(w, "Your registration could not be stored; please try again.", http.StatusInternalServerError)
 			return
 		}
@@ -93,14 +85,14 @@ func (p *Provider) LandingHandler() http.Handler {
 		if p.cfg.Link != nil {
 			account, err = p.cfg.Link(ctx, rec, r, sub)
 			if err != nil {
-				p.cfg.Logger.Error("link AWS subscription to an account", "customer", cust, "err", err)
+				p.deps.Logger.Error("link AWS subscription to an account", "customer", cust, "err", err)
 				if !rec.wrote {
 					http.Error(w, "Your account could not be linked; please try again.", http.StatusInternalServerError)
 				}
 				return
 			}
 		}
-		_, err = p.update(ctx, subID, init, func(s *marketplace.Subscription) bool {
+		_, err = p.e.Update(ctx, lifecycle.Change{Provider: marketplace.AWS, ID: sub.ID, Apply: func(s *marketplace.Subscription) bool {
 			if s.Status != marketplace.StatusPending && s.AccountID == account {
 				return false
 			}
@@ -109,9 +101,9 @@ func (p *Provider) LandingHandler() http.Handler {
 			}
 			s.AccountID = account
 			return true
-		})
+		}})
 		if err != nil {
-			p.cfg.Logger.Error("activate AWS subscription", "customer", cust, "err", err)
+			p.deps.Logger.Error("activate AWS subscription", "customer", cust, "err", err)
 			if !rec.wrote {
 				http.Error(w, "Your subscription could not be activated; please try again.", http.StatusInternalServerError)
 			}
@@ -122,4 +114,40 @@ func (p *Provider) LandingHandler() http.Handler {
 			fmt.Fprintln(w, "Your AWS Marketplace subscription is active.")
 		}
 	})
+}
+
+// signUp stores the resolved buyer's subscription as pending (once; a
+// buyer who subscribed again after a cancellation is pending again), with
+// the attributes notifications find it by. In license mode a subscription
+// that a License event made first (under the event's form of the license
+// ARN) is found by its license id and takes ResolveCustomer's identity.
+func (p *Provider) signUp(ctx context.Context, subID, cust string, out *ResolveCustomerOutput) (*marketplace.Subscription, error) {
+	if lid := licenseID(out.LicenseArn); p.cfg.LicenseMode && lid != "" {
+		found, err := p.deps.Store.FindSubscriptionsByAttribute(ctx, marketplace.AWS, keyLicenseID, lid)
+		if err != nil {
+			return nil, fmt.Errorf("aws: find the subscription of license %s: %w", lid, err)
+		}
+		for _, s := range found {
+			if s.ProductCode == p.cfg.ProductCode {
+				subID = s.ID
+			}
+		}
+	}
+	attrs := buyerAttributes(out.CustomerIdentifier, out.CustomerAWSAccountId, out.LicenseArn)
+	res, err := p.e.Update(ctx, lifecycle.Change{Provider: marketplace.AWS, ID: subID,
+		Init: &marketplace.Subscription{CustomerID: cust, ProductCode: out.ProductCode, Status: marketplace.StatusPending},
+		Apply: func(s *marketplace.Subscription) bool {
+			changed := s.Version == 0
+			if lifecycle.Ended(s.Status) {
+				s.Status, changed = marketplace.StatusPending, true
+			}
+			if s.CustomerID != cust {
+				s.CustomerID, changed = cust, true
+			}
+			return setAttributes(s, attrs) || changed
+		}})
+	if err != nil {
+		return nil, err
+	}
+	return res.Subscription, nil
 }

@@ -2,19 +2,14 @@ package aws
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"regexp"
 	"time"
 
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
-
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
 // What a lifecycle notification asks for.
@@ -22,7 +17,7 @@ const (
 	actionActivate = "activate"
 	actionFail     = "fail"
 	actionFlush    = "flush"   // final usage, subscription still on
-	actionEnd      = "end"     // cancelled, with a final flush
+	actionEnd      = "end"     // cancelled; the engine seals the final usage
 	actionRefresh  = "refresh" // entitlements changed
 )
 
@@ -45,7 +40,9 @@ var actions = map[string]string{
 	"Purchase Agreement Ended - Proposer":       actionFlush,
 }
 
-// Event is one lifecycle notification, from SNS or EventBridge.
+// Event is one lifecycle notification, from SNS or EventBridge, as
+// NotificationHandler and Run decode it; it is the Payload (as JSON) of the
+// marketplace.Notification they store.
 type Event struct {
 	// ID dedupes redeliveries (SNS MessageId, EventBridge id).
 	ID string
@@ -59,45 +56,19 @@ type Event struct {
 	ProductCode          string
 }
 
-// ErrUnknownEvent is returned for a notification this package does not
-// act on (another product, another source); it is acknowledged, not retried.
-var ErrUnknownEvent = errors.New("aws: notification not for this integration")
-
-// Apply acts on a lifecycle event once: it is deduped by ID (durably, in
-// the NotificationLog), ignored if older than the stored subscription's
-// CloudUpdated, and then activates, cancels, refreshes entitlements, or
-// seals the buyer's usage for the final report (unsubscribe-pending,
-// License Deprovisioned: AWS accepts it for one more hour; the Reporter
-// sends sealed buckets on its next round).
-func (p *Provider) Apply(ctx context.Context, ev Event) error {
-	action, ok := actions[ev.Kind]
-	if !ok {
-		return fmt.Errorf("%w: kind %q", ErrUnknownEvent, ev.Kind)
-	}
-	if ev.ProductCode != "" && ev.ProductCode != p.cfg.ProductCode {
-		return fmt.Errorf("%w: product %q", ErrUnknownEvent, ev.ProductCode)
-	}
-	if ev.ID == "" {
-		return fmt.Errorf("%w: notification without an id", ErrInvalidInput)
-	}
-	cust, subID, err := p.eventCustomer(ctx, &ev)
+// notification is ev as the lifecycle engine stores it.
+func (ev Event) notification() (marketplace.Notification, error) {
+	payload, err := json.Marshal(ev)
 	if err != nil {
-		return err
+		return marketplace.Notification{}, err
 	}
-	done, err := p.cfg.Notifications.Processed(ctx, marketplace.AWS, ev.ID)
-	if err != nil {
-		return fmt.Errorf("aws: notification log: %w", err)
+	subject := ev.CustomerIdentifier
+	if id := licenseID(ev.LicenseArn); id != "" {
+		subject = id
+	} else if subject == "" {
+		subject = ev.CustomerAWSAccountId
 	}
-	if done {
-		return nil
-	}
-	if err := p.apply(ctx, action, ev, cust, subID); err != nil {
-		return err
-	}
-	if _, err := p.cfg.Notifications.MarkProcessed(ctx, marketplace.AWS, ev.ID, p.cfg.Clock().Add(p.cfg.NotificationTTL)); err != nil {
-		return fmt.Errorf("aws: notification log: %w", err)
-	}
-	return nil
+	return marketplace.Notification{Provider: marketplace.AWS, ID: ev.ID, Kind: ev.Kind, Subject: subject, Time: ev.Time, Payload: payload}, nil
 }
 
 // licenseIDPattern finds a license's id (l-…) at the end of its ARN. AWS
@@ -114,102 +85,183 @@ func licenseID(arn string) string {
 	return ""
 }
 
-// eventCustomer finds whom an event is about. SNS messages name the
-// CustomerIdentifier; EventBridge events name the acceptor account and
-// (License events) the license, so they are matched to a stored
-// subscription by license id, or by account for events without a license.
-// An event about a license nobody registered yet names a new subscription
-// in license mode; otherwise it is acknowledged and ignored
-// (ErrUnknownEvent): the landing page or a later event creates it.
-func (p *Provider) eventCustomer(ctx context.Context, ev *Event) (cust, subID string, err error) {
-	if ev.CustomerIdentifier != "" {
-		return p.customerOf(ev.CustomerIdentifier, ev.CustomerAWSAccountId, ev.LicenseArn)
+// Process applies one stored AWS notification; it is the
+// lifecycle.Handler of AWS notifications, run by the engine's worker after
+// the delivery was answered.
+//
+// It finds the subscription the event is about from the store's index:
+// SNS messages name the CustomerIdentifier (or, for license-based
+// products, the account and license); EventBridge events name the acceptor
+// account and, for License events, the license, matched on its l-… id
+// (license_id) or else on the account (aws_account_id). An event about a
+// license nobody registered yet makes a new subscription in license mode;
+// any other event about an unknown buyer, or of another product or kind,
+// is acknowledged and changes nothing (marketplace.ErrUnrelated): the
+// landing page creates the subscription.
+//
+// Then, through the engine's Update (so an event older than the stored
+// state changes nothing): subscribe-success and Purchase Agreement Created
+// activate; subscribe-fail, unsubscribe-success and License Deprovisioned
+// cancel (and the engine seals the buyer's usage: the final flush).
+// unsubscribe-pending and Purchase Agreement Ended keep the state and seal
+// the buyer's usage at once (e.Seal): AWS accepts it for one more hour.
+// entitlement-updated, License Updated and Purchase Agreement Amended
+// re-read the buyer's entitlements with GetEntitlements (AWS's only read
+// of a buyer's state) and drop its cached answers; a failed read is
+// retried with backoff.
+func (p *Provider) Process(ctx context.Context, n *marketplace.Notification) error {
+	var ev Event
+	if err := json.Unmarshal(n.Payload, &ev); err != nil || ev.ID == "" {
+		return marketplace.Permanent(fmt.Errorf("aws: notification %s: %w: not an AWS event (%v)", n.ID, marketplace.ErrInvalidInput, err))
 	}
-	lid := licenseID(ev.LicenseArn)
-	if lid != "" || ev.CustomerAWSAccountId != "" {
-		subs, err := p.cfg.Subscriptions.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: marketplace.AWS})
-		if err != nil {
-			return "", "", fmt.Errorf("aws: find the event's subscription: %w", err)
-		}
-		var byAccount []marketplace.Subscription
-		for _, s := range subs {
-			if s.ProductCode != p.cfg.ProductCode {
-				continue
-			}
-			if lid != "" && licenseID(s.Attributes["license_arn"]) == lid {
-				ev.LicenseArn = s.Attributes["license_arn"]
-				return s.CustomerID, s.ID, nil
-			}
-			if lid == "" && s.Attributes["customer_aws_account_id"] == ev.CustomerAWSAccountId {
-				byAccount = append(byAccount, s)
-			}
-		}
-		if len(byAccount) == 1 {
-			return byAccount[0].CustomerID, byAccount[0].ID, nil
-		}
+	action, ok := actions[ev.Kind]
+	switch {
+	case !ok:
+		return fmt.Errorf("aws: %w: kind %q", marketplace.ErrUnrelated, ev.Kind)
+	case ev.ProductCode != "" && ev.ProductCode != p.cfg.ProductCode:
+		return fmt.Errorf("aws: %w: product %q", marketplace.ErrUnrelated, ev.ProductCode)
 	}
-	if p.cfg.LicenseMode && ev.LicenseArn != "" && ev.CustomerAWSAccountId != "" {
-		return p.customerOf("", ev.CustomerAWSAccountId, ev.LicenseArn)
-	}
-	return "", "", fmt.Errorf("%w: no subscription known for account %q, license %q", ErrUnknownEvent, ev.CustomerAWSAccountId, ev.LicenseArn)
-}
-
-func (p *Provider) apply(ctx context.Context, action string, ev Event, cust, subID string) error {
-	init := marketplace.Subscription{ID: subID, CustomerID: cust, Provider: marketplace.AWS, ProductCode: p.cfg.ProductCode,
-		Attributes: map[string]string{"customer_identifier": ev.CustomerIdentifier, "customer_aws_account_id": ev.CustomerAWSAccountId, "license_arn": ev.LicenseArn}}
-	stale := false
-	setStatus := func(status string) error {
-		_, err := p.update(ctx, subID, init, func(s *marketplace.Subscription) bool {
-			if !ev.Time.IsZero() && ev.Time.Before(s.CloudUpdated) {
-				stale = true
-				return false
-			}
-			switch {
-			case status == marketplace.StatusActive && s.Status == marketplace.StatusPending && s.Version > 0:
-				// Awaiting the landing page's link; it activates.
-			case status == marketplace.StatusCancelled && s.Status == marketplace.StatusActive && action == actionFail:
-				return false // a failed attempt does not end a live subscription
-			default:
-				s.Status = status
-			}
-			if ev.Time.After(s.CloudUpdated) {
-				s.CloudUpdated = ev.Time
-			}
-			return true
-		})
+	b, err := p.find(ctx, &ev)
+	if err != nil {
 		return err
 	}
-	var err error
 	switch action {
-	case actionActivate:
-		err = setStatus(marketplace.StatusActive)
-	case actionFail:
-		err = setStatus(marketplace.StatusCancelled)
-	case actionEnd:
-		if err = setStatus(marketplace.StatusCancelled); err == nil && !stale {
-			err = p.finalFlush(ctx, cust)
-		}
 	case actionFlush:
-		err = p.finalFlush(ctx, cust)
+		_, err = p.e.Seal(ctx, marketplace.AWS, b.customer)
 	case actionRefresh:
-		err = p.RefreshEntitlements(ctx, cust)
+		err = p.refreshEntitlements(ctx, b.customer)
+	default:
+		err = p.setStatus(ctx, action, ev, b)
 	}
 	if err != nil {
 		return fmt.Errorf("aws: apply %s %s: %w", ev.Kind, ev.ID, err)
 	}
-	if stale {
-		p.cfg.Logger.Info("stale AWS notification ignored", "id", ev.ID, "kind", ev.Kind, "customer", cust)
+	return nil
+}
+
+// setStatus applies an activating or ending event to the subscription.
+func (p *Provider) setStatus(ctx context.Context, action string, ev Event, b buyer) error {
+	status := marketplace.StatusCancelled
+	if action == actionActivate {
+		status = marketplace.StatusActive
+	}
+	res, err := p.e.Update(ctx, lifecycle.Change{Provider: marketplace.AWS, ID: b.subID, Init: b.init, CloudTime: ev.Time,
+		Apply: func(s *marketplace.Subscription) bool {
+			switch {
+			case status == marketplace.StatusActive && s.Status == marketplace.StatusPending && s.Version > 0:
+				return false // awaiting the landing page's link, which activates
+			case action == actionFail && s.Status == marketplace.StatusActive:
+				return false // a failed attempt does not end a live subscription
+			case s.Status == status:
+				return false
+			}
+			s.Status = status
+			return true
+		}})
+	if err != nil {
+		return err
+	}
+	if res.Stale {
+		p.deps.Logger.Info("stale AWS notification ignored", "id", ev.ID, "kind", ev.Kind, "subscription", b.subID)
 	}
 	return nil
 }
 
-func (p *Provider) finalFlush(ctx context.Context, cust string) error {
-	n, err := p.cfg.Ledger.SealCustomer(ctx, marketplace.AWS, cust)
-	if err != nil {
-		return fmt.Errorf("final usage flush: %w", err)
+// buyer is whom an event is about: a subscription id, its customer, and
+// (when none is stored yet) the subscription to create.
+type buyer struct {
+	subID, customer string
+	init            *marketplace.Subscription
+}
+
+// find returns whom ev is about, from the store's index: by license id,
+// by CustomerIdentifier (the subscription id in product-code mode), or by
+// account. It fills in ev.LicenseArn from a stored subscription.
+func (p *Provider) find(ctx context.Context, ev *Event) (buyer, error) {
+	store := p.deps.Store
+	lookups := []func() ([]marketplace.Subscription, error){
+		func() ([]marketplace.Subscription, error) {
+			if lid := licenseID(ev.LicenseArn); lid != "" {
+				return store.FindSubscriptionsByAttribute(ctx, marketplace.AWS, keyLicenseID, lid)
+			}
+			return nil, nil
+		},
+		func() ([]marketplace.Subscription, error) {
+			if ev.CustomerIdentifier == "" || p.cfg.LicenseMode {
+				return nil, nil
+			}
+			s, err := store.GetSubscription(ctx, marketplace.AWS, ev.CustomerIdentifier)
+			if errors.Is(err, marketplace.ErrNotFound) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			return []marketplace.Subscription{*s}, nil
+		},
+		func() ([]marketplace.Subscription, error) {
+			if ev.CustomerAWSAccountId == "" || ev.LicenseArn != "" || ev.CustomerIdentifier != "" {
+				return nil, nil // the event names its buyer more precisely
+			}
+			return store.FindSubscriptionsByAttribute(ctx, marketplace.AWS, keyAccountID, ev.CustomerAWSAccountId)
+		},
 	}
-	p.cfg.Logger.Info("final usage sealed for AWS buyer", "customer", cust, "buckets", n)
-	return nil
+	for _, lookup := range lookups {
+		subs, err := lookup()
+		if err != nil {
+			return buyer{}, fmt.Errorf("aws: find the subscription of event %s: %w", ev.ID, err)
+		}
+		var ours []marketplace.Subscription
+		for _, s := range subs {
+			if s.ProductCode == p.cfg.ProductCode {
+				ours = append(ours, s)
+			}
+		}
+		switch len(ours) {
+		case 0:
+			continue
+		case 1:
+			if arn := ours[0].Attributes[keyLicenseArn]; arn != "" {
+				ev.LicenseArn = arn
+			}
+			return buyer{subID: ours[0].ID, customer: ours[0].CustomerID}, nil
+		}
+		return buyer{}, fmt.Errorf("aws: %w: %d subscriptions of account %q; the event names none of them", marketplace.ErrUnrelated, len(ours), ev.CustomerAWSAccountId)
+	}
+	// None stored: SNS names the buyer, and so does a License event in
+	// license mode; an agreement event (no license) cannot name one.
+	if ev.CustomerIdentifier == "" && (!p.cfg.LicenseMode || ev.LicenseArn == "" || ev.CustomerAWSAccountId == "") {
+		return buyer{}, fmt.Errorf("aws: %w: no subscription known for account %q, license %q", marketplace.ErrUnrelated, ev.CustomerAWSAccountId, ev.LicenseArn)
+	}
+	cust, subID, err := p.customerOf(ev.CustomerIdentifier, ev.CustomerAWSAccountId, ev.LicenseArn)
+	if err != nil {
+		return buyer{}, marketplace.Permanent(fmt.Errorf("aws: event %s: %w", ev.ID, err))
+	}
+	return buyer{subID: subID, customer: cust, init: &marketplace.Subscription{CustomerID: cust, ProductCode: p.cfg.ProductCode,
+		Attributes: buyerAttributes(ev.CustomerIdentifier, ev.CustomerAWSAccountId, ev.LicenseArn)}}, nil
+}
+
+// refreshEntitlements replaces a customer's stored entitlements with what
+// GetEntitlements says now (when Config.Entitlements is set) and drops its
+// cached answers.
+func (p *Provider) refreshEntitlements(ctx context.Context, customer string) error {
+	defer p.e.Invalidate(marketplace.AWS, customer)
+	if p.cfg.Entitlements == nil {
+		return nil
+	}
+	f := EntitlementFilter{CustomerIdentifier: []string{customer}}
+	if p.cfg.LicenseMode {
+		acct, lic, err := ParseLicenseCustomer(customer)
+		if err != nil {
+			return marketplace.Permanent(err)
+		}
+		f = EntitlementFilter{CustomerAWSAccountId: []string{acct}, LicenseArn: []string{lic}}
+	}
+	customers, err := replaceEntitlements(ctx, p.ents, p.cfg.Entitlements, p.cfg.ProductCode, f)
+	for _, c := range customers {
+		p.e.Invalidate(marketplace.AWS, c)
+	}
+	return err
 }
 
 // eventBridgeEvent is an EventBridge event as an API destination or an SQS
@@ -251,119 +303,30 @@ type agreementDetail struct {
 const EventBridgeSource = "aws.agreement-marketplace"
 
 // DecodeEventBridge reads an EventBridge event of source
-// aws.agreement-marketplace.
+// aws.agreement-marketplace. A malformed event wraps
+// marketplace.ErrInvalidInput; one of another source wraps
+// marketplace.ErrUnrelated.
 func DecodeEventBridge(body []byte) (Event, error) {
 	var e eventBridgeEvent
 	if err := json.Unmarshal(body, &e); err != nil {
-		return Event{}, fmt.Errorf("%w: EventBridge event: %w", ErrInvalidInput, err)
+		return Event{}, fmt.Errorf("aws: %w: EventBridge event: %w", marketplace.ErrInvalidInput, err)
 	}
 	if e.Source != EventBridgeSource {
-		return Event{}, fmt.Errorf("%w: source %q", ErrUnknownEvent, e.Source)
+		return Event{}, fmt.Errorf("aws: %w: source %q", marketplace.ErrUnrelated, e.Source)
 	}
 	if e.ID == "" || e.DetailType == "" || e.Time.IsZero() {
-		return Event{}, fmt.Errorf("%w: EventBridge event needs id, detail-type and time", ErrInvalidInput)
+		return Event{}, fmt.Errorf("aws: %w: EventBridge event needs id, detail-type and time", marketplace.ErrInvalidInput)
 	}
 	var d agreementDetail
 	if len(e.Detail) > 0 {
 		if err := json.Unmarshal(e.Detail, &d); err != nil {
-			return Event{}, fmt.Errorf("%w: EventBridge detail: %w", ErrInvalidInput, err)
+			return Event{}, fmt.Errorf("aws: %w: EventBridge detail: %w", marketplace.ErrInvalidInput, err)
 		}
 	}
 	lic := d.LicenseArn
 	if lic == "" {
 		lic = d.License.Arn
 	}
-	code := d.Product.Code
 	return Event{ID: e.ID, Time: e.Time, Kind: e.DetailType, CustomerIdentifier: d.CustomerIdentifier,
-		CustomerAWSAccountId: d.Acceptor.AccountID, LicenseArn: lic, ProductCode: code}, nil
-}
-
-// maxNotification bounds a notification body.
-const maxNotification = 256 << 10
-
-// EventBridgeHandler receives events from an EventBridge API destination.
-// The connection's API key authorization sends header with the secret
-// value; a request without it, or with another value (compared in
-// constant time), gets 401 and changes nothing. Malformed events get 400;
-// failures to apply get 500, so that EventBridge retries.
-func (p *Provider) EventBridgeHandler(header, secret string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			http.Error(w, "POST EventBridge events here", http.StatusMethodNotAllowed)
-			return
-		}
-		if secret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get(header)), []byte(secret)) != 1 {
-			http.Error(w, "missing or wrong "+header+" header", http.StatusUnauthorized)
-			return
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxNotification))
-		if err != nil {
-			http.Error(w, "unreadable body: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		ev, err := DecodeEventBridge(body)
-		if err == nil {
-			err = p.Apply(r.Context(), ev)
-		}
-		p.answer(w, err)
-	})
-}
-
-// answer maps Apply's error to the notification's HTTP answer.
-func (p *Provider) answer(w http.ResponseWriter, err error) {
-	switch {
-	case err == nil:
-		w.WriteHeader(http.StatusNoContent)
-	case errors.Is(err, ErrUnknownEvent):
-		w.WriteHeader(http.StatusNoContent) // acknowledged, nothing to do
-	case errors.Is(err, ErrInvalidInput):
-		http.Error(w, err.Error(), http.StatusBadRequest)
-	default:
-		p.cfg.Logger.Error("apply AWS notification", "err", err)
-		http.Error(w, "could not apply the notification; retry", http.StatusInternalServerError)
-	}
-}
-
-// SQSAPI is the part of the official SQS client PollSQS uses.
-type SQSAPI interface {
-	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, optFns ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
-	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, optFns ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
-}
-
-// PollSQS reads EventBridge events from an SQS queue (an EventBridge rule
-// with the queue as target) until ctx is done. A message is deleted once
-// applied (or found malformed or not ours); one that fails to apply stays
-// and comes back after the queue's visibility timeout.
-func (p *Provider) PollSQS(ctx context.Context, client SQSAPI, queueURL string) error {
-	for {
-		out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: awssdk.String(queueURL), MaxNumberOfMessages: 10, WaitTimeSeconds: 20})
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			p.cfg.Logger.Error("receive AWS events from SQS", "err", err)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(5 * time.Second):
-			}
-			continue
-		}
-		for _, m := range out.Messages {
-			ev, err := DecodeEventBridge([]byte(awssdk.ToString(m.Body)))
-			if err == nil {
-				err = p.Apply(ctx, ev)
-			}
-			if err != nil && !errors.Is(err, ErrUnknownEvent) && !errors.Is(err, ErrInvalidInput) {
-				p.cfg.Logger.Error("apply AWS event from SQS; it will be redelivered", "err", err)
-				continue
-			}
-			if err != nil {
-				p.cfg.Logger.Warn("AWS event from SQS dropped", "err", err)
-			}
-			if _, err := client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: awssdk.String(queueURL), ReceiptHandle: m.ReceiptHandle}); err != nil {
-				p.cfg.Logger.Error("delete SQS message", "err", err)
-			}
-		}
-	}
+		CustomerAWSAccountId: d.Acceptor.AccountID, LicenseArn: lic, ProductCode: d.Product.Code}, nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/saasmarket/marketplace"
 )
 
 // MeteringAPI abstracts the AWS Marketplace Metering Service. Metering and
@@ -342,8 +344,9 @@ func wrapAPI(op string, err error) error {
 	return fmt.Errorf("aws: %s: %w", op, err)
 }
 
-// ErrInvalidInput is wrapped by every ValidationError.
-var ErrInvalidInput = errors.New("aws: invalid input")
+// ErrInvalidInput is marketplace.ErrInvalidInput, the one name for bad
+// input on every cloud; every ValidationError wraps it.
+var ErrInvalidInput = marketplace.ErrInvalidInput
 
 // ValidationError says which field of an input breaks which rule; nothing
 // was sent.

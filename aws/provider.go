@@ -2,52 +2,67 @@ package aws
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
+	"github.com/saasmarket/marketplace/keyset"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
-// Config wires a Provider.
+// Config holds AWS's own settings; the shared dependencies (store, ledger,
+// entitlements, logger, clock) come from the lifecycle engine.
 type Config struct {
-	// ProductCode is the product sold.
+	// ProductCode is the product sold (required).
 	ProductCode string
 	// LicenseMode is for products that identify buyers by account id and
 	// license ARN (all products created from June 2026); otherwise buyers
 	// are CustomerIdentifiers of ProductCode.
 	LicenseMode bool
 
-	Metering      *Metering
-	Entitlements  *Entitlements // optional: contract products
-	Ledger        *ledger.Ledger
-	Subscriptions marketplace.SubscriptionStore
-	EntitlementDB marketplace.EntitlementStore
-	Notifications marketplace.NotificationLog
+	// Metering calls ResolveCustomer and BatchMeterUsage (required).
+	Metering *Metering
+	// Entitlements reads contract entitlements (GetEntitlements); nil for
+	// products without contract dimensions.
+	Entitlements *Entitlements
 
-	// Link is the seller's hook on the landing page: it links the buyer's
-	// subscription to an account of the seller's own (by session, sign-up
-	// form, ...) and returns that account's id. It may write the response
-	// (a redirect, a page); if it writes nothing, the landing handler
-	// answers 200 with a short confirmation. A nil Link leaves AccountID empty.
-	Link func(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *marketplace.Subscription) (accountID string, err error)
+	// EventBridgeHeader and EventBridgeSecret are the API key of the
+	// EventBridge API destination's connection: the header name and the
+	// secret value it sends. Without a secret, EventBridge deliveries to
+	// NotificationHandler are refused.
+	EventBridgeHeader, EventBridgeSecret string
+	// SQS and QueueURL name an SQS queue that an EventBridge rule targets;
+	// Run polls it when both are set.
+	SQS      SQSAPI
+	QueueURL string
+	// SQSBackoff is the wait after a failed receive; default 5 seconds.
+	SQSBackoff time.Duration
 
-	// Cache tunes the entitlement cache.
-	Cache entitlement.Config
-	// NotificationTTL is how long notification ids are remembered for
-	// dedupe; default 14 days.
-	NotificationTTL time.Duration
-	Clock           func() time.Time
-	Logger          *slog.Logger
+	// SNSTopicARNs are the legacy SNS topics AWS gave the product; an SNS
+	// message of any other topic is refused. None: every SNS delivery is.
+	SNSTopicARNs []string
+	// SNSAllowURL decides which SigningCertURL and SubscribeURL may be
+	// fetched; default AWSCertURL. Tests allow the emulator's host.
+	SNSAllowURL func(*url.URL) bool
+	// HTTPClient fetches SNS certificates and confirms SNS subscriptions;
+	// default a client with a 10 s timeout. Redirects are never followed.
+	HTTPClient *http.Client
+
+	// Link links a buyer who arrived on the landing page to the seller's
+	// own account; nil leaves AccountID empty. It runs once the
+	// subscription is stored as pending and before it is activated.
+	Link lifecycle.LinkFunc
 }
 
-// Provider is AWS Marketplace as a marketplace.Provider: usage goes to the
-// ledger (a Reporter sends it), subscriptions come from the landing page
-// and notifications, and entitlement checks are answered from a cache.
+// Provider is the AWS adapter: the marketplace.Provider, the landing page,
+// the notification endpoint (EventBridge and SNS), the SQS pull loop, the
+// ledger's target, and the lifecycle.Handler of AWS notifications.
 //
 // Customer ids: in product-code mode a buyer's ledger customer id,
 // Subscription.CustomerID and UsageRecord.CustomerID are its AWS
@@ -55,42 +70,75 @@ type Config struct {
 // are LicenseCustomer(CustomerAWSAccountId, LicenseArn), the pair it bills
 // by. Subscription.ID is the CustomerIdentifier or the LicenseArn.
 type Provider struct {
-	cfg     Config
-	checker *entitlement.Cache
-	ents    EntitlementStore
+	e      *lifecycle.Engine
+	deps   lifecycle.Deps
+	cfg    Config
+	meter  ledger.Meter
+	target *Reporter
+	ents   EntitlementStore
+	certs  *keyset.Cache[*x509.Certificate]
+	client *http.Client // never follows redirects
 }
 
-var _ marketplace.Provider = (*Provider)(nil)
+// The types implement the interfaces they are consumed through.
+var (
+	_ marketplace.Provider = (*Provider)(nil)
+	_ lifecycle.Handler    = (*Provider)(nil)
+)
 
-// NewProvider checks cfg and returns the provider.
-func NewProvider(cfg Config) (*Provider, error) {
+// NewProvider checks cfg, takes the shared dependencies from e, and
+// registers the provider as e's handler of AWS notifications.
+func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 	switch {
+	case e == nil:
+		return nil, errors.New("aws: NewProvider needs a lifecycle engine")
 	case cfg.ProductCode == "":
 		return nil, errors.New("aws: Config.ProductCode is required")
-	case cfg.Metering == nil, cfg.Ledger == nil, cfg.Subscriptions == nil, cfg.EntitlementDB == nil, cfg.Notifications == nil:
-		return nil, errors.New("aws: Config needs Metering, Ledger, Subscriptions, EntitlementDB and Notifications")
+	case cfg.Metering == nil:
+		return nil, errors.New("aws: Config.Metering is required")
+	case cfg.EventBridgeSecret != "" && cfg.EventBridgeHeader == "":
+		return nil, errors.New("aws: Config.EventBridgeHeader is required with Config.EventBridgeSecret")
+	case (cfg.SQS == nil) != (cfg.QueueURL == ""):
+		return nil, errors.New("aws: Config.SQS and Config.QueueURL go together")
+	case cfg.SQSBackoff < 0:
+		return nil, errors.New("aws: Config.SQSBackoff must not be negative")
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
+	if cfg.SQSBackoff == 0 {
+		cfg.SQSBackoff = 5 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if cfg.SNSAllowURL == nil {
+		cfg.SNSAllowURL = AWSCertURL
 	}
-	if cfg.NotificationTTL <= 0 {
-		cfg.NotificationTTL = 14 * 24 * time.Hour
+	deps := e.Deps()
+	target, err := NewReporter(ReporterConfig{Client: cfg.Metering, ProductCode: cfg.ProductCode, LicenseMode: cfg.LicenseMode,
+		Logger: deps.Logger, Clock: deps.Clock})
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Cache.Clock == nil {
-		cfg.Cache.Clock = cfg.Clock
+	// A certificate must come from the URL that was checked.
+	client := http.Client{Timeout: 10 * time.Second}
+	if cfg.HTTPClient != nil {
+		client = *cfg.HTTPClient
 	}
-	p := &Provider{cfg: cfg, ents: NewEntitlementStore(cfg.EntitlementDB)}
-	p.checker = entitlement.New(entitlement.StoreLoader{Subscriptions: cfg.Subscriptions, Entitlements: cfg.EntitlementDB, Clock: cfg.Clock}.Load, cfg.Cache)
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	p := &Provider{
+		e: e, deps: deps, cfg: cfg,
+		meter:  ledger.Meter{Ledger: deps.Ledger, Provider: marketplace.AWS},
+		target: target,
+		ents:   NewEntitlementStore(deps.Store),
+		certs:  keyset.New(keyset.PEMCertificate, keyset.Config{HTTPClient: &client, Clock: deps.Clock}),
+		client: &client,
+	}
+	if err := e.Register(marketplace.AWS, p); err != nil {
+		return nil, fmt.Errorf("aws: %w", err)
+	}
 	return p, nil
 }
 
-// Name implements marketplace.Provider.
+// Name returns marketplace.AWS.
 func (*Provider) Name() marketplace.CloudProvider { return marketplace.AWS }
 
-// SubmitUsage records usage durably in the ledger; the Reporter bills it.
+// SubmitUsage records usage durably in the ledger; the Target reports it.
 // In license mode every CustomerID must be a LicenseCustomer id; records
 // are refused before anything is stored otherwise.
 func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageRecord) error {
@@ -101,84 +149,76 @@ func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageR
 			}
 		}
 	}
-	return ledger.Meter{Ledger: p.cfg.Ledger, Provider: marketplace.AWS}.SubmitUsage(ctx, records)
+	return p.meter.SubmitUsage(ctx, records)
 }
 
 // ResolveSubscription returns the customer's stored subscription.
 func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	return marketplace.LookupSubscription(ctx, p.cfg.Subscriptions, marketplace.AWS, customerID)
+	return marketplace.LookupSubscription(ctx, p.deps.Store, marketplace.AWS, customerID)
 }
 
 // IsActive reports whether the customer's subscription is active.
 func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	return marketplace.HasActiveSubscription(ctx, p.cfg.Subscriptions, marketplace.AWS, customerID, p.cfg.Clock())
+	return marketplace.HasActiveSubscription(ctx, p.deps.Store, marketplace.AWS, customerID, p.deps.Clock())
 }
 
-// CheckEntitlement answers from the cache: the customer needs an active
-// subscription, and for a non-empty feature either the feature among the
-// subscription's Entitlements or a valid stored entitlement (from
-// GetEntitlements) for that dimension.
+// CheckEntitlement answers from the shared cache: the customer needs an
+// active subscription, and for a non-empty feature either the feature
+// among the subscription's Entitlements or a valid stored entitlement
+// (from GetEntitlements) for that dimension.
 func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature string) error {
-	return p.checker.Check(ctx, entitlement.Key{Provider: marketplace.AWS, Customer: customerID, Feature: feature})
+	return p.deps.Entitlements.Check(ctx, entitlement.Key{Provider: marketplace.AWS, Customer: customerID, Feature: feature})
 }
 
-// customerOf is the ledger customer id of a resolved buyer.
+// Target is the ledger's reporting target for AWS (see Reporter), made
+// from Config.Metering, ProductCode and LicenseMode.
+func (p *Provider) Target() ledger.Target { return p.target }
+
+// customerOf is the ledger customer id and subscription id of a buyer.
 func (p *Provider) customerOf(cust, acct, lic string) (id, subID string, err error) {
 	if p.cfg.LicenseMode {
 		if acct == "" || lic == "" {
-			return "", "", fmt.Errorf("%w: license mode needs CustomerAWSAccountId and LicenseArn", ErrInvalidInput)
+			return "", "", fmt.Errorf("%w: license mode needs CustomerAWSAccountId and LicenseArn", marketplace.ErrInvalidInput)
 		}
 		return LicenseCustomer(acct, lic), lic, nil
 	}
 	if cust == "" {
-		return "", "", fmt.Errorf("%w: product-code mode needs a CustomerIdentifier", ErrInvalidInput)
+		return "", "", fmt.Errorf("%w: product-code mode needs a CustomerIdentifier", marketplace.ErrInvalidInput)
 	}
 	return cust, cust, nil
 }
 
-// RefreshEntitlements re-reads a customer's entitlements from AWS (when
-// Config.Entitlements is set) and drops its cached answers.
-func (p *Provider) RefreshEntitlements(ctx context.Context, customer string) error {
-	defer p.checker.Invalidate(marketplace.AWS, customer)
-	if p.cfg.Entitlements == nil {
-		return nil
-	}
-	f := EntitlementFilter{CustomerIdentifier: []string{customer}}
-	if p.cfg.LicenseMode {
-		acct, lic, err := ParseLicenseCustomer(customer)
-		if err != nil {
-			return err
+// The attributes a subscription is found by (from the store's index).
+const (
+	keyLicenseID          = "license_id"     // the l-… id of LicenseArn
+	keyAccountID          = "aws_account_id" // CustomerAWSAccountId
+	keyLicenseArn         = "license_arn"    // as ResolveCustomer wrote it
+	keyCustomerIdentifier = "customer_identifier"
+)
+
+// buyerAttributes are the attributes of a buyer's subscription; empty
+// identifiers are left out.
+func buyerAttributes(cust, acct, lic string) map[string]string {
+	attrs := map[string]string{}
+	for k, v := range map[string]string{keyCustomerIdentifier: cust, keyAccountID: acct, keyLicenseArn: lic, keyLicenseID: licenseID(lic)} {
+		if v != "" {
+			attrs[k] = v
 		}
-		f = EntitlementFilter{CustomerAWSAccountId: []string{acct}, LicenseArn: []string{lic}}
 	}
-	c := &EntitlementChecker{store: p.ents, cache: p.checker, clock: p.cfg.Clock}
-	return c.Refresh(ctx, p.cfg.Entitlements, p.cfg.ProductCode, f)
+	return attrs
 }
 
-// update applies change to the stored subscription (id, customer) with
-// optimistic concurrency, creating it from init when missing.
-func (p *Provider) update(ctx context.Context, subID string, init marketplace.Subscription, change func(s *marketplace.Subscription) bool) (*marketplace.Subscription, error) {
-	for range 10 {
-		s, err := p.cfg.Subscriptions.GetSubscription(ctx, marketplace.AWS, subID)
-		if errors.Is(err, marketplace.ErrNotFound) {
-			cp := init
-			s, err = &cp, nil
+// setAttributes copies attrs into s and reports whether that changed it.
+func setAttributes(s *marketplace.Subscription, attrs map[string]string) bool {
+	changed := false
+	for k, v := range attrs {
+		if s.Attributes[k] != v {
+			if s.Attributes == nil {
+				s.Attributes = map[string]string{}
+			}
+			s.Attributes[k] = v
+			changed = true
 		}
-		if err != nil {
-			return nil, err
-		}
-		if !change(s) {
-			return s, nil
-		}
-		stored, err := p.cfg.Subscriptions.PutSubscription(ctx, *s)
-		if errors.Is(err, marketplace.ErrVersionConflict) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		p.checker.Invalidate(marketplace.AWS, stored.CustomerID)
-		return stored, nil
 	}
-	return nil, fmt.Errorf("aws: subscription %q: %w (10 attempts)", subID, marketplace.ErrVersionConflict)
+	return changed
 }

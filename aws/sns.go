@@ -6,10 +6,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha1" //nolint:gosec // SNS SignatureVersion 1 is SHA1withRSA
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +16,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/keyset"
 )
 
 // SNSMessage is an SNS HTTP(S) delivery.
@@ -38,22 +38,20 @@ type SNSMessage struct {
 	SigningCertURL   string `json:"SigningCertURL"`
 }
 
-// ErrSNSSignature is wrapped by every refused SNS message.
-var ErrSNSSignature = errors.New("aws: SNS message not authentic")
-
-// DecodeSNS parses an SNS delivery; it does not verify it.
+// DecodeSNS parses an SNS delivery; it does not verify it. Its errors
+// wrap marketplace.ErrInvalidInput.
 func DecodeSNS(body []byte) (*SNSMessage, error) {
 	var m SNSMessage
 	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, fmt.Errorf("%w: SNS message: %w", ErrInvalidInput, err)
+		return nil, fmt.Errorf("aws: %w: SNS message: %w", marketplace.ErrInvalidInput, err)
 	}
 	switch m.Type {
 	case "Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation":
 	default:
-		return nil, fmt.Errorf("%w: SNS message type %q", ErrInvalidInput, m.Type)
+		return nil, fmt.Errorf("aws: %w: SNS message type %q", marketplace.ErrInvalidInput, m.Type)
 	}
 	if m.MessageID == "" || m.TopicArn == "" || m.Timestamp == "" {
-		return nil, fmt.Errorf("%w: SNS message needs MessageId, TopicArn and Timestamp", ErrInvalidInput)
+		return nil, fmt.Errorf("aws: %w: SNS message needs MessageId, TopicArn and Timestamp", marketplace.ErrInvalidInput)
 	}
 	return &m, nil
 }
@@ -91,46 +89,15 @@ func AWSCertURL(u *url.URL) bool {
 	return u.Scheme == "https" && u.User == nil && u.Port() == "" && snsHost.MatchString(u.Hostname())
 }
 
-// SNSVerifier checks SNS signatures (SignatureVersion 1: SHA1withRSA, 2:
-// SHA256withRSA) with certificates fetched from allowed URLs and cached,
-// and that the TopicArn is one of the configured topics.
-type SNSVerifier struct {
-	// TopicARNs allowed; a message of any other topic is refused.
-	TopicARNs []string
-	// AllowURL decides which certificate and subscribe URLs may be
-	// fetched; default AWSCertURL. Tests allow the emulator's host.
-	AllowURL func(*url.URL) bool
-	// HTTPClient fetches certificates and confirms subscriptions.
-	HTTPClient *http.Client
-	// MaxCerts bounds the certificate cache; default 32.
-	MaxCerts int
-
-	mu    sync.Mutex
-	certs map[string]*x509.Certificate
-}
-
-func (v *SNSVerifier) allow(u *url.URL) bool {
-	if v.AllowURL != nil {
-		return v.AllowURL(u)
-	}
-	return AWSCertURL(u)
-}
-
-// client is HTTPClient (or a default one) that never follows redirects:
-// a certificate must come from the URL that was checked.
-func (v *SNSVerifier) client() *http.Client {
-	c := http.Client{Timeout: 10 * time.Second}
-	if v.HTTPClient != nil {
-		c = *v.HTTPClient
-	}
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &c
-}
-
-// Verify checks m's topic, certificate URL and signature.
-func (v *SNSVerifier) Verify(ctx context.Context, m *SNSMessage) error {
-	if !slices.Contains(v.TopicARNs, m.TopicArn) {
-		return fmt.Errorf("%w: topic %q is not configured", ErrSNSSignature, m.TopicArn)
+// verifySNS checks m's topic against Config.SNSTopicARNs, its certificate
+// URL against Config.SNSAllowURL, and its signature (SignatureVersion 1:
+// SHA1withRSA, 2: SHA256withRSA) with the certificate, which the key-set
+// cache fetches once and keeps (package keyset). A forgery wraps
+// marketplace.ErrNotAuthentic; a certificate that cannot be fetched now
+// is an error that does not.
+func (p *Provider) verifySNS(ctx context.Context, m *SNSMessage) error {
+	if !slices.Contains(p.cfg.SNSTopicARNs, m.TopicArn) {
+		return fmt.Errorf("aws: SNS: %w: topic %q is not configured", marketplace.ErrNotAuthentic, m.TopicArn)
 	}
 	var h crypto.Hash
 	switch m.SignatureVersion {
@@ -139,23 +106,29 @@ func (v *SNSVerifier) Verify(ctx context.Context, m *SNSMessage) error {
 	case "2":
 		h = crypto.SHA256
 	default:
-		return fmt.Errorf("%w: SignatureVersion %q", ErrSNSSignature, m.SignatureVersion)
+		return fmt.Errorf("aws: SNS: %w: SignatureVersion %q", marketplace.ErrNotAuthentic, m.SignatureVersion)
 	}
 	u, err := url.Parse(m.SigningCertURL)
-	if err != nil || !v.allow(u) || !strings.HasSuffix(u.Path, ".pem") {
-		return fmt.Errorf("%w: SigningCertURL %q is not an SNS certificate URL", ErrSNSSignature, m.SigningCertURL)
+	if err != nil || !p.cfg.SNSAllowURL(u) || !strings.HasSuffix(u.Path, ".pem") {
+		return fmt.Errorf("aws: SNS: %w: SigningCertURL %q is not an SNS certificate URL", marketplace.ErrNotAuthentic, m.SigningCertURL)
 	}
 	sig, err := base64.StdEncoding.DecodeString(m.Signature)
 	if err != nil {
-		return fmt.Errorf("%w: Signature is not base64", ErrSNSSignature)
+		return fmt.Errorf("aws: SNS: %w: Signature is not base64", marketplace.ErrNotAuthentic)
 	}
-	cert, err := v.cert(ctx, u.String())
-	if err != nil {
-		return err
+	cert, err := p.certs.Key(ctx, u.String(), "")
+	var fe *keyset.FetchError
+	switch {
+	case errors.As(err, &fe) && fe.Temporary():
+		return fmt.Errorf("aws: SNS certificate: %w", err) // not the message's fault
+	case err != nil:
+		return fmt.Errorf("aws: SNS: %w: certificate: %w", marketplace.ErrNotAuthentic, err)
+	case !p.deps.Clock().Before(cert.NotAfter):
+		return fmt.Errorf("aws: SNS: %w: certificate expired %s", marketplace.ErrNotAuthentic, cert.NotAfter.Format(time.RFC3339))
 	}
 	pub, ok := cert.PublicKey.(*rsa.PublicKey)
 	if !ok {
-		return fmt.Errorf("%w: certificate key is not RSA", ErrSNSSignature)
+		return fmt.Errorf("aws: SNS: %w: certificate key is not RSA", marketplace.ErrNotAuthentic)
 	}
 	var digest []byte
 	if h == crypto.SHA1 {
@@ -166,75 +139,22 @@ func (v *SNSVerifier) Verify(ctx context.Context, m *SNSMessage) error {
 		digest = d[:]
 	}
 	if err := rsa.VerifyPKCS1v15(pub, h, digest, sig); err != nil {
-		return fmt.Errorf("%w: bad signature", ErrSNSSignature)
+		return fmt.Errorf("aws: SNS: %w: bad signature", marketplace.ErrNotAuthentic)
 	}
 	return nil
 }
 
-func (v *SNSVerifier) cert(ctx context.Context, certURL string) (*x509.Certificate, error) {
-	v.mu.Lock()
-	c, ok := v.certs[certURL]
-	v.mu.Unlock()
-	if ok {
-		return c, nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, certURL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSNSSignature, err)
-	}
-	resp, err := v.client().Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("aws: fetch SNS certificate: %w", err)
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 500:
-		return nil, fmt.Errorf("aws: fetch SNS certificate: HTTP %d", resp.StatusCode) // transient
-	case resp.StatusCode != http.StatusOK:
-		return nil, fmt.Errorf("%w: certificate URL answered HTTP %d", ErrSNSSignature, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, fmt.Errorf("aws: fetch SNS certificate: %w", err)
-	}
-	block, _ := pem.Decode(body)
-	if block == nil {
-		return nil, fmt.Errorf("%w: certificate is not PEM", ErrSNSSignature)
-	}
-	c, err = x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%w: certificate: %w", ErrSNSSignature, err)
-	}
-	if time.Now().After(c.NotAfter) {
-		return nil, fmt.Errorf("%w: certificate expired", ErrSNSSignature)
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.certs == nil {
-		v.certs = map[string]*x509.Certificate{}
-	}
-	maxCerts := v.MaxCerts
-	if maxCerts <= 0 {
-		maxCerts = 32
-	}
-	if len(v.certs) >= maxCerts {
-		clear(v.certs) // certificates rotate rarely; start over
-	}
-	v.certs[certURL] = c
-	return c, nil
-}
-
-// Confirm visits the SubscribeURL of a verified SubscriptionConfirmation.
-func (v *SNSVerifier) Confirm(ctx context.Context, m *SNSMessage) error {
+// confirmSNS visits the SubscribeURL of a verified SubscriptionConfirmation.
+func (p *Provider) confirmSNS(ctx context.Context, m *SNSMessage) error {
 	u, err := url.Parse(m.SubscribeURL)
-	if err != nil || !v.allow(u) {
-		return fmt.Errorf("%w: SubscribeURL %q is not an SNS URL", ErrSNSSignature, m.SubscribeURL)
+	if err != nil || !p.cfg.SNSAllowURL(u) {
+		return fmt.Errorf("aws: SNS: %w: SubscribeURL %q is not an SNS URL", marketplace.ErrNotAuthentic, m.SubscribeURL)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return err
 	}
-	resp, err := v.client().Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("aws: confirm SNS subscription: %w", err)
 	}
@@ -258,71 +178,20 @@ type snsPayload struct {
 	LicenseArn           string `json:"license-arn"`
 }
 
-// EventOfSNS turns a verified Notification into an Event.
+// EventOfSNS turns a verified Notification into an Event. Its errors wrap
+// marketplace.ErrInvalidInput.
 func EventOfSNS(m *SNSMessage) (Event, error) {
 	var p snsPayload
 	if err := json.Unmarshal([]byte(m.Message), &p); err != nil {
-		return Event{}, fmt.Errorf("%w: SNS Message: %w", ErrInvalidInput, err)
+		return Event{}, fmt.Errorf("aws: %w: SNS Message: %w", marketplace.ErrInvalidInput, err)
 	}
 	if p.Action == "" {
-		return Event{}, fmt.Errorf("%w: SNS Message without action", ErrInvalidInput)
+		return Event{}, fmt.Errorf("aws: %w: SNS Message without action", marketplace.ErrInvalidInput)
 	}
 	t, err := time.Parse(time.RFC3339Nano, m.Timestamp)
 	if err != nil {
-		return Event{}, fmt.Errorf("%w: SNS Timestamp %q", ErrInvalidInput, m.Timestamp)
+		return Event{}, fmt.Errorf("aws: %w: SNS Timestamp %q", marketplace.ErrInvalidInput, m.Timestamp)
 	}
 	return Event{ID: m.MessageID, Time: t, Kind: p.Action, CustomerIdentifier: p.CustomerIdentifier,
 		CustomerAWSAccountId: p.CustomerAWSAccountId, LicenseArn: p.LicenseArn, ProductCode: p.ProductCode}, nil
-}
-
-// SNSHandler receives the legacy SNS topics' HTTP(S) deliveries. Every
-// message is verified (topic allow-list, certificate URL, signature)
-// before anything else; forged ones get 403 and change nothing. A
-// SubscriptionConfirmation is confirmed by visiting its SubscribeURL.
-func (p *Provider) SNSHandler(v *SNSVerifier) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			http.Error(w, "POST SNS messages here", http.StatusMethodNotAllowed)
-			return
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxNotification))
-		if err != nil {
-			http.Error(w, "unreadable body", http.StatusBadRequest)
-			return
-		}
-		m, err := DecodeSNS(body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if err := v.Verify(r.Context(), m); err != nil {
-			if errors.Is(err, ErrSNSSignature) {
-				p.cfg.Logger.Warn("refused SNS message", "topic", m.TopicArn, "err", err)
-				http.Error(w, err.Error(), http.StatusForbidden)
-				return
-			}
-			p.cfg.Logger.Error("verify SNS message", "err", err)
-			http.Error(w, "could not verify; retry", http.StatusServiceUnavailable)
-			return
-		}
-		switch m.Type {
-		case "SubscriptionConfirmation":
-			if err := v.Confirm(r.Context(), m); err != nil {
-				p.cfg.Logger.Error("confirm SNS subscription", "topic", m.TopicArn, "err", err)
-				http.Error(w, "could not confirm the subscription", http.StatusBadGateway)
-				return
-			}
-			p.cfg.Logger.Info("SNS subscription confirmed", "topic", m.TopicArn)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		case "UnsubscribeConfirmation":
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		ev, err := EventOfSNS(m)
-		if err == nil {
-			err = p.Apply(r.Context(), ev)
-		}
-		p.answer(w, err)
-	})
 }

@@ -11,21 +11,17 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/aws"
 	emu "github.com/saasmarket/marketplace/emulator/aws"
 	"github.com/saasmarket/marketplace/ledger"
 )
 
 const topic = "arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-prod"
 
-// snsEnv serves the emulator's SNS certificate and a SubscribeURL over
-// TLS on 127.0.0.1, and a verifier that trusts only that host.
-func snsEnv(t *testing.T, e *env) (v *aws.SNSVerifier, certURL string, confirms *atomic.Int32) {
-	v, certURL, confirms, _ = snsEnvCounting(t, e)
-	return v, certURL, confirms
-}
-
-func snsEnvCounting(t *testing.T, e *env) (v *aws.SNSVerifier, certURL string, confirms, certFetches *atomic.Int32) {
+// snsApp serves the emulator's SNS certificate and a SubscribeURL over
+// TLS on 127.0.0.1, and a provider that trusts only that host for
+// certificates. It counts visits to the SubscribeURL and certificate
+// fetches.
+func snsApp(t *testing.T, e *env) (a *app, certURL string, confirms, certFetches *atomic.Int32) {
 	t.Helper()
 	confirms, certFetches = &atomic.Int32{}, &atomic.Int32{}
 	mux := http.NewServeMux()
@@ -42,30 +38,42 @@ func snsEnvCounting(t *testing.T, e *env) (v *aws.SNSVerifier, certURL string, c
 	tls := httptest.NewTLSServer(mux)
 	t.Cleanup(tls.Close)
 	u, _ := url.Parse(tls.URL)
-	v = &aws.SNSVerifier{TopicARNs: []string{topic}, HTTPClient: tls.Client(),
-		AllowURL: func(x *url.URL) bool { return x.Scheme == "https" && x.Host == u.Host }}
-	return v, tls.URL + emu.SNSCertPath, confirms, certFetches
+	cfg := baseConfig(e)
+	cfg.SNSTopicARNs, cfg.HTTPClient = []string{topic}, tls.Client()
+	cfg.SNSAllowURL = func(x *url.URL) bool { return x.Scheme == "https" && x.Host == u.Host }
+	return newApp(t, e, cfg), tls.URL + emu.SNSCertPath, confirms, certFetches
 }
 
-func post(t *testing.T, h http.Handler, m any) int {
+// post delivers an SNS message as SNS does, with its type in the
+// x-amz-sns-message-type header.
+func post(t *testing.T, h http.Handler, m *emu.SNSMessage) int {
+	t.Helper()
+	return postAs(t, h, m, m.Type)
+}
+
+func postAs(t *testing.T, h http.Handler, m *emu.SNSMessage, typ string) int {
 	t.Helper()
 	body, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/aws/sns", strings.NewReader(string(body)))
-	req.Header.Set("x-amz-sns-message-type", "Notification")
+	req.Header.Set("x-amz-sns-message-type", typ)
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
+	if w.Code == http.StatusUnauthorized && strings.TrimSpace(w.Body.String()) != "not authentic" {
+		t.Errorf("401 body %q, want \"not authentic\" and no detail", w.Body)
+	}
 	return w.Code
 }
 
-// TestSNSForgeries: forged messages get 4xx and change nothing.
+// TestSNSForgeries: forged messages get 401 (malformed ones 400), are not
+// stored and change nothing; genuine ones of both signature versions are
+// stored and applied, and the certificate is fetched once.
 func TestSNSForgeries(t *testing.T) {
 	e := newEnv(t, emu.Config{})
-	p := newProvider(t, e, false, nil)
-	v, certURL, _, fetches := snsEnvCounting(t, e)
-	h := p.SNSHandler(v)
+	a, certURL, _, fetches := snsApp(t, e)
+	h := a.NotificationHandler()
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
 	good := func(version int) *emu.SNSMessage {
 		m, err := e.emu.SNSNotification(topic, "subscribe-success", b.Key(), version, certURL)
@@ -81,40 +89,46 @@ func TestSNSForgeries(t *testing.T) {
 	}{
 		{"tampered message", func(m *emu.SNSMessage) {
 			m.Message = strings.Replace(m.Message, b.CustomerIdentifier, "someone-else", 1)
-		}, http.StatusForbidden},
-		{"bad signature", func(m *emu.SNSMessage) { m.Signature = "AAAA" + m.Signature[4:] }, http.StatusForbidden},
+		}, http.StatusUnauthorized},
+		{"bad signature", func(m *emu.SNSMessage) { m.Signature = "AAAA" + m.Signature[4:] }, http.StatusUnauthorized},
 		{"certificate on a foreign host", func(m *emu.SNSMessage) {
 			m.SigningCertURL = "https://attacker.example.com/SimpleNotificationService-x.pem"
-		}, http.StatusForbidden},
-		{"certificate over http", func(m *emu.SNSMessage) { m.SigningCertURL = strings.Replace(m.SigningCertURL, "https:", "http:", 1) }, http.StatusForbidden},
-		{"certificate not .pem", func(m *emu.SNSMessage) { m.SigningCertURL = strings.TrimSuffix(m.SigningCertURL, ".pem") + ".txt" }, http.StatusForbidden},
+		}, http.StatusUnauthorized},
+		{"certificate over http", func(m *emu.SNSMessage) { m.SigningCertURL = strings.Replace(m.SigningCertURL, "https:", "http:", 1) }, http.StatusUnauthorized},
+		{"certificate not .pem", func(m *emu.SNSMessage) { m.SigningCertURL = strings.TrimSuffix(m.SigningCertURL, ".pem") + ".txt" }, http.StatusUnauthorized},
 		{"certificate URL redirects elsewhere", func(m *emu.SNSMessage) {
 			m.SigningCertURL = strings.TrimSuffix(m.SigningCertURL, emu.SNSCertPath) + "/redirect.pem"
-		}, http.StatusForbidden},
-		{"wrong topic", func(m *emu.SNSMessage) { m.TopicArn = "arn:aws:sns:us-east-1:111111111111:other" }, http.StatusForbidden},
-		{"missing version", func(m *emu.SNSMessage) { m.SignatureVersion = "" }, http.StatusForbidden},
-		{"unknown version", func(m *emu.SNSMessage) { m.SignatureVersion = "3" }, http.StatusForbidden},
+		}, http.StatusUnauthorized},
+		{"wrong topic", func(m *emu.SNSMessage) { m.TopicArn = "arn:aws:sns:us-east-1:111111111111:other" }, http.StatusUnauthorized},
+		{"missing version", func(m *emu.SNSMessage) { m.SignatureVersion = "" }, http.StatusUnauthorized},
+		{"unknown version", func(m *emu.SNSMessage) { m.SignatureVersion = "3" }, http.StatusUnauthorized},
 		{"no type", func(m *emu.SNSMessage) { m.Type = "" }, http.StatusBadRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := good(2)
 			tc.forge(m)
-			if got := post(t, h, m); got != tc.status {
+			if got := postAs(t, h, m, "Notification"); got != tc.status {
 				t.Errorf("status %d, want %d", got, tc.status)
 			}
 		})
 	}
+	if got := postAs(t, h, good(2), "SubscriptionConfirmation"); got != http.StatusBadRequest {
+		t.Errorf("header type other than the message's: %d, want 400", got)
+	}
+	a.drain(t)
 	subs, _ := e.store.ListSubscriptions(t.Context(), marketplace.SubscriptionFilter{Provider: marketplace.AWS})
-	if len(subs) != 0 {
-		t.Fatalf("forged messages stored %d subscriptions", len(subs))
+	ns, _ := e.store.ListNotifications(t.Context(), marketplace.AWS, "", 0)
+	if len(subs) != 0 || len(ns) != 0 {
+		t.Fatalf("forged messages stored %d subscriptions, %d notifications", len(subs), len(ns))
 	}
 	for _, version := range []int{1, 2} {
 		if got := post(t, h, good(version)); got != http.StatusNoContent {
 			t.Errorf("genuine SignatureVersion %d: status %d", version, got)
 		}
 	}
-	if ok, _ := p.IsActive(t.Context(), b.Key()); !ok {
+	a.drain(t)
+	if ok, _ := a.IsActive(t.Context(), b.Key()); !ok {
 		t.Error("genuine subscribe-success did not activate")
 	}
 	if n := fetches.Load(); n != 1 {
@@ -127,9 +141,8 @@ func TestSNSForgeries(t *testing.T) {
 // redeliveries are applied once.
 func TestSNSLifecycle(t *testing.T) {
 	e := newEnv(t, emu.Config{})
-	p := newProvider(t, e, false, nil)
-	v, certURL, confirms := snsEnv(t, e)
-	h := p.SNSHandler(v)
+	a, certURL, confirms, _ := snsApp(t, e)
+	h := a.NotificationHandler()
 	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
 
 	subscribeURL := strings.TrimSuffix(certURL, emu.SNSCertPath) + "/confirm"
@@ -142,7 +155,7 @@ func TestSNSLifecycle(t *testing.T) {
 	}
 	forged := *conf
 	forged.SubscribeURL = "https://attacker.example.com/confirm"
-	if got := post(t, h, &forged); got != http.StatusForbidden || confirms.Load() != 1 {
+	if got := post(t, h, &forged); got != http.StatusUnauthorized || confirms.Load() != 1 {
 		t.Errorf("forged confirmation: status %d, %d visits", got, confirms.Load())
 	}
 
@@ -150,7 +163,8 @@ func TestSNSLifecycle(t *testing.T) {
 	if got := post(t, h, sub); got != http.StatusNoContent {
 		t.Fatalf("subscribe-success: %d", got)
 	}
-	if err := p.SubmitUsage(t.Context(), []marketplace.UsageRecord{{CustomerID: b.Key(), Dimension: "requests", Quantity: 3, Timestamp: e.clock.Now()}}); err != nil {
+	a.drain(t)
+	if err := a.SubmitUsage(t.Context(), []marketplace.UsageRecord{{CustomerID: b.Key(), Dimension: "requests", Quantity: 3, Timestamp: e.clock.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(time.Second)
@@ -159,12 +173,13 @@ func TestSNSLifecycle(t *testing.T) {
 		if got := post(t, h, pending); got != http.StatusNoContent {
 			t.Fatalf("unsubscribe-pending: %d", got)
 		}
+		a.drain(t)
 	}
 	bs, _ := e.ledger.Buckets(t.Context(), ledger.BucketFilter{Customer: b.Key(), States: []ledger.State{ledger.StateSealed}})
 	if len(bs) != 1 || bs[0].Units != 3 {
 		t.Fatalf("unsubscribe-pending sealed %+v, want one bucket of 3", bs)
 	}
-	if ok, _ := p.IsActive(t.Context(), b.Key()); !ok {
+	if ok, _ := a.IsActive(t.Context(), b.Key()); !ok {
 		t.Error("unsubscribe-pending ended the subscription early")
 	}
 	e.clock.Advance(time.Second)
@@ -172,14 +187,16 @@ func TestSNSLifecycle(t *testing.T) {
 	if got := post(t, h, done); got != http.StatusNoContent {
 		t.Fatalf("unsubscribe-success: %d", got)
 	}
-	if ok, _ := p.IsActive(t.Context(), b.Key()); ok {
+	a.drain(t)
+	if ok, _ := a.IsActive(t.Context(), b.Key()); ok {
 		t.Error("still active after unsubscribe-success")
 	}
 	// The older subscribe-success, delivered again late, is a duplicate.
 	if got := post(t, h, sub); got != http.StatusNoContent {
 		t.Fatalf("late redelivery: %d", got)
 	}
-	if ok, _ := p.IsActive(t.Context(), b.Key()); ok {
+	a.drain(t)
+	if ok, _ := a.IsActive(t.Context(), b.Key()); ok {
 		t.Error("a late redelivery reactivated the buyer")
 	}
 }
