@@ -425,11 +425,7 @@ func (r *Reporter) freeze(ctx context.Context, owner string, bs []Bucket, now ti
 	}
 	for _, b := range bs {
 		if err, ok := failed[b.ID]; ok {
-			res := ResultOf(err)
-			res.MaybeApplied = false // nothing was sent
-			c := r.outcome(b, res, now)
-			c.Attempted = true
-			done = append(done, c)
+			done = append(done, r.unsent(b, err, now))
 			continue
 		}
 		if len(b.Attributes) == 0 {
@@ -486,11 +482,7 @@ func (r *Reporter) group(ctx context.Context, bs []Bucket, now time.Time) (calls
 			var err error
 			g, err = grouper.GroupOf(ctx, toReport(b))
 			if err != nil {
-				res := ResultOf(err)
-				res.MaybeApplied = false // nothing was sent
-				c := r.outcome(b, res, now)
-				c.Attempted = true
-				done = append(done, c)
+				done = append(done, r.unsent(b, err, now))
 				continue
 			}
 		}
@@ -517,6 +509,16 @@ func (r *Reporter) group(ctx context.Context, bs []Bucket, now time.Time) (calls
 		}
 	}
 	return calls, done
+}
+
+// unsent is the completion of a bucket that could not be prepared for
+// sending (err): an attempt that cannot have been applied.
+func (r *Reporter) unsent(b Bucket, err error, now time.Time) Completion {
+	res := ResultOf(err)
+	res.MaybeApplied = false // nothing was sent
+	c := r.outcome(b, res, now)
+	c.Attempted = true
+	return c
 }
 
 // outcome turns a target's result into the bucket's stored completion.
