@@ -1,20 +1,21 @@
-// Command marketplaced is the marketplace daemon. For now it has one
-// subcommand:
+// Command marketplaced is the marketplace daemon. Its subcommands:
 //
 //	marketplaced emulate [flags]   run the AWS, Azure and Google marketplace emulators
 //
-// serve (the HTTP API, landing and notification endpoints, reporter) and demo
-// (everything wired together with demo traffic) follow.
+// marketplaced -h lists them; marketplaced SUBCOMMAND -h lists a
+// subcommand's flags.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 )
 
 func main() {
@@ -26,15 +27,50 @@ func main() {
 	}
 }
 
+// subcommand is one entry of marketplaced's command table.
+type subcommand struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// subcommands is the command table: adding a subcommand is one line.
+func subcommands() []subcommand {
+	return []subcommand{
+		{"emulate", "run the AWS, Azure and Google marketplace emulators on loopback", runEmulateCmd},
+		{"serve", "serve the HTTP API, landing and notification endpoints", runServe},
+	}
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmds := subcommands()
 	if len(args) == 0 {
-		return fmt.Errorf("usage: marketplaced emulate [flags] (run marketplaced emulate -h for the flags)")
+		usage(stderr, cmds)
+		return errors.New("no subcommand given")
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	switch args[0] {
-	case "emulate":
-		return runEmulate(ctx, args[1:], stdout, stderr, logger)
-	default:
-		return fmt.Errorf("unknown subcommand %q: want emulate", args[0])
+	case "-h", "-help", "--help", "help":
+		usage(stdout, cmds)
+		return nil
 	}
+	for _, c := range cmds {
+		if c.name == args[0] {
+			err := c.run(ctx, args[1:], stdout, stderr)
+			if errors.Is(err, flag.ErrHelp) {
+				return nil // -h printed the flags: that is a success
+			}
+			return err
+		}
+	}
+	usage(stderr, cmds)
+	return fmt.Errorf("unknown subcommand %q", args[0])
+}
+
+func usage(w io.Writer, cmds []subcommand) {
+	fmt.Fprintln(w, "usage: marketplaced SUBCOMMAND [flags]   (marketplaced SUBCOMMAND -h lists its flags)")
+	fmt.Fprintln(w, "\nsubcommands:")
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	for _, c := range cmds {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
+	}
+	tw.Flush()
 }
