@@ -1,8 +1,10 @@
 package aws_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,5 +156,24 @@ func TestReporterBacksOffWhenThrottled(t *testing.T) {
 	}
 	if rep.Rate() > 100 {
 		t.Errorf("reporter rate %.1f/s after throttling at 20/s", rep.Rate())
+	}
+}
+
+func TestNewReporterRefusesBadConfig(t *testing.T) {
+	m := aws.NewMetering(nil)
+	for _, tc := range []struct {
+		cfg  aws.ReporterConfig
+		want string
+	}{
+		{aws.ReporterConfig{ProductCode: "p"}, "Client is required"},
+		{aws.ReporterConfig{Client: m}, "ProductCode is required unless LicenseMode is set"},
+	} {
+		if _, err := aws.NewReporter(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, aws.ErrInvalidInput) {
+			t.Errorf("NewReporter(%+v) = %v, want an ErrInvalidInput saying %q", tc.cfg, err, tc.want)
+		}
+	}
+	r, err := aws.NewReporter(aws.ReporterConfig{Client: m, LicenseMode: true})
+	if err != nil || r.Limits() != aws.DefaultLimits {
+		t.Errorf("license mode: %v, limits %+v", err, r.Limits())
 	}
 }

@@ -355,3 +355,17 @@ var reporting = func() ledger.ReporterConfig {
 	c.MinRate = 200
 	return c
 }()
+
+func TestNewReporterRefusesBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  azure.ReporterConfig
+		want string
+	}{
+		{azure.ReporterConfig{}, "azure: ReporterConfig.Client is required"},
+		{azure.ReporterConfig{Client: azure.NewClient(azure.ClientConfig{})}, "azure: ReporterConfig.Subscriptions is required"},
+	} {
+		if _, err := azure.NewReporter(tc.cfg); err == nil || err.Error() != tc.want {
+			t.Errorf("NewReporter(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}

@@ -442,3 +442,17 @@ func TestFrozenOperationAcrossConfigChange(t *testing.T) {
 		t.Fatalf("reported buckets %+v, want the one bucket, with the frozen metric", bs)
 	}
 }
+
+func TestNewReporterRefusesBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  gcp.ReporterConfig
+		want string
+	}{
+		{gcp.ReporterConfig{ServiceName: service}, "gcp: ReporterConfig.Client is required"},
+		{gcp.ReporterConfig{Client: &servicecontrol.Service{}}, "gcp: ReporterConfig.ServiceName is required"},
+	} {
+		if _, err := gcp.NewReporter(tc.cfg); err == nil || err.Error() != tc.want {
+			t.Errorf("NewReporter(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}

@@ -625,3 +625,37 @@ func TestReportEndIsNeverAhead(t *testing.T) {
 		}
 	}
 }
+
+func TestOverrideLimits(t *testing.T) {
+	def := ledger.Limits{MaxItems: 25, MaxBytes: 1000, Rate: 10, Burst: 1, Deadline: 24 * time.Hour}
+	for _, tc := range []struct {
+		over, want ledger.Limits
+	}{
+		{ledger.Limits{}, def},
+		{ledger.Limits{Rate: 1000}, ledger.Limits{MaxItems: 25, MaxBytes: 1000, Rate: 1000, Burst: 1, Deadline: 24 * time.Hour}},
+		{ledger.Limits{MaxItems: 1, MaxBytes: 5, Burst: 3, Deadline: time.Hour}, ledger.Limits{MaxItems: 1, MaxBytes: 5, Rate: 10, Burst: 3, Deadline: time.Hour}},
+	} {
+		if got := ledger.OverrideLimits(def, tc.over); got != tc.want {
+			t.Errorf("OverrideLimits(%+v) = %+v, want %+v", tc.over, got, tc.want)
+		}
+	}
+}
+
+func TestEarly(t *testing.T) {
+	hour := ledger.HourOf(rtNow)
+	for _, tc := range []struct {
+		end   time.Time
+		early bool
+	}{
+		{time.Time{}, false},
+		{hour, false},
+		{rtNow, false},
+		{rtNow.Add(time.Second), true},
+		{hour.Add(time.Hour), true},
+	} {
+		res, early := ledger.Early(ledger.Report{Hour: hour, End: tc.end}, rtNow)
+		if early != tc.early || early && (res.Outcome != ledger.OutcomeRetry || res.MaybeApplied || res.RetryAfter != tc.end.Sub(rtNow)) {
+			t.Errorf("Early(end %s) = %+v, %v; want early %v", tc.end, res, early, tc.early)
+		}
+	}
+}
