@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -40,6 +41,25 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		NewDB: func(t *testing.T) string { return pg.NewDB(t) },
 		Open:  func(t *testing.T, db string) storetest.Store { return open(t, db) },
+	})
+}
+
+// TestConformanceWithoutPreparedStatements runs the suite as the store runs
+// behind a pooler that keeps no prepared statements (PgBouncer before 1.21
+// in transaction mode): pgx's exec mode, unnamed statements only.
+func TestConformanceWithoutPreparedStatements(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		NewDB: func(t *testing.T) string {
+			u, err := url.Parse(pg.NewDB(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := u.Query()
+			q.Set("default_query_exec_mode", "exec")
+			u.RawQuery = q.Encode()
+			return u.String()
+		},
+		Open: func(t *testing.T, db string) storetest.Store { return open(t, db) },
 	})
 }
 
