@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"hash/maphash"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 	"unsafe"
 )
 
@@ -56,9 +56,17 @@ type usageCell struct {
 // once filled, is never emptied, so a probe that meets an empty slot has
 // proven the pair absent from this table.
 type cellTable struct {
-	slots []atomic.Pointer[usageCell]
+	slots []cellSlot
 	mask  uint64
 	used  int // filled slots; changed only under the shard's lock
+}
+
+// cellSlot holds a cell and its pair's hash, so that a probe passes other
+// pairs without reading their cells (a cache miss each). hash is stored
+// before c and never changes after.
+type cellSlot struct {
+	hash atomic.Uint64
+	c    atomic.Pointer[usageCell]
 }
 
 // newCellTable returns a table with room for at least n cells below its
@@ -68,18 +76,19 @@ func newCellTable(n int) *cellTable {
 	for size*3/4 < n+1 {
 		size *= 2
 	}
-	return &cellTable{slots: make([]atomic.Pointer[usageCell], size), mask: uint64(size - 1)}
+	return &cellTable{slots: make([]cellSlot, size), mask: uint64(size - 1)}
 }
 
 // find returns the cell of the pair, or nil. The table is never full, so
 // the probe ends.
 func (tb *cellTable) find(h uint64, customerID, dimension string) *usageCell {
 	for i := h >> trackerShardBits; ; i++ {
-		c := tb.slots[i&tb.mask].Load()
+		s := &tb.slots[i&tb.mask]
+		c := s.c.Load()
 		if c == nil {
 			return nil
 		}
-		if c.hash == h && c.key.customer == customerID && c.key.dimension == dimension {
+		if s.hash.Load() == h && c.key.customer == customerID && c.key.dimension == dimension {
 			return c
 		}
 	}
@@ -89,8 +98,9 @@ func (tb *cellTable) find(h uint64, customerID, dimension string) *usageCell {
 // holds the shard's lock and has made sure the table has room.
 func (tb *cellTable) put(c *usageCell) {
 	for i := c.hash >> trackerShardBits; ; i++ {
-		if s := &tb.slots[i&tb.mask]; s.Load() == nil {
-			s.Store(c)
+		if s := &tb.slots[i&tb.mask]; s.c.Load() == nil {
+			s.hash.Store(c.hash)
+			s.c.Store(c)
 			tb.used++
 			return
 		}
@@ -278,16 +288,18 @@ func (s *trackerShard) insert(t *UsageTracker, h uint64, customerID, dimension s
 
 // ownKey returns the pair's key with strings the tracker owns: those of
 // another lane's cell for the pair if there is one, so that a pair recorded
-// from several Ps keeps one copy of its key, or else clones of the caller's
-// strings, which may point into a large buffer (a request body) that the
-// tracker must not keep alive.
+// from several Ps keeps one copy of its key, or else interned copies of the
+// caller's strings, which may point into a large buffer (a request body)
+// that the tracker must not keep alive. Interning keeps one copy of a
+// customer id for all its dimensions, and of each dimension name for all
+// customers: less memory for Record to read through when it compares keys.
 func (t *UsageTracker) ownKey(h uint64, customerID, dimension string) pairKey {
 	for _, ln := range t.lanes {
 		if c := ln.shards[h&(trackerShards-1)].table.Load().find(h, customerID, dimension); c != nil {
 			return c.key
 		}
 	}
-	return pairKey{strings.Clone(customerID), strings.Clone(dimension)}
+	return pairKey{unique.Make(customerID).Value(), unique.Make(dimension).Value()}
 }
 
 // rebuild publishes a new table holding the cells of tb except those in
@@ -295,7 +307,7 @@ func (t *UsageTracker) ownKey(h uint64, customerID, dimension string) pairKey {
 func (s *trackerShard) rebuild(tb *cellTable, n int, drop map[*usageCell]bool) *cellTable {
 	nt := newCellTable(n)
 	for i := range tb.slots {
-		if c := tb.slots[i].Load(); c != nil && !drop[c] {
+		if c := tb.slots[i].c.Load(); c != nil && !drop[c] {
 			nt.put(c)
 		}
 	}
@@ -364,7 +376,7 @@ func (t *UsageTracker) eachCell(f func(*usageCell)) {
 		for i := range ln.shards {
 			tb := ln.shards[i].table.Load()
 			for j := range tb.slots {
-				if c := tb.slots[j].Load(); c != nil {
+				if c := tb.slots[j].c.Load(); c != nil {
 					f(c)
 				}
 			}
@@ -533,7 +545,7 @@ func (t *UsageTracker) drain() (batch []drained, total int64) {
 			idle = idle[:0]
 			tb := s.table.Load()
 			for j := range tb.slots {
-				c := tb.slots[j].Load()
+				c := tb.slots[j].c.Load()
 				if c == nil {
 					continue
 				}

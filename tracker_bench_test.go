@@ -34,19 +34,42 @@ func (s *sliceTracker) Record(customerID, dimension string, quantity int64) {
 	s.mu.Unlock()
 }
 
+// mutexMapTracker is the plain alternative UsageTracker must beat: one map
+// of running sums under one mutex.
+type mutexMapTracker struct {
+	mu   sync.Mutex
+	sums map[pairKey]int64
+}
+
+func newMutexMapTracker() *mutexMapTracker {
+	return &mutexMapTracker{sums: make(map[pairKey]int64)}
+}
+
+func (m *mutexMapTracker) Record(customerID, dimension string, quantity int64) {
+	m.mu.Lock()
+	m.sums[pairKey{customerID, dimension}] += quantity
+	m.mu.Unlock()
+}
+
 // benchRecord runs record from b.RunParallel goroutines over 10,000 distinct
-// pairs. Each goroutine walks the whole slice from its own starting point,
-// as independent request handlers would.
-func benchRecord(b *testing.B, record func(customerID, dimension string, quantity int64)) {
+// pairs, every pair known before the timer starts (the steady state). With
+// lockstep false each goroutine walks the pairs from its own starting point,
+// as independent request handlers would; with lockstep true every goroutine
+// walks them from the first in the same order, so all of them record the
+// same pair at about the same time (a burst of one workload's requests).
+func benchRecord(b *testing.B, lockstep bool, record func(customerID, dimension string, quantity int64)) {
 	pairs := benchPairs(10_000)
 	for _, p := range pairs {
-		record(p.customer, p.dimension, 1) // every pair known: measure the steady state
+		record(p.customer, p.dimension, 1)
 	}
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(1)*7919) % len(pairs)
+		if lockstep {
+			i = 0
+		}
 		for pb.Next() {
 			p := &pairs[i]
 			record(p.customer, p.dimension, 3)
@@ -61,12 +84,24 @@ func benchRecord(b *testing.B, record func(customerID, dimension string, quantit
 	}
 }
 
-func BenchmarkUsageTrackerRecord(b *testing.B) {
-	benchRecord(b, NewUsageTracker().Record)
-}
-
-func BenchmarkSliceTrackerRecord(b *testing.B) {
-	benchRecord(b, new(sliceTracker).Record)
+// BenchmarkRecord compares UsageTracker with a plain map under one mutex
+// and with the slice design it replaced, in both access patterns.
+func BenchmarkRecord(b *testing.B) {
+	designs := []struct {
+		name   string
+		record func() func(customerID, dimension string, quantity int64)
+	}{
+		{"UsageTracker", func() func(string, string, int64) { return NewUsageTracker().Record }},
+		{"MutexMap", func() func(string, string, int64) { return newMutexMapTracker().Record }},
+		{"Slice", func() func(string, string, int64) { return new(sliceTracker).Record }},
+	}
+	for _, pattern := range []string{"spread", "lockstep"} {
+		for _, d := range designs {
+			b.Run("pattern="+pattern+"/design="+d.name, func(b *testing.B) {
+				benchRecord(b, pattern == "lockstep", d.record())
+			})
+		}
+	}
 }
 
 // BenchmarkUsageTrackerMemory records 10 million records over 100,000
