@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,7 +112,9 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := s.deps.Ledger.Ingest(r.Context(), recs)
+	// A batch that got this far is committed even if the caller goes away
+	// meanwhile: its fate is then settled, not left in doubt.
+	res, err := s.deps.Ledger.Ingest(context.WithoutCancel(r.Context()), recs)
 	if err != nil {
 		var ve *ledger.ValidationError
 		if errors.As(err, &ve) {
