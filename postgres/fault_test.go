@@ -28,6 +28,23 @@ type cutProxy struct {
 	armed  atomic.Int32 // a cut mode, or 0
 	cuts   atomic.Int32
 	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	down  bool                  // the database is unreachable: connections are refused
+	conns map[net.Conn]struct{} // the client sides of open relays
+}
+
+// setDown makes the database unreachable (breaking every open connection)
+// or reachable again.
+func (p *cutProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
 }
 
 // Cut modes: what commits.
@@ -46,7 +63,7 @@ func newCutProxy(t *testing.T, dbURL string) (*cutProxy, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: u.Host}
+	p := &cutProxy{ln: ln, target: u.Host, conns: make(map[net.Conn]struct{})}
 	p.wg.Go(p.serve)
 	t.Cleanup(func() {
 		ln.Close()
@@ -70,6 +87,20 @@ func (p *cutProxy) serve() {
 
 func (p *cutProxy) relay(client net.Conn) {
 	defer client.Close()
+	p.mu.Lock()
+	down := p.down
+	if !down {
+		p.conns[client] = struct{}{}
+	}
+	p.mu.Unlock()
+	if down {
+		return
+	}
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, client)
+		p.mu.Unlock()
+	}()
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
 		return
@@ -260,5 +291,41 @@ func TestAppendRacingSameEventID(t *testing.T) {
 	bs, err := s.Buckets(t.Context(), ledger.BucketFilter{})
 	if err != nil || len(bs) != 1 || bs[0].Quantity != 1 {
 		t.Errorf("buckets: %+v, %v; want ev-a's 1 only", bs, err)
+	}
+}
+
+// TestDatabaseOutage: while the database is unreachable the store fails
+// (an append either plainly or as unknown, never as a success), and once
+// it is back the same Store works again without being reopened.
+func TestDatabaseOutage(t *testing.T) {
+	db := pg.NewDB(t)
+	proxy, viaProxy := newCutProxy(t, db)
+	s := open(t, viaProxy)
+	now := time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
+	appendOne := func(id string) error {
+		recs := []ledger.Record{{Provider: "azure", Customer: "c", Dimension: "req", Quantity: 1, Time: now, EventID: id}}
+		_, err := s.Append(t.Context(), ledger.NewAppendBatch(recs, now.Add(72*time.Hour)))
+		return err
+	}
+	if err := appendOne("before"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.setDown(true)
+	if err := appendOne("during"); err == nil {
+		t.Error("append succeeded with the database down")
+	}
+	if _, err := s.Claim(t.Context(), ledger.ClaimRequest{Provider: "azure", Owner: "o", Now: now, Lease: time.Minute, Limit: 1}); err == nil {
+		t.Error("claim succeeded with the database down")
+	}
+	proxy.setDown(false)
+	if err := appendOne("after"); err != nil {
+		t.Fatalf("append after the database came back: %v", err)
+	}
+	if _, err := s.Fold(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := s.Buckets(t.Context(), ledger.BucketFilter{})
+	if err != nil || len(bs) != 1 || bs[0].Quantity != 2 {
+		t.Errorf("buckets after the outage: %+v, %v; want the 2 records sent while it was up", bs, err)
 	}
 }
