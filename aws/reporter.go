@@ -175,22 +175,21 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 	results := make([]ledger.Result, len(reports))
 	in := &BatchMeterUsageInput{}
 	var idx []int // in.UsageRecords[j] is reports[idx[j]]
+	now := r.cfg.Clock()
 	for i, rep := range reports {
 		rec, pc, err := r.record(rep)
 		if err == nil {
 			err = rec.validate(0, pc)
 		}
-		switch {
-		case err != nil:
+		if err != nil {
 			results[i] = ledger.Result{Outcome: ledger.OutcomeRejected, Reason: err.Error()}
 			continue
 		}
-		if res, early := ledger.Early(rep, r.cfg.Clock()); early {
+		if res, early := ledger.Early(rep, now); early {
 			results[i] = res
 			continue
 		}
-		switch {
-		case len(idx) > 0 && pc != in.ProductCode:
+		if len(idx) > 0 && pc != in.ProductCode {
 			return nil, marketplace.Permanent(fmt.Errorf("%w: one call mixes product codes %q and %q", ErrInvalidInput, in.ProductCode, pc))
 		}
 		in.ProductCode = pc

@@ -207,15 +207,14 @@ func (r *Reporter) Send(ctx context.Context, reports []ledger.Report) ([]ledger.
 			results[i], decided[i] = res, true
 		}
 	}
-	for i := range reports {
-		if throttled != nil && !decided[i] {
-			results[i], decided[i] = *throttled, true
-		}
-	}
 	var send []*servicecontrol.Operation
 	var idx []int
 	for i := range reports {
-		if !decided[i] {
+		switch {
+		case decided[i]:
+		case throttled != nil: // passed its check before Google throttled
+			results[i] = *throttled
+		default:
 			send = append(send, ops[i])
 			idx = append(idx, i)
 		}
