@@ -16,10 +16,10 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 	"unsafe"
 
 	"github.com/saasmarket/marketplace"
@@ -264,7 +264,7 @@ func (c *Cache) miss(ctx context.Context, s *shard, h uint64, k Key) error {
 		cu := s.customers[ck]
 		if cu == nil {
 			// The key's strings may point into a request: keep copies.
-			cu = &customer{key: customerKey{marketplace.CloudProvider(strings.Clone(string(k.Provider))), strings.Clone(k.Customer)}}
+			cu = &customer{key: customerKey{marketplace.CloudProvider(intern(string(k.Provider))), intern(k.Customer)}}
 			s.customers[cu.key] = cu
 		}
 		if cl := cu.inflight[k.Feature]; cl != nil {
@@ -333,7 +333,7 @@ func (c *Cache) loadInto(ctx context.Context, s *shard, cu *customer, gen uint64
 		until = min(until, now+int64(left))
 	}
 	d = &decision{hash: h, err: dec.Err, until: until,
-		key: Key{Provider: cu.key.p, Customer: cu.key.id, Feature: strings.Clone(k.Feature)}}
+		key: Key{Provider: cu.key.p, Customer: cu.key.id, Feature: intern(k.Feature)}}
 	return dec.Err
 }
 
@@ -471,6 +471,12 @@ func (c *Cache) Len() int {
 	}
 	return n
 }
+
+// intern returns the canonical copy of s (package unique copies it, so the
+// cache never keeps a request's buffer alive). Providers and features are a
+// handful of names: one copy of each, compared by hits that stay in cache,
+// instead of a copy per decision scattered over the heap.
+func intern(s string) string { return unique.Make(s).Value() }
 
 // Denied and Inactive build the refusals a LoadFunc returns.
 func Denied(k Key) Decision {
