@@ -234,3 +234,8 @@ func (c *Catalogue) Resolve(p marketplace.CloudProvider, product, metric string)
 	}
 	return rs[0].Dimension, nil
 }
+
+// has reports whether the catalogue lists product of p.
+func (c *Catalogue) has(p marketplace.CloudProvider, product string) bool {
+	return slices.ContainsFunc(c.Products, func(x Product) bool { return x.Provider == p && x.Product == product })
+}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/saasmarket/marketplace"
 )
 
 // Config is marketplaced serve's configuration. Every field comes from a flag
@@ -38,7 +40,28 @@ type Config struct {
 
 	EntitlementTTL time.Duration // how long a cached grant is served
 	LogLevel       slog.Level
+
+	// AWS is set up when AWS.ProductCode is set.
+	AWS AWSConfig
 }
+
+// AWSConfig are the settings of the AWS Marketplace adapter. Credentials,
+// and endpoint overrides for the emulator, come from the AWS SDK's own
+// environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_MARKETPLACE_METERING, ...).
+type AWSConfig struct {
+	ProductCode  string
+	LicenseMode  bool
+	Region       string
+	Entitlements bool // read contract entitlements (GetEntitlements)
+	// EventBridgeHeader and EventBridgeSecret authenticate EventBridge API
+	// destination deliveries to /aws/notifications. Secret.
+	EventBridgeHeader, EventBridgeSecret string
+	SQSQueueURL                          string
+	SNSTopicARNs                         []string
+}
+
+// Enabled reports whether AWS is configured.
+func (a AWSConfig) Enabled() bool { return a.ProductCode != "" }
 
 // DBPath is the SQLite file in the data folder.
 func (c Config) DBPath() string { return filepath.Join(c.DataDir, "marketplace.db") }
@@ -55,6 +78,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_in_flight", c.MaxInFlight),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Group("aws", slog.String("product_code", c.AWS.ProductCode), slog.Bool("license_mode", c.AWS.LicenseMode),
+			slog.String("region", c.AWS.Region), slog.Bool("entitlements", c.AWS.Entitlements),
+			slog.Bool("eventbridge_secret_set", c.AWS.EventBridgeSecret != ""), slog.String("sqs_queue_url", c.AWS.SQSQueueURL),
+			slog.Int("sns_topics", len(c.AWS.SNSTopicARNs))),
 	)
 }
 
@@ -66,6 +93,8 @@ type setting struct {
 	usage     string
 	secret    bool // never echoed: not in -h, not in errors
 	apply     func(c *Config, v string) error
+	// cloud names the cloud whose adapter the setting belongs to.
+	cloud string
 }
 
 // EnvPrefix starts every environment variable marketplaced serve reads.
@@ -89,6 +118,16 @@ func settings() []setting {
 				return fmt.Errorf("want a positive integer, got %q", v)
 			}
 			*dst(c) = n
+			return nil
+		}
+	}
+	boolean := func(dst func(*Config) *bool) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			*dst(c) = b
 			return nil
 		}
 	}
@@ -156,6 +195,33 @@ func settings() []setting {
 		{flag: "idle-timeout", def: "2m", usage: "HTTP server: how long an idle keep-alive connection is kept", apply: dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
 		{flag: "shutdown-timeout", def: "20s", usage: "on SIGTERM: the bound for draining in-flight requests and stopping the reporters", apply: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 		{flag: "entitlement-ttl", def: "1m", usage: "how long a cached entitlement grant is served (lifecycle events invalidate it sooner)", apply: dur(func(c *Config) *time.Duration { return &c.EntitlementTTL })},
+		{flag: "aws-product-code", cloud: "aws", usage: "AWS Marketplace: the product code; setting it turns AWS on (it must be an aws product of the catalogue)",
+			apply: func(c *Config, v string) error { c.AWS.ProductCode = v; return nil }},
+		{flag: "aws-license-mode", cloud: "aws", def: "false", usage: "AWS Marketplace: buyers are identified by account id and license ARN (products created from June 2026)",
+			apply: boolean(func(c *Config) *bool { return &c.AWS.LicenseMode })},
+		{flag: "aws-region", cloud: "aws", usage: "AWS Marketplace: the region of the Metering and Entitlement APIs (default: the SDK's AWS_REGION)",
+			apply: func(c *Config, v string) error { c.AWS.Region = v; return nil }},
+		{flag: "aws-entitlements", cloud: "aws", def: "false", usage: "AWS Marketplace: read contract entitlements (GetEntitlements) for entitlement checks",
+			apply: boolean(func(c *Config) *bool { return &c.AWS.Entitlements })},
+		{flag: "aws-eventbridge-header", cloud: "aws", def: "X-Marketplace-Secret", usage: "AWS Marketplace: the header of the EventBridge API destination's API key",
+			apply: func(c *Config, v string) error { c.AWS.EventBridgeHeader = v; return nil }},
+		{flag: "aws-eventbridge-secret", cloud: "aws", secret: true, usage: "AWS Marketplace: the EventBridge API destination's API key value; without it EventBridge deliveries are refused. Secret",
+			apply: func(c *Config, v string) error { c.AWS.EventBridgeSecret = v; return nil }},
+		{flag: "aws-sqs-queue-url", cloud: "aws", usage: "AWS Marketplace: an SQS queue an EventBridge rule targets; polled when set",
+			apply: func(c *Config, v string) error { c.AWS.SQSQueueURL = v; return nil }},
+		{flag: "aws-sns-topic-arns", cloud: "aws", usage: "AWS Marketplace: comma-separated legacy SNS topic ARNs whose messages /aws/notifications accepts",
+			apply: func(c *Config, v string) error {
+				c.AWS.SNSTopicARNs = nil
+				for a := range strings.SplitSeq(v, ",") {
+					if a = strings.TrimSpace(a); a != "" {
+						if !strings.HasPrefix(a, "arn:aws:sns:") {
+							return fmt.Errorf("%q is not an SNS topic ARN (arn:aws:sns:…)", a)
+						}
+						c.AWS.SNSTopicARNs = append(c.AWS.SNSTopicARNs, a)
+					}
+				}
+				return nil
+			}},
 		{flag: "log-level", def: "info", usage: "log level: debug, info, warn or error (logs are JSON on stderr)",
 			apply: func(c *Config, v string) error {
 				return c.LogLevel.UnmarshalText([]byte(v))
@@ -194,6 +260,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var c Config
 	var errs []error
+	// given names, per cloud, a setting given explicitly: it needs the
+	// cloud's required settings.
+	given := map[string]string{}
 	for i, s := range ss {
 		v, from := *vals[i], "-"+s.flag
 		if !set[s.flag] {
@@ -203,9 +272,25 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 				from = "-" + s.flag + " / " + envName(s.flag)
 			}
 		}
+		if s.cloud != "" && v != s.def && given[s.cloud] == "" {
+			given[s.cloud] = from
+		}
 		if err := s.apply(&c, v); err != nil {
 			errs = append(errs, fmt.Errorf("setting %s: %w", from, err))
 		}
+	}
+	if from := given["aws"]; from != "" && !c.AWS.Enabled() {
+		errs = append(errs, fmt.Errorf("setting -aws-product-code / %s: is required for AWS (%s is set)", envName("aws-product-code"), from))
+	}
+	if c.AWS.Enabled() && c.Catalogue != nil && !c.Catalogue.has(marketplace.AWS, c.AWS.ProductCode) {
+		errs = append(errs, fmt.Errorf("setting -aws-product-code / %s: product %q is not an aws product of the catalogue %s",
+			envName("aws-product-code"), c.AWS.ProductCode, c.CataloguePath))
+	}
+	if c.AWS.Enabled() && c.AWS.Region == "" && getenv("AWS_REGION") == "" && getenv("AWS_DEFAULT_REGION") == "" {
+		errs = append(errs, fmt.Errorf("setting -aws-region / %s: is required for AWS (or the SDK's AWS_REGION)", envName("aws-region")))
+	}
+	if c.AWS.SQSQueueURL != "" && !strings.HasPrefix(c.AWS.SQSQueueURL, "https://") && !strings.HasPrefix(c.AWS.SQSQueueURL, "http://") {
+		errs = append(errs, fmt.Errorf("setting -aws-sqs-queue-url / %s: want the queue's URL, got %q", envName("aws-sqs-queue-url"), c.AWS.SQSQueueURL))
 	}
 	return c, errors.Join(errs...)
 }

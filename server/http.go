@@ -35,7 +35,7 @@ func (s *Server) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.refreshParked(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	// Each cloud authenticates its own endpoints as the cloud requires.
@@ -246,4 +246,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, c)
+}
+
+// refreshParked counts the parked notifications of every mounted cloud
+// before a scrape: a query per scrape, not a loop of its own.
+func (s *Server) refreshParked(next http.Handler) http.Handler {
+	if s.deps.Parked == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		for _, c := range s.deps.Clouds {
+			n, err := s.deps.Parked(ctx, c.Name())
+			if err != nil {
+				s.log.Warn("counting parked notifications", "provider", string(c.Name()), "err", err)
+				continue
+			}
+			s.metrics.Parked(c.Name(), n)
+		}
+		next.ServeHTTP(w, r)
+	})
 }

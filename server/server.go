@@ -59,6 +59,9 @@ type Deps struct {
 	Clouds       []Cloud
 	// Lifecycle, when set, is run alongside the reporters.
 	Lifecycle Runner
+	// Parked, when set, counts a cloud's parked notifications for /metrics
+	// (the lifecycle engine's Parked).
+	Parked func(ctx context.Context, p marketplace.CloudProvider) (int, error)
 	Metrics   *Metrics // default: NewMetrics()
 	Logger    *slog.Logger
 	Clock     func() time.Time // default time.Now

@@ -217,7 +217,9 @@ func TestIngestIsDurableAndIdempotent(t *testing.T) {
 	}
 }
 
-func itoa64(n int64) string { return strings.TrimSpace(strings.Replace(string(mustJSON(n)), "\n", "", -1)) }
+func itoa64(n int64) string {
+	return strings.TrimSpace(strings.Replace(string(mustJSON(n)), "\n", "", -1))
+}
 
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
@@ -594,4 +596,3 @@ func TestMetricsHealthAndRequestIDs(t *testing.T) {
 		t.Fatal("an API key appears in the logs")
 	}
 }
-

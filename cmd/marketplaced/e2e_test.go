@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saasmarket/marketplace/emulator/admin"
+)
+
+// freeAddr returns a loopback address that was free a moment ago: the
+// emulator must know the daemon's notification URL before the daemon starts.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startEmulate runs the real `marketplaced emulate` and returns each cloud's
+// base URL.
+func startEmulate(t *testing.T, args ...string) map[string]string {
+	t.Helper()
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"emulate"}, args...)...)
+	cmd.Stderr = io.Discard
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	urls := map[string]string{}
+	re := regexp.MustCompile(`admin API +(https?://127\.0\.0\.1:\d+)/emulator/`)
+	sc := bufio.NewScanner(out)
+	var text strings.Builder
+	cloud := ""
+	for sc.Scan() {
+		line := sc.Text()
+		text.WriteString(line + "\n")
+		for _, c := range []string{"aws", "azure", "gcp"} {
+			if strings.Contains(strings.ToLower(line), c) && cloud == "" && !strings.HasPrefix(line, " ") {
+				cloud = c
+			}
+		}
+		if m := re.FindStringSubmatch(line); m != nil {
+			urls[cloud] = m[1]
+			cloud = ""
+		}
+		if strings.HasPrefix(line, "serving") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, out)
+	if len(urls) == 0 {
+		t.Fatalf("no admin URL in the emulator's output:\n%s", text.String())
+	}
+	return urls
+}
+
+func getJSON(t *testing.T, method, u, body string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), method, u, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if strings.Contains(u, "/v1/") {
+		req.Header.Set("Authorization", "Bearer "+serveKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %d %s: %v", method, u, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestServeAgainstEmulatorAWS runs the real binary twice, as `emulate` and as
+// `serve`: a buyer subscribes through the AWS landing path (registration
+// token → ResolveCustomer), usage goes in through POST /v1/usage, the buyer
+// unsubscribes (EventBridge → the lifecycle engine seals the usage), and the
+// emulator's bill shows it exactly once.
+func TestServeAgainstEmulatorAWS(t *testing.T) {
+	const secret = "eventbridge-secret-for-the-test"
+	daemonAddr := freeAddr(t)
+	emu := startEmulate(t, "-clouds", "aws", "-aws-listen", "127.0.0.1:0",
+		"-aws-eventbridge-endpoint", "http://"+daemonAddr+"/aws/notifications", "-aws-eventbridge-secret", secret,
+		"-aws-dimensions", "prod-demo=tokens_1m")
+	awsURL := emu["aws"]
+	if awsURL == "" {
+		t.Fatalf("no AWS emulator URL: %v", emu)
+	}
+
+	cat := filepath.Join(t.TempDir(), "catalogue.json")
+	if err := os.WriteFile(cat, []byte(`{"products":[{"provider":"aws","product":"prod-demo","metrics":{"tokens":{"dimension":"tokens_1m","unit":1000000}}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ENDPOINT_URL_MARKETPLACE_METERING", awsURL)
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "emulator-secret")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("MARKETPLACED_AWS_EVENTBRIDGE_SECRET", secret)
+	d := startServe(t, "-addr", daemonAddr, "-catalogue", cat, "-aws-product-code", "prod-demo", "-log-level", "debug")
+
+	// A buyer subscribes on AWS and lands on the seller's registration URL.
+	var buyer admin.Buyer
+	if st := getJSON(t, "POST", awsURL+"/emulator/buyers", `{"product":"prod-demo"}`, &buyer); st != 201 || buyer.Token == "" {
+		t.Fatalf("new buyer: %d %+v", st, buyer)
+	}
+	resp, err := http.PostForm(d.url+"/aws/landing", url.Values{"x-amzn-marketplace-token": {buyer.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("landing: %d %s\n%s", resp.StatusCode, body, d.logs())
+	}
+	var sub map[string]any
+	if st := getJSON(t, "GET", d.url+"/v1/subscriptions/aws/"+url.PathEscape(buyer.ID), "", &sub); st != 200 || sub["status"] != "active" {
+		t.Fatalf("subscription after landing: %d %v", st, sub)
+	}
+	var ent map[string]any
+	getJSON(t, "GET", d.url+"/v1/entitlements/check?provider=aws&customer="+url.QueryEscape(buyer.ID), "", &ent)
+	if ent["entitled"] != true {
+		t.Fatalf("entitlement after landing: %v", ent)
+	}
+
+	// Usage in the seller's names, sent twice (a client retry).
+	batch := `{"records":[{"event_id":"e2e-1","provider":"aws","customer":"` + buyer.ID + `","metric":"tokens","quantity":2000000},
+		{"event_id":"e2e-2","provider":"aws","customer":"` + buyer.ID + `","metric":"tokens","quantity":1500000}]}`
+	for range 2 {
+		var res map[string]any
+		if st := getJSON(t, "POST", d.url+"/v1/usage", batch, &res); st != 200 {
+			t.Fatalf("usage: %d %v", st, res)
+		}
+	}
+
+	// The buyer's agreement ends: EventBridge delivers it to the daemon,
+	// metering stays open for the final hour, and the daemon seals the
+	// buyer's usage and reports it.
+	var ev admin.EventResult
+	if st := getJSON(t, "POST", awsURL+"/emulator/buyers/"+url.PathEscape(buyer.ID)+"/events", `{"event":"Purchase Agreement Ended - Manufacturer"}`, &ev); st != 200 ||
+		len(ev.Deliveries) != 1 || ev.Deliveries[0].Status/100 != 2 {
+		t.Fatalf("agreement ended: %d %+v\n%s", st, ev, d.logs())
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var bill admin.Bill
+	for {
+		getJSON(t, "GET", awsURL+"/emulator/bill", "", &bill)
+		if bill.Totals[buyer.ID]["tokens_1m"] > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// 3.5 M tokens: 3 whole units; the half unit is forgiven at the end (SettleDrop).
+	if got := bill.Totals[buyer.ID]["tokens_1m"]; got != 3 || len(bill.Lines) != 1 {
+		t.Fatalf("bill: %+v, want one line of 3 tokens_1m for %s\n%s", bill, buyer.ID, d.logs())
+	}
+	// Exactly once: nothing more arrives.
+	time.Sleep(2 * time.Second)
+	getJSON(t, "GET", awsURL+"/emulator/bill", "", &bill)
+	if got := bill.Totals[buyer.ID]["tokens_1m"]; got != 3 || len(bill.Lines) != 1 {
+		t.Fatalf("bill later: %+v, want still one line of 3", bill)
+	}
+	var usage struct {
+		Buckets []struct {
+			State    string `json:"state"`
+			RecordID string `json:"record_id"`
+		} `json:"buckets"`
+	}
+	getJSON(t, "GET", d.url+"/v1/usage?provider=aws&customer="+url.QueryEscape(buyer.ID), "", &usage)
+	if len(usage.Buckets) == 0 || usage.Buckets[0].State != "reported" || usage.Buckets[0].RecordID == "" {
+		t.Fatalf("usage report: %+v", usage)
+	}
+	if err := d.stop(t, 20*time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.logs())
+	}
+}
