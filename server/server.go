@@ -61,10 +61,10 @@ type Deps struct {
 	Lifecycle Runner
 	// Parked, when set, counts a cloud's parked notifications for /metrics
 	// (the lifecycle engine's Parked).
-	Parked func(ctx context.Context, p marketplace.CloudProvider) (int, error)
-	Metrics   *Metrics // default: NewMetrics()
-	Logger    *slog.Logger
-	Clock     func() time.Time // default time.Now
+	Parked  func(ctx context.Context, p marketplace.CloudProvider) (int, error)
+	Metrics *Metrics // default: NewMetrics()
+	Logger  *slog.Logger
+	Clock   func() time.Time // default time.Now
 
 	Maintain ledger.MaintainConfig
 	Reporter ledger.ReporterConfig

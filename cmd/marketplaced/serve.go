@@ -119,4 +119,3 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 	}
 	return clouds, nil
 }
-
