@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/saasmarket/marketplace/internal/benchcpu"
 )
 
 // benchPairs returns n distinct (customer, dimension) pairs: n/4 customers
@@ -65,6 +67,7 @@ func benchRecord(b *testing.B, lockstep bool, record func(customerID, dimension 
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := benchcpu.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(1)*7919) % len(pairs)
 		if lockstep {
@@ -79,6 +82,7 @@ func benchRecord(b *testing.B, lockstep bool, record func(customerID, dimension 
 		}
 	})
 	b.StopTimer()
+	benchcpu.Report(b, cpu)
 	if ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N); ns > 0 {
 		b.ReportMetric(1e9/ns, "records/s")
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/internal/benchcpu"
 )
 
 // checker is what the benchmarks measure: Cache, or legacyCache (the design
@@ -49,6 +50,7 @@ func BenchmarkCheckHit(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := benchcpu.Now()
 			var start int
 			b.RunParallel(func(pb *testing.PB) {
 				start += 7919 // racy on purpose: any spread will do
@@ -63,6 +65,8 @@ func BenchmarkCheckHit(b *testing.B) {
 					}
 				}
 			})
+			b.StopTimer()
+			benchcpu.Report(b, cpu)
 		})
 	}
 }

@@ -140,11 +140,11 @@ type slot struct {
 	d    atomic.Pointer[decision]
 }
 
-// newTable returns a table for n decisions at a load of at most 1/2, which
-// keeps probes short.
+// newTable returns a table for n decisions at a load of at most 3/4. The
+// hashes in the slots keep the probes past other keys cheap.
 func newTable(n int) *table {
 	size := 16
-	for size/2 < n+1 {
+	for size*3/4 < n+1 {
 		size *= 2
 	}
 	return &table{slots: make([]slot, size), mask: uint64(size - 1)}
@@ -344,7 +344,7 @@ func (c *Cache) store(s *shard, cu *customer, d *decision) {
 	tb := s.table.Load()
 	sl := tb.find(d.hash, &d.key)
 	old := sl.d.Load()
-	if old == nil && (tb.used+1)*2 > len(tb.slots) {
+	if old == nil && (tb.used+1)*4 > len(tb.slots)*3 {
 		tb = s.rebuild(tb)
 		sl = tb.find(d.hash, &d.key)
 		old = sl.d.Load()
