@@ -29,6 +29,7 @@ import (
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/pages"
 )
 
 // Store is what the engine keeps: subscriptions, entitlements and the
@@ -52,6 +53,9 @@ type Deps struct {
 	Entitlements *entitlement.Cache
 	Logger       *slog.Logger
 	Clock        func() time.Time
+	// Pages renders the landing pages' HTML (confirmation and errors).
+	// Nil: New uses the embedded defaults (pages.New(nil, Logger)).
+	Pages *pages.Pages
 }
 
 // Config tunes the engine; zero values take the defaults.
@@ -131,6 +135,13 @@ func New(deps Deps, cfg Config) (*Engine, error) {
 	if deps.Entitlements == nil {
 		loader := entitlement.StoreLoader{Subscriptions: deps.Store, Entitlements: deps.Store, Clock: deps.Clock}
 		deps.Entitlements = entitlement.New(loader.Load, entitlement.Config{Clock: deps.Clock})
+	}
+	if deps.Pages == nil {
+		p, err := pages.New(nil, deps.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("lifecycle: default pages: %w", err)
+		}
+		deps.Pages = p
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
