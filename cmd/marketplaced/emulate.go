@@ -35,9 +35,20 @@ func emulators() []cloudEmulator {
 	return []cloudEmulator{newAWSEmulator(), newAzureEmulator(), newGCPEmulator()}
 }
 
+// runEmulateCmd is the emulate subcommand; it logs to stderr.
+func runEmulateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runEmulate(ctx, args, stdout, stderr, slog.New(slog.NewTextHandler(stderr, nil)))
+}
+
 func runEmulate(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
 	fs := flag.NewFlagSet("marketplaced emulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: marketplaced emulate [flags]\n\n"+
+			"Runs the AWS, Azure and Google marketplace emulators on loopback. Each has the same admin API\n"+
+			"(buyers, lifecycle events, the bill, faults) under /emulator/: see docs/emulators.md.\n\nflags:")
+		fs.PrintDefaults()
+	}
 	clouds := fs.String("clouds", "aws,azure,gcp", "comma-separated emulators to run")
 	all := emulators()
 	for _, e := range all {

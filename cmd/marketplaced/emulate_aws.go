@@ -44,6 +44,9 @@ func (a *awsEmulator) RegisterFlags(fs *flag.FlagSet) {
 }
 
 func (a *awsEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
+	if err := a.faults.Validate(); err != nil {
+		return "", fmt.Errorf("the -aws-… fault flags: %w", err)
+	}
 	host, _, err := net.SplitHostPort(a.listen)
 	if err != nil {
 		return "", fmt.Errorf("-aws-listen: %w", err)
@@ -76,16 +79,15 @@ func (a *awsEmulator) Start(ctx context.Context, logger *slog.Logger) (string, e
 		_ = srv.Shutdown(sctx)
 	}()
 	var b strings.Builder
-	fmt.Fprintf(&b, "  base URL: %s (Metering and Entitlement JSON 1.1 APIs at POST /)\n", base)
-	fmt.Fprintf(&b, "  point the official AWS SDK for Go v2 at it:\n")
-	fmt.Fprintf(&b, "    export AWS_ENDPOINT_URL_MARKETPLACE_METERING=%s AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE=%s AWS_REGION=us-east-1\n", base, base)
+	fmt.Fprintf(&b, "base URL          %s (Metering, Entitlement and SQS JSON APIs at POST /)\n", base)
+	fmt.Fprintf(&b, "official clients  export AWS_ENDPOINT_URL_MARKETPLACE_METERING=%s AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE=%s AWS_REGION=us-east-1\n", base, base)
 	if a.accessKey != "" {
-		fmt.Fprintf(&b, "    export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s   # SigV4 is checked\n", a.accessKey, a.secretKey)
+		fmt.Fprintf(&b, "                  export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s   # SigV4 is checked\n", a.accessKey, a.secretKey)
 	}
-	fmt.Fprintf(&b, "    or in Go: marketplacemetering.NewFromConfig(cfg, func(o *marketplacemetering.Options) { o.BaseEndpoint = aws.String(%q) })\n", base)
-	fmt.Fprintf(&b, "  admin API (docs/emulators.md): %s/emulator/buyers, /emulator/buyers/{id}/events, /emulator/bill, /emulator/faults\n", base)
-	fmt.Fprintf(&b, "  new buyer: curl -s -X POST %s/emulator/buyers -d '{\"product\":\"prod-demo\"}'\n", base)
-	fmt.Fprintf(&b, "  the bill: curl -s %s/emulator/bill\n", base)
-	fmt.Fprintf(&b, "  faults: %s", describeFaults(a.faults))
+	fmt.Fprintf(&b, "                  or in Go: o.BaseEndpoint = aws.String(%q)\n", base)
+	fmt.Fprintf(&b, "admin API         %s/emulator/ (docs/emulators.md): buyers, buyers/{id}/events, bill, faults\n", base)
+	fmt.Fprintf(&b, "new buyer         curl -X POST %s/emulator/buyers -d '{\"product\":\"prod-demo\"}'\n", base)
+	fmt.Fprintf(&b, "bill              curl %s/emulator/bill\n", base)
+	fmt.Fprintf(&b, "faults            %s", describeFaults(a.faults))
 	return b.String(), nil
 }
