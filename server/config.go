@@ -39,7 +39,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	EntitlementTTL time.Duration // how long a cached grant is served
-	LogLevel       slog.Level
+	// DashboardPassword, when set, signs in to /dashboard/ besides the API
+	// keys. Secret.
+	DashboardPassword string
+
+	LogLevel slog.Level
 
 	// AWS is set up when AWS.ProductCode is set.
 	AWS AWSConfig
@@ -220,6 +224,14 @@ func settings() []setting {
 						c.AWS.SNSTopicARNs = append(c.AWS.SNSTopicARNs, a)
 					}
 				}
+				return nil
+			}},
+		{flag: "dashboard-password", secret: true, usage: "a password that signs in to the dashboard (/dashboard/) besides the API keys; at least 12 characters. Secret",
+			apply: func(c *Config, v string) error {
+				if v != "" && len(v) < 12 {
+					return errors.New("too short: use at least 12 characters")
+				}
+				c.DashboardPassword = v
 				return nil
 			}},
 		{flag: "log-level", def: "info", usage: "log level: debug, info, warn or error (logs are JSON on stderr)",

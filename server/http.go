@@ -37,6 +37,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", s.refreshParked(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", s.healthz)
+	s.dashboardRoutes(mux)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	// Each cloud authenticates its own endpoints as the cloud requires.
 	for _, c := range s.deps.Clouds {

@@ -1,0 +1,220 @@
+// The marketplaced dashboard: fetches /dashboard/data every few seconds and
+// redraws the tables and the usage chart in place. Every value goes into the
+// page as text (textContent), never as markup.
+"use strict";
+
+(function () {
+  const REFRESH_MS = 5000;
+  const SVG = "http://www.w3.org/2000/svg";
+  const NAMES = { aws: "AWS", azure: "Azure", gcp: "Google Cloud" };
+  const STATES = ["active", "pending", "suspended", "cancelled", "expired"];
+  let last = null;
+  let timer = null;
+
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+
+  function fmtNum(n) { return Number(n).toLocaleString("en-US"); }
+  function fmtHour(iso) { return iso ? iso.slice(0, 13).replace("T", " ") + ":00" : "–"; }
+  function fmtTime(iso) { return iso ? iso.slice(0, 19).replace("T", " ") : "–"; }
+  function name(p) { return NAMES[p] || p; }
+
+  function fillBody(table, rows, cols, empty) {
+    const tb = table.tBodies[0];
+    tb.replaceChildren();
+    if (rows.length === 0) {
+      const tr = el("tr");
+      const td = el("td", empty, "empty");
+      td.colSpan = cols;
+      tr.append(td);
+      tb.append(tr);
+      return;
+    }
+    for (const r of rows) {
+      const tr = el("tr");
+      r.forEach((c, i) => {
+        const cell = i === 0 ? el("th", c.text !== undefined ? c.text : c) : el("td", c.text !== undefined ? c.text : c);
+        if (i === 0) cell.scope = "row";
+        if (c.cls) cell.className = c.cls;
+        tr.append(cell);
+      });
+      tb.append(tr);
+    }
+  }
+
+  function renderSubscriptions(d) {
+    const rows = d.providers.map((p) => {
+      const c = d.subscriptions[p] || {};
+      const total = Object.values(c).reduce((a, b) => a + b, 0);
+      return [name(p), ...STATES.map((s) => ({ text: fmtNum(c[s] || 0), cls: "num" })), { text: fmtNum(total), cls: "num" }];
+    });
+    fillBody($("subscriptions"), rows, 7, "No cloud is configured.");
+  }
+
+  function renderDimensions(d) {
+    const sel = $("dimension");
+    const want = ["", ...d.usage.map((s) => s.provider + "/" + s.dimension)];
+    const have = Array.from(sel.options).map((o) => o.value);
+    if (want.join("\n") === have.join("\n")) return;
+    const keep = sel.value;
+    sel.replaceChildren(el("option", "All dimensions"));
+    sel.options[0].value = "";
+    for (const s of d.usage) {
+      const o = el("option", name(s.provider) + ": " + s.dimension);
+      o.value = s.provider + "/" + s.dimension;
+      sel.append(o);
+    }
+    sel.value = want.includes(keep) ? keep : "";
+  }
+
+  // perProvider sums the chosen series per cloud and hour.
+  function perProvider(d) {
+    const chosen = $("dimension").value;
+    const out = {};
+    for (const p of d.providers) out[p] = new Array(d.hours.length).fill(0);
+    for (const s of d.usage) {
+      if (chosen && chosen !== s.provider + "/" + s.dimension) continue;
+      if (!out[s.provider]) out[s.provider] = new Array(d.hours.length).fill(0);
+      s.quantity.forEach((q, i) => { out[s.provider][i] += q; });
+    }
+    return out;
+  }
+
+  function niceMax(v) {
+    if (v <= 0) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  function renderChart(d) {
+    const data = perProvider(d);
+    const provs = Object.keys(data);
+    const W = 720, H = 260, L = 56, R = 8, T = 10, B = 34;
+    const n = d.hours.length;
+    let max = 0;
+    for (const p of provs) for (const v of data[p]) max = Math.max(max, v);
+    const top = niceMax(max);
+    const slot = (W - L - R) / n;
+    const bw = Math.max(1, (slot - 2) / Math.max(1, provs.length));
+    const y = (v) => T + (H - T - B) * (1 - v / top);
+
+    const total = provs.reduce((a, p) => a + data[p].reduce((x, z) => x + z, 0), 0);
+    const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "chart-title chart-desc", id: "usage-chart" });
+    s.append(svg("title", { id: "chart-title" }, "Usage per hour and cloud"));
+    s.append(svg("desc", { id: "chart-desc" }, provs.map((p) => `${name(p)}: ${fmtNum(data[p].reduce((a, b) => a + b, 0))}`).join("; ") +
+      ` in the last ${n} hours; the largest hour holds ${fmtNum(max)}.`));
+    for (const f of [0, 0.25, 0.5, 0.75, 1]) {
+      const gy = y(top * f);
+      s.append(svg("line", { x1: L, x2: W - R, y1: gy, y2: gy, class: f === 0 ? "axis" : "grid" }));
+      s.append(svg("text", { x: L - 6, y: gy + 4, "text-anchor": "end", class: "tick" }, fmtNum(Math.round(top * f))));
+    }
+    d.hours.forEach((h, i) => {
+      const x0 = L + i * slot + 1;
+      provs.forEach((p, j) => {
+        const v = data[p][i];
+        if (v <= 0) return;
+        const r = svg("rect", { x: x0 + j * bw, y: y(v), width: Math.max(1, bw - 1), height: Math.max(1, y(0) - y(v)),
+          class: "bar " + p, "data-provider": p, "data-hour": h, "data-value": v });
+        r.append(svg("title", {}, `${name(p)}, ${fmtHour(h)} UTC: ${fmtNum(v)}`));
+        s.append(r);
+      });
+      if (i % 3 === 0) {
+        s.append(svg("text", { x: x0 + slot / 2, y: H - B + 16, "text-anchor": "middle", class: "tick" }, h.slice(11, 16)));
+      }
+    });
+    s.append(svg("text", { x: W - R, y: H - 4, "text-anchor": "end", class: "tick" }, "hour (UTC)"));
+    $("chart-svg").replaceChildren(s);
+    $("chart").dataset.total = String(total);
+
+    const legend = $("legend");
+    legend.replaceChildren();
+    for (const p of provs) {
+      const item = el("span");
+      item.append(el("span", null, "swatch " + p), document.createTextNode(name(p)));
+      legend.append(item);
+    }
+
+    const t = $("usage-table");
+    const head = el("tr");
+    head.append(el("th", "Hour (UTC)"), ...provs.map((p) => el("th", name(p))));
+    head.querySelectorAll("th").forEach((c) => { c.scope = "col"; });
+    t.tHead.replaceChildren(head);
+    const rows = [];
+    d.hours.forEach((h, i) => {
+      if (provs.some((p) => data[p][i] > 0)) rows.push([fmtHour(h), ...provs.map((p) => ({ text: fmtNum(data[p][i]), cls: "num" }))]);
+    });
+    fillBody(t, rows, provs.length + 1, "No usage in the last 24 hours.");
+  }
+
+  function renderHealth(d) {
+    fillBody($("health"), d.reporter.map((h) => [
+      name(h.provider),
+      { text: fmtNum(h.pending), cls: "num" },
+      fmtHour(h.oldest_unreported),
+      { text: fmtNum(h.retried), cls: "num" },
+      { text: fmtNum(h.reported), cls: "num" },
+      { text: fmtNum(h.rejected_count), cls: "num" + (h.rejected_count ? " bad" : "") },
+      { text: fmtNum(h.conflict_count), cls: "num" + (h.conflict_count ? " bad" : "") },
+    ]), 7, "No cloud is configured.");
+    const rows = [];
+    for (const h of d.reporter) {
+      for (const [state, list] of [["rejected", h.rejected], ["conflict", h.conflict]]) {
+        for (const b of list) rows.push([name(h.provider), state, b.customer, b.dimension, fmtHour(b.hour), { text: fmtNum(b.units), cls: "num" }, b.reason]);
+      }
+    }
+    fillBody($("problems"), rows, 7, "None: every cloud accepted what was sent.");
+  }
+
+  function renderParked(d) {
+    fillBody($("parked"), d.parked.map((n) => [name(n.provider), n.id, n.kind, n.subject, { text: fmtNum(n.attempts), cls: "num" },
+      fmtTime(n.received), n.reason]), 7, "None.");
+  }
+
+  function render(d) {
+    last = d;
+    renderSubscriptions(d);
+    renderDimensions(d);
+    renderChart(d);
+    renderHealth(d);
+    renderParked(d);
+    document.body.dataset.generated = d.generated;
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    const status = $("status");
+    try {
+      const res = await fetch("/dashboard/data", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (res.status === 401) {
+        status.textContent = "Your sign-in has ended: reload the page to sign in again.";
+        return;
+      }
+      if (!res.ok) throw new Error("the daemon answered " + res.status);
+      render(await res.json());
+      status.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + "; refreshes every " + REFRESH_MS / 1000 + " s.";
+    } catch (err) {
+      status.textContent = "Could not refresh (" + err.message + "); trying again.";
+    }
+    timer = setTimeout(refresh, REFRESH_MS);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("refresh").addEventListener("click", refresh);
+    $("dimension").addEventListener("change", () => { if (last) renderChart(last); });
+    refresh();
+  });
+})();
