@@ -146,6 +146,13 @@ func report(b *testing.B, d daemon, res Result, daemonCPU time.Duration) {
 	b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
 	b.ReportMetric(100*res.CPUShare, "loadgen-cpu-%")
 	b.ReportMetric(100*daemonCPU.Seconds()/res.Elapsed.Seconds()/float64(runtime.NumCPU()), "daemon-cpu-%")
+	// CPU per request, of each side: on a machine shared with other work
+	// the rate says how much CPU the daemon got; these say what it needs.
+	if res.Requests > 0 {
+		loadgenCPU := res.CPUShare * res.Elapsed.Seconds() * float64(runtime.NumCPU())
+		b.ReportMetric(daemonCPU.Seconds()*1e6/float64(res.Requests), "daemon-cpu-µs/req")
+		b.ReportMetric(loadgenCPU*1e6/float64(res.Requests), "loadgen-cpu-µs/req")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
