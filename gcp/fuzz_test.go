@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/saasmarket/marketplace"
 	emu "github.com/saasmarket/marketplace/emulator/gcp"
 	"github.com/saasmarket/marketplace/gcp"
 )
@@ -26,8 +27,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := gcp.DecodeMessage(data)
 		if err != nil {
-			if !errors.Is(err, gcp.ErrBadMessage) {
-				t.Fatalf("error %v does not wrap ErrBadMessage", err)
+			if !errors.Is(err, marketplace.ErrInvalidInput) {
+				t.Fatalf("error %v does not wrap marketplace.ErrInvalidInput", err)
 			}
 			return
 		}
@@ -36,6 +37,26 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 		if m.Entitlement == nil && m.Account == nil && (m.EventType == "ENTITLEMENT_ACTIVE" || m.EventType == "ACCOUNT_DELETED") {
 			t.Fatalf("accepted %s without its subject: %q", m.EventType, data)
+		}
+	})
+}
+
+// FuzzPushBody posts arbitrary push bodies with a valid token: the
+// handler answers 204 (stored) or 400, never a server error.
+func FuzzPushBody(f *testing.F) {
+	l := newLifecycleEnv(f, nil, nil)
+	l.emu.Purchase(f.Context(), "acc-1", "example-api", "standard")
+	for _, ev := range l.pub.events() {
+		f.Add(pushBody(ev, "m"))
+	}
+	f.Add([]byte(`{"message":{"data":"bm90IGpzb24="}}`))
+	f.Add([]byte(`{"message":null}`))
+	f.Add([]byte(`[]`))
+	auth := l.bearer(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := l.push(t, body, auth)
+		if w.Code != http.StatusNoContent && w.Code != http.StatusBadRequest {
+			t.Fatalf("body %q: %d %s", body, w.Code, w.Body)
 		}
 	})
 }

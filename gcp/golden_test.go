@@ -118,12 +118,12 @@ func TestGoldenPayloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, consumer, _ := e.emu.Entitlement(ent)
-	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: sc, ServiceName: service, Metrics: map[string]string{gcp.TokenDimension: "tokens_1m", "requests": "requests"}})
+	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: sc, ServiceName: service, Metrics: map[string]string{gcp.DimensionTokens: "tokens_1m", "requests": "requests"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reports := []ledger.Report{
-		{ID: "6f1c2b8e-2f0a-5d7c-9a41-3b5e8c0d1f22", Provider: marketplace.GCP, Customer: consumer, Dimension: gcp.TokenDimension, Hour: onDay(10, 0), Quantity: 42},
+		{ID: "6f1c2b8e-2f0a-5d7c-9a41-3b5e8c0d1f22", Provider: marketplace.GCP, Customer: consumer, Dimension: gcp.DimensionTokens, Hour: onDay(10, 0), Quantity: 42},
 		{ID: "0b7d4e6a-9c3f-5a21-8e5d-7f1a2c3b4d5e", Provider: marketplace.GCP, Customer: "project_number:999", Dimension: "requests", Hour: onDay(10, 0), Quantity: 7},
 	}
 	if _, err := target.Send(ctx, reports); err != nil {

@@ -3,56 +3,150 @@ package gcp
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"google.golang.org/api/cloudcommerceprocurement/v1"
+	"google.golang.org/api/servicecontrol/v1"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
-// ProviderConfig sets up a Provider.
-type ProviderConfig struct {
-	// Ledger records usage (SubmitUsage); a Reporter sends it to Google.
-	Ledger *ledger.Ledger
-	// Subscriptions hold the entitlements the Lifecycle stores.
-	Subscriptions marketplace.SubscriptionStore
-	// Entitlements, optional, grant features beyond the plan.
-	Entitlements marketplace.EntitlementStore
-	// PlanFeatures lists the features of each plan; the plan's own name
-	// is always one.
-	PlanFeatures map[string][]string
-	// Cache tunes the entitlement cache.
-	Cache entitlement.Config
+// Config holds Google's own settings; the shared dependencies (store,
+// ledger, entitlements, logger, clock) come from the lifecycle engine.
+type Config struct {
+	// Procurement is the Partner Procurement API client for the seller's
+	// provider id (required).
+	Procurement *Procurement
+	// ServiceControl is the official Service Control client that Target
+	// reports through (required).
+	ServiceControl *servicecontrol.Service
+	// ServiceName is the product's Service Control service, e.g.
+	// "example-api.endpoints.my-project.cloud.goog" (required).
+	ServiceName string
+	// Metrics maps a ledger dimension to its metric name in the service
+	// config (see ReporterConfig.Metrics).
+	Metrics map[string]string
+
+	// SignupAudience is the product's domain as registered in the Producer
+	// Portal: the aud of Google's sign-up JWTs (required).
+	SignupAudience string
+	// SignupKeysURL is for the emulator only; default SignupKeysURL.
+	SignupKeysURL string
+	// PushServiceAccount is the service account the Pub/Sub push
+	// subscription authenticates as, and PushAudience the audience set on
+	// it (default: none accepted). Without PushServiceAccount every push
+	// delivery to NotificationHandler is refused.
+	PushServiceAccount, PushAudience string
+	// PushKeysURL is for the emulator only; default OIDCKeysURL.
+	PushKeysURL string
+	// HTTPClient fetches Google's signing keys; default a client with a
+	// 10 s timeout.
+	HTTPClient *http.Client
+	// Leeway for the tokens' exp and iat; default 30 s.
+	Leeway time.Duration
+
+	// Subscriber is the seller's Pub/Sub pull subscription on Google's
+	// lifecycle topic; Run receives from it when set. Its ReceiveSettings
+	// (flow control) are the caller's.
+	Subscriber *pubsub.Subscriber
+
+	// Link links a buyer who arrived on the sign-up URL to the seller's
+	// own account; nil leaves AccountID empty. It runs before the account's
+	// "signup" approval is granted, and what it writes to the response is
+	// held until that approval succeeded, then sent.
+	Link lifecycle.LinkFunc
+	// Decide approves or rejects a new entitlement or a plan change
+	// waiting for the seller; nil approves every one.
+	Decide DecideFunc
+	// AccountDeleted, when set, deletes the seller's own data of a deleted
+	// procurement account, after its stored subscriptions are gone.
+	AccountDeleted func(ctx context.Context, accountID string) error
 }
 
-// Provider is Google Cloud Marketplace as a marketplace.Provider. Customer
-// ids are usageReportingIds (see the package doc). Entitlement checks are
-// answered from an entitlement.Cache that the Lifecycle invalidates
-// (pass Provider.Invalidate as LifecycleConfig.Invalidate).
+// DecideFunc is the seller's answer to what Google waits on: a new
+// entitlement (ent.State is ENTITLEMENT_ACTIVATION_REQUESTED) or a plan
+// change (ENTITLEMENT_PENDING_PLAN_CHANGE_APPROVAL, to ent.NewPendingPlan).
+// sub is the stored subscription, nil when none is stored yet. An error
+// leaves the notification to be retried.
+type DecideFunc func(ctx context.Context, sub *marketplace.Subscription, ent *cloudcommerceprocurement.Entitlement) (Decision, error)
+
+// Decision is a DecideFunc's answer.
+type Decision struct {
+	Approve bool
+	Reason  string // shown to Google on a rejection
+}
+
+// Provider is the Google adapter: the marketplace.Provider, the sign-up
+// URL, the Pub/Sub push endpoint and pull loop, the ledger's target, and
+// the lifecycle.Handler of Google notifications. Customer ids are
+// usageReportingIds (see the package doc).
 type Provider struct {
-	meter ledger.Meter
-	cfg   ProviderConfig
-	cache *entitlement.Cache
+	e      *lifecycle.Engine
+	deps   lifecycle.Deps
+	cfg    Config
+	meter  ledger.Meter
+	target *Reporter
+	signup *SignupVerifier
+	push   *PushVerifier
 }
 
-var _ marketplace.Provider = (*Provider)(nil)
+// The types implement the interfaces they are consumed through.
+var (
+	_ marketplace.Provider = (*Provider)(nil)
+	_ lifecycle.Handler    = (*Provider)(nil)
+)
 
-// NewProvider returns a Provider; Ledger and Subscriptions are required.
-func NewProvider(cfg ProviderConfig) (*Provider, error) {
-	if cfg.Ledger == nil || cfg.Subscriptions == nil {
-		return nil, errors.New("gcp: ProviderConfig needs Ledger and Subscriptions")
+// NewProvider checks cfg, takes the shared dependencies from e, and
+// registers the provider as e's handler of Google notifications.
+func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
+	switch {
+	case e == nil:
+		return nil, errors.New("gcp: NewProvider needs a lifecycle engine")
+	case cfg.Procurement == nil:
+		return nil, errors.New("gcp: Config.Procurement is required")
+	case cfg.ServiceControl == nil:
+		return nil, errors.New("gcp: Config.ServiceControl is required")
+	case cfg.ServiceName == "":
+		return nil, errors.New("gcp: Config.ServiceName is required")
+	case cfg.SignupAudience == "":
+		return nil, errors.New("gcp: Config.SignupAudience is required (the product's domain)")
+	case cfg.PushServiceAccount != "" && cfg.PushAudience == "":
+		return nil, errors.New("gcp: Config.PushAudience is required with Config.PushServiceAccount")
+	case cfg.Leeway < 0:
+		return nil, errors.New("gcp: Config.Leeway must not be negative")
 	}
-	p := &Provider{meter: ledger.Meter{Ledger: cfg.Ledger, Provider: marketplace.GCP}, cfg: cfg}
-	p.cache = entitlement.New(entitlement.StoreLoader{
-		Subscriptions: cfg.Subscriptions, Entitlements: cfg.Entitlements, PlanFeatures: cfg.PlanFeatures, Clock: cfg.Ledger.Config().Clock,
-	}.Load, cfg.Cache)
+	deps := e.Deps()
+	target, err := NewReporter(ReporterConfig{Client: cfg.ServiceControl, ServiceName: cfg.ServiceName, Metrics: cfg.Metrics,
+		Logger: deps.Logger, Clock: deps.Clock})
+	if err != nil {
+		return nil, err
+	}
+	p := &Provider{
+		e: e, deps: deps, cfg: cfg,
+		meter:  ledger.Meter{Ledger: deps.Ledger, Provider: marketplace.GCP},
+		target: target,
+		signup: NewSignupVerifier(SignupVerifierConfig{Audience: cfg.SignupAudience, KeysURL: cfg.SignupKeysURL,
+			Leeway: cfg.Leeway, HTTPClient: cfg.HTTPClient, Clock: deps.Clock}),
+		push: NewPushVerifier(PushVerifierConfig{Audience: cfg.PushAudience, ServiceAccountEmail: cfg.PushServiceAccount,
+			KeysURL: cfg.PushKeysURL, Leeway: cfg.Leeway, HTTPClient: cfg.HTTPClient, Clock: deps.Clock}),
+	}
+	if err := e.Register(marketplace.GCP, p); err != nil {
+		return nil, fmt.Errorf("gcp: %w", err)
+	}
 	return p, nil
 }
 
-// Name is marketplace.GCP.
+// Name returns marketplace.GCP.
 func (*Provider) Name() marketplace.CloudProvider { return marketplace.GCP }
 
-// SubmitUsage records usage durably in the ledger; the Reporter bills it
-// per hour through Service Control. Record TokenDimension in raw tokens.
+// SubmitUsage records usage durably in the ledger; the Target bills it per
+// hour through Service Control. Record DimensionTokens in raw tokens.
 func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageRecord) error {
 	return p.meter.SubmitUsage(ctx, records)
 }
@@ -61,20 +155,21 @@ func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageR
 // (a usageReportingId), or an error wrapping marketplace.ErrNoActiveSubscription
 // when there is none.
 func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	return marketplace.LookupSubscription(ctx, p.cfg.Subscriptions, marketplace.GCP, customerID)
+	return marketplace.LookupSubscription(ctx, p.deps.Store, marketplace.GCP, customerID)
 }
 
 // IsActive reports whether the customer's subscription is active.
 func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	return marketplace.HasActiveSubscription(ctx, p.cfg.Subscriptions, marketplace.GCP, customerID, p.cfg.Ledger.Config().Clock())
+	return marketplace.HasActiveSubscription(ctx, p.deps.Store, marketplace.GCP, customerID, p.deps.Clock())
 }
 
-// CheckEntitlement answers from the cache: nil when entitled, else an
-// error wrapping marketplace.ErrNoActiveSubscription or ErrEntitlementDenied.
+// CheckEntitlement answers from the shared cache, which the engine
+// invalidates on every stored change: nil when entitled, else an error
+// wrapping marketplace.ErrNoActiveSubscription or ErrEntitlementDenied.
 func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature string) error {
-	return p.cache.Check(ctx, entitlement.Key{Provider: marketplace.GCP, Customer: customerID, Feature: feature})
+	return p.deps.Entitlements.Check(ctx, entitlement.Key{Provider: marketplace.GCP, Customer: customerID, Feature: feature})
 }
 
-// Invalidate drops the cached answers of a customer; the Lifecycle calls
-// it after every stored change.
-func (p *Provider) Invalidate(customerID string) { p.cache.Invalidate(marketplace.GCP, customerID) }
+// Target is the ledger's reporting target for Google (see Reporter), made
+// from Config.ServiceControl, ServiceName and Metrics.
+func (p *Provider) Target() ledger.Target { return p.target }

@@ -2,17 +2,21 @@ package gcp_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/saasmarket/marketplace"
+	emu "github.com/saasmarket/marketplace/emulator/gcp"
 	"github.com/saasmarket/marketplace/gcp"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
 func TestProvider(t *testing.T) {
-	l := newLifecycleEnv(t, nil, gcp.Policy{})
+	l := newLifecycleEnv(t, nil, nil)
 	ctx := t.Context()
-	var p marketplace.Provider = l.provider
+	var p marketplace.Provider = l.p
 	if p.Name() != marketplace.GCP {
 		t.Fatalf("Name %s", p.Name())
 	}
@@ -40,7 +44,7 @@ func TestProvider(t *testing.T) {
 		{"gpu", marketplace.ErrEntitlementDenied},
 		{"beta", nil}, // granted in the entitlement store below
 	}
-	if _, err := l.store.PutEntitlement(ctx, marketplace.Entitlement{Provider: marketplace.GCP, CustomerID: consumer, Feature: "beta", Value: "true"}); err != nil {
+	if _, err := l.env.store.PutEntitlement(ctx, marketplace.Entitlement{Provider: marketplace.GCP, CustomerID: consumer, Feature: "beta", Value: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range cases {
@@ -49,7 +53,7 @@ func TestProvider(t *testing.T) {
 		}
 	}
 	// SubmitUsage records into the ledger under the usageReportingId.
-	if err := p.SubmitUsage(ctx, []marketplace.UsageRecord{{CustomerID: consumer, Dimension: gcp.TokenDimension, Quantity: 1_500_000, Timestamp: onDay(11, 0)}}); err != nil {
+	if err := p.SubmitUsage(ctx, []marketplace.UsageRecord{{CustomerID: consumer, Dimension: gcp.DimensionTokens, Quantity: 1_500_000, Timestamp: onDay(11, 0)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.ledger.Fold(ctx); err != nil {
@@ -61,5 +65,40 @@ func TestProvider(t *testing.T) {
 	}
 	if err := p.SubmitUsage(ctx, []marketplace.UsageRecord{{CustomerID: consumer, Dimension: "requests", Quantity: -1}}); !errors.Is(err, marketplace.ErrMeteringFailed) {
 		t.Errorf("negative usage: %v", err)
+	}
+}
+
+func TestNewProviderRefusesBadConfig(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	for _, tc := range []struct {
+		want string
+		edit func(*gcp.Config)
+	}{
+		{"Config.Procurement", func(c *gcp.Config) { c.Procurement = nil }},
+		{"Config.ServiceControl", func(c *gcp.Config) { c.ServiceControl = nil }},
+		{"Config.ServiceName", func(c *gcp.Config) { c.ServiceName = "" }},
+		{"Config.SignupAudience", func(c *gcp.Config) { c.SignupAudience = "" }},
+		{"Config.PushAudience", func(c *gcp.Config) { c.PushAudience = "" }},
+		{"Config.Leeway", func(c *gcp.Config) { c.Leeway = -time.Second }},
+	} {
+		eng, err := lifecycle.New(lifecycle.Deps{Store: e.store, Ledger: e.ledger, Logger: discard}, lifecycle.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := baseConfig(e)
+		tc.edit(&cfg)
+		if _, err := gcp.NewProvider(eng, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v", tc.want, err)
+		}
+	}
+	if _, err := gcp.NewProvider(nil, baseConfig(e)); err == nil {
+		t.Error("no engine accepted")
+	}
+	eng, _ := lifecycle.New(lifecycle.Deps{Store: e.store, Ledger: e.ledger, Logger: discard}, lifecycle.Config{})
+	if _, err := gcp.NewProvider(eng, baseConfig(e)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gcp.NewProvider(eng, baseConfig(e)); err == nil {
+		t.Error("a second Google provider on one engine was accepted")
 	}
 }

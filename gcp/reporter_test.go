@@ -24,9 +24,9 @@ func ingest(t *testing.T, e *env, rng *rand.Rand, consumers []string, n int) map
 	raw := map[[2]string]int64{}
 	recs := make([]ledger.Record, n)
 	for i := range recs {
-		dim := []string{gcp.TokenDimension, "requests"}[rng.IntN(2)]
+		dim := []string{gcp.DimensionTokens, "requests"}[rng.IntN(2)]
 		q := rng.Int64N(10)
-		if dim == gcp.TokenDimension {
+		if dim == gcp.DimensionTokens {
 			q = rng.Int64N(900_000)
 		}
 		c := consumers[rng.IntN(len(consumers))]
@@ -46,7 +46,7 @@ func ingest(t *testing.T, e *env, rng *rand.Rand, consumers []string, n int) map
 	}
 	want := map[[2]string]int64{}
 	for k, v := range raw {
-		if strings.HasSuffix(k[1], gcp.TokenDimension) {
+		if strings.HasSuffix(k[1], gcp.DimensionTokens) {
 			v /= 1_000_000
 		}
 		if v > 0 {
@@ -301,7 +301,7 @@ func TestTokensBilledPerMillionWithCarry(t *testing.T) {
 		h int
 		q int64
 	}{{9, 2_500_000}, {10, 700_000}, {11, 900_000}} {
-		if err := e.ledger.Record(t.Context(), ledger.Record{Provider: marketplace.GCP, Customer: c, Dimension: gcp.TokenDimension, Quantity: r.q, Time: onDay(r.h, 30)}); err != nil {
+		if err := e.ledger.Record(t.Context(), ledger.Record{Provider: marketplace.GCP, Customer: c, Dimension: gcp.DimensionTokens, Quantity: r.q, Time: onDay(r.h, 30)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -332,7 +332,7 @@ func TestReporterBacksOffWhenThrottled(t *testing.T) {
 	}
 	want := ingest(t, e, rand.New(rand.NewPCG(9, 9)), consumers, 300)
 	target, err := gcp.NewReporter(gcp.ReporterConfig{Client: e.sc, ServiceName: service, Clock: e.clock.Now, Logger: discard,
-		Metrics: map[string]string{gcp.TokenDimension: "tokens_1m", "requests": "requests"}, Limits: ledger.Limits{MaxItems: 5, Rate: 1000}})
+		Metrics: map[string]string{gcp.DimensionTokens: "tokens_1m", "requests": "requests"}, Limits: ledger.Limits{MaxItems: 5, Rate: 1000}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/keyset"
 )
 
@@ -25,56 +26,43 @@ const (
 	OIDCKeysURL = "https://www.googleapis.com/oauth2/v1/certs"
 )
 
-// ErrInvalidToken is wrapped by every refusal of a sign-up or push token.
-var ErrInvalidToken = errors.New("gcp: invalid token")
-
-// KeySet holds the RSA keys published at an x509-style URL (a JSON object
+// keySet holds the RSA keys published at an x509-style URL (a JSON object
 // kid → PEM certificate) in a keyset.Cache: trusted for the response's
 // Cache-Control max-age, refreshed outside any lock with a timeout, and
 // refreshed at once (rate-limited) for an unknown kid, so a token signed
 // with a newly published key is accepted promptly and forged kids cannot
 // make it hammer Google.
-type KeySet struct {
+type keySet struct {
 	url   string
 	cache *keyset.Cache[crypto.PublicKey]
 }
 
-// KeySetConfig tunes a KeySet. Zero values take the defaults.
-type KeySetConfig struct {
-	HTTPClient *http.Client     // default: a client with a 10 s timeout
-	Clock      func() time.Time // default time.Now
-	// MinRefresh is the interval at which refreshes caused by unknown kids
-	// are allowed after the first few; default 10 s (see keyset.Config).
-	MinRefresh time.Duration
+// newKeySet returns a key set for url.
+func newKeySet(url string, client *http.Client, clock func() time.Time) *keySet {
+	return &keySet{url: url, cache: keyset.New(keyset.X509Map, keyset.Config{HTTPClient: client, Clock: clock})}
 }
 
-// NewKeySet returns a key set for url.
-func NewKeySet(url string, cfg KeySetConfig) *KeySet {
-	return &KeySet{url: url, cache: keyset.New(keyset.X509Map, keyset.Config{
-		HTTPClient: cfg.HTTPClient, Clock: cfg.Clock, RefreshInterval: cfg.MinRefresh,
-	})}
-}
-
-// Key returns the key with id kid. An unknown kid wraps ErrInvalidToken; a
-// key set that cannot be fetched is an error that does not.
-func (k *KeySet) Key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
+// key returns the key with id kid. An unknown kid wraps
+// marketplace.ErrNotAuthentic; a key set that cannot be fetched is an error
+// that does not.
+func (k *keySet) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
 	key, err := k.cache.Key(ctx, k.url, kid)
 	switch {
 	case errors.Is(err, keyset.ErrUnknownKey):
-		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return nil, fmt.Errorf("%w: %w", marketplace.ErrNotAuthentic, err)
 	case err != nil:
 		return nil, fmt.Errorf("gcp: keys: %w", err)
 	}
 	pub, ok := key.(*rsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: key %q is not an RSA key", ErrInvalidToken, kid)
+		return nil, fmt.Errorf("%w: key %q is not an RSA key", marketplace.ErrNotAuthentic, kid)
 	}
 	return pub, nil
 }
 
 // verifier checks RS256 tokens from one key set.
 type verifier struct {
-	keys     *KeySet
+	keys     *keySet
 	issuers  []string
 	audience string
 	leeway   time.Duration
@@ -98,7 +86,7 @@ func (v *verifier) parse(ctx context.Context, token string, claims jwt.Claims) e
 		if kid == "" {
 			return nil, errors.New("no kid in the token header")
 		}
-		return v.keys.Key(ctx, kid)
+		return v.keys.key(ctx, kid)
 	}, opts...)
 	var fe *keyset.FetchError
 	switch {
@@ -106,7 +94,7 @@ func (v *verifier) parse(ctx context.Context, token string, claims jwt.Claims) e
 		// Google's keys could not be had: not the token's fault.
 		return err
 	case err != nil:
-		return fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return fmt.Errorf("%w: %w", marketplace.ErrNotAuthentic, err)
 	}
 	iss, _ := claims.GetIssuer()
 	for _, want := range v.issuers {
@@ -114,7 +102,7 @@ func (v *verifier) parse(ctx context.Context, token string, claims jwt.Claims) e
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: issuer %q is not %q", ErrInvalidToken, iss, v.issuers[0])
+	return fmt.Errorf("%w: issuer %q is not %q", marketplace.ErrNotAuthentic, iss, v.issuers[0])
 }
 
 // SignupVerifierConfig sets up a SignupVerifier.
@@ -147,7 +135,7 @@ func newVerifier(url, def string, issuers []string, aud string, leeway time.Dura
 	if clock == nil {
 		clock = time.Now
 	}
-	return verifier{keys: NewKeySet(url, KeySetConfig{HTTPClient: client, Clock: clock}), issuers: issuers,
+	return verifier{keys: newKeySet(url, client, clock), issuers: issuers,
 		audience: aud, leeway: leeway, clock: clock}
 }
 
@@ -176,20 +164,21 @@ type signupClaims struct {
 
 // Verify checks a sign-up token: RS256 with a key from the fixed key URL,
 // exact issuer, audience, exp and iat with leeway, non-empty sub. Every
-// refusal wraps ErrInvalidToken.
+// refusal wraps marketplace.ErrNotAuthentic; keys that cannot be fetched
+// are an error that does not.
 func (s *SignupVerifier) Verify(ctx context.Context, token string) (*Signup, error) {
 	var c signupClaims
 	if err := s.v.parse(ctx, token, &c); err != nil {
 		return nil, err
 	}
 	if c.Subject == "" {
-		return nil, fmt.Errorf("%w: empty sub", ErrInvalidToken)
+		return nil, fmt.Errorf("%w: empty sub", marketplace.ErrNotAuthentic)
 	}
 	if c.IssuedAt == nil {
-		return nil, fmt.Errorf("%w: no iat", ErrInvalidToken)
+		return nil, fmt.Errorf("%w: no iat", marketplace.ErrNotAuthentic)
 	}
 	if c.ExpiresAt.Sub(c.IssuedAt.Time) > maxSignupLifetime {
-		return nil, fmt.Errorf("%w: lifetime %v is longer than %v", ErrInvalidToken, c.ExpiresAt.Sub(c.IssuedAt.Time), maxSignupLifetime)
+		return nil, fmt.Errorf("%w: lifetime %v is longer than %v", marketplace.ErrNotAuthentic, c.ExpiresAt.Sub(c.IssuedAt.Time), maxSignupLifetime)
 	}
 	return &Signup{AccountID: c.Subject, UserIdentity: c.Google.UserIdentity, Roles: c.Google.Roles,
 		IssuedAt: c.IssuedAt.Time, Expires: c.ExpiresAt.Time}, nil

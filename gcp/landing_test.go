@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,17 +16,17 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/saasmarket/marketplace"
 	emu "github.com/saasmarket/marketplace/emulator/gcp"
 	"github.com/saasmarket/marketplace/gcp"
 )
 
-const audience = "saas.example.com"
-
-// signupEnv is an env with a sign-up handler whose keys come from the
-// emulator's key URL, counting key fetches.
+// signupEnv is an app whose sign-up keys come from the emulator's key URL
+// through a server counting key fetches, and whose Link counts its calls
+// and redirects to /welcome.
 type signupEnv struct {
-	*env
-	handler *gcp.SignupHandler
+	*app
+	handler http.Handler
 	linked  atomic.Int32
 	linkErr error
 	fetches atomic.Int32
@@ -33,40 +34,53 @@ type signupEnv struct {
 
 func newSignupEnv(t testing.TB) *signupEnv {
 	t.Helper()
-	s := &signupEnv{env: newEnv(t, emu.Config{Audience: audience})}
+	s := &signupEnv{}
+	e := newEnv(t, emu.Config{})
 	keys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)
-		s.emu.Handler().ServeHTTP(w, r)
+		e.emu.Handler().ServeHTTP(w, r)
 	}))
 	t.Cleanup(keys.Close)
-	v := gcp.NewSignupVerifier(gcp.SignupVerifierConfig{Audience: audience, KeysURL: keys.URL + "/x509", Clock: s.clock.Now})
-	var err error
-	s.handler, err = gcp.NewSignupHandler(gcp.SignupConfig{Verifier: v, Procurement: s.proc, Logger: discard, Subscriptions: s.store,
-		Link: func(_ context.Context, su *gcp.Signup) (string, string, error) {
-			if s.linkErr != nil {
-				return "", "", s.linkErr
-			}
-			s.linked.Add(1)
-			return "seller-" + su.AccountID, "/welcome", nil
-		}})
-	if err != nil {
-		t.Fatal(err)
+	cfg := baseConfig(e)
+	cfg.SignupKeysURL = keys.URL + "/x509"
+	cfg.Link = func(_ context.Context, w http.ResponseWriter, r *http.Request, sub *marketplace.Subscription) (string, error) {
+		if s.linkErr != nil {
+			return "", s.linkErr
+		}
+		su, ok := gcp.SignupFromContext(r.Context())
+		if !ok || su.AccountID != sub.Attributes[gcp.AttrAccount] {
+			return "", fmt.Errorf("sign-up %+v for subscription %+v", su, sub)
+		}
+		s.linked.Add(1)
+		http.Redirect(w, r, "/welcome", http.StatusSeeOther)
+		return "seller-" + su.AccountID, nil
 	}
+	s.app = newApp(t, e, cfg)
+	s.handler = s.p.LandingHandler()
 	return s
 }
 
 func (s *signupEnv) post(token string) *httptest.ResponseRecorder {
+	return postSignup(s.handler, token)
+}
+
+func postSignup(h http.Handler, token string) *httptest.ResponseRecorder {
 	form := url.Values{gcp.SignupField: {token}}
 	req := httptest.NewRequest(http.MethodPost, "/signup/gcp", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	w := httptest.NewRecorder()
-	s.handler.ServeHTTP(w, req)
+	h.ServeHTTP(w, req)
 	return w
 }
 
+// TestSignupApprovesAfterLinking: the sign-up before the lifecycle
+// messages were applied reads the account's entitlement from the
+// Procurement API, links it (Link's redirect is sent once the account is
+// approved), and approves the account; a reload approves again without
+// asking Link.
 func TestSignupApprovesAfterLinking(t *testing.T) {
 	s := newSignupEnv(t)
-	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
+	id := s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
 	tok, err := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +91,32 @@ func TestSignupApprovesAfterLinking(t *testing.T) {
 	}
 	if s.linked.Load() != 1 || s.emu.AccountApproval("acc-1", gcp.SignupApproval) != "APPROVED" {
 		t.Fatalf("linked %d, approval %s", s.linked.Load(), s.emu.AccountApproval("acc-1", gcp.SignupApproval))
+	}
+	sub := s.sub(t, id)
+	if sub == nil || sub.AccountID != "seller-acc-1" || sub.Status != marketplace.StatusPending || sub.Attributes[gcp.AttrAccount] != "acc-1" {
+		t.Fatalf("stored %+v", sub)
+	}
+	if w := s.post(tok); w.Code != http.StatusOK || s.linked.Load() != 1 {
+		t.Fatalf("reload: %d, linked %d times", w.Code, s.linked.Load())
+	}
+	if n := s.emu.Calls()["entitlements.list"]; n != 1 {
+		t.Errorf("%d entitlement lists: the reload should find the stored subscription", n)
+	}
+}
+
+// TestSignupApprovalFails: when Google refuses the approval, Link's
+// redirect is not sent: the buyer sees an error and may retry.
+func TestSignupApprovalFails(t *testing.T) {
+	s := newSignupEnv(t)
+	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
+	tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+	s.emu.SetFaults(emu.Faults{Scope: "procurement", ErrorRate: 1})
+	if w := s.post(tok); w.Code != http.StatusBadGateway || w.Header().Get("Location") != "" {
+		t.Fatalf("answer %d %q", w.Code, w.Header().Get("Location"))
+	}
+	s.emu.SetFaults(emu.Faults{})
+	if w := s.post(tok); w.Code != http.StatusSeeOther || s.emu.AccountApproval("acc-1", gcp.SignupApproval) != "APPROVED" {
+		t.Fatalf("retry: %d, approval %s", w.Code, s.emu.AccountApproval("acc-1", gcp.SignupApproval))
 	}
 }
 
@@ -151,8 +191,8 @@ func TestSignupRefusals(t *testing.T) {
 			if w.Code != tc.code {
 				t.Fatalf("answer %d, want %d: %s", w.Code, tc.code, w.Body)
 			}
-			if tc.code == http.StatusUnauthorized && strings.TrimSpace(w.Body.String()) != "the sign-up token is not authentic" {
-				t.Errorf("401 body %q: want only \"the sign-up token is not authentic\", no internal detail", w.Body)
+			if tc.code == http.StatusUnauthorized && strings.TrimSpace(w.Body.String()) != "not authentic" {
+				t.Errorf("401 body %q: want only \"not authentic\", no internal detail", w.Body)
 			}
 			if s.linked.Load() != 0 || s.emu.AccountApproval("acc-1", gcp.SignupApproval) != "PENDING" {
 				t.Fatalf("state changed: linked %d, approval %s", s.linked.Load(), s.emu.AccountApproval("acc-1", gcp.SignupApproval))
@@ -170,7 +210,7 @@ func TestSignupLinkFailureApprovesNothing(t *testing.T) {
 	s.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
 	s.linkErr = errors.New("user store down")
 	tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
-	if w := s.post(tok); w.Code != http.StatusBadGateway {
+	if w := s.post(tok); w.Code != http.StatusInternalServerError {
 		t.Fatalf("answer %d", w.Code)
 	}
 	if got := s.emu.AccountApproval("acc-1", gcp.SignupApproval); got != "PENDING" {
@@ -193,7 +233,7 @@ func TestSignupKeyRotation(t *testing.T) {
 	signUp := func(what string) {
 		t.Helper()
 		tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
-		if w := s.post(tok); w.Code != http.StatusSeeOther {
+		if w := s.post(tok); w.Code >= 400 {
 			t.Fatalf("%s: answer %d: %s", what, w.Code, w.Body)
 		}
 	}
@@ -223,55 +263,56 @@ func TestSignupKeyRotation(t *testing.T) {
 // TestSignupKeysUnavailable: when Google's key URL fails, a sign-up is
 // answered 503 (try again), not 401: the token was not found wanting.
 func TestSignupKeysUnavailable(t *testing.T) {
-	s := newSignupEnv(t)
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "backend error", http.StatusInternalServerError)
 	}))
 	t.Cleanup(down.Close)
-	v := gcp.NewSignupVerifier(gcp.SignupVerifierConfig{Audience: audience, KeysURL: down.URL, Clock: s.clock.Now})
-	h, err := gcp.NewSignupHandler(gcp.SignupConfig{Verifier: v, Procurement: s.proc, Logger: discard,
-		Link: func(context.Context, *gcp.Signup) (string, string, error) { return "", "", nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.handler = h
-	tok, _ := s.emu.MintSignupToken("acc-1", emu.TokenOptions{})
-	if w := s.post(tok); w.Code != http.StatusServiceUnavailable || strings.Contains(w.Body.String(), down.URL) {
+	l := newLifecycleEnv(t, nil, func(c *gcp.Config) { c.SignupKeysURL = down.URL })
+	l.emu.Purchase(t.Context(), "acc-1", "example-api", "standard")
+	tok, _ := l.emu.MintSignupToken("acc-1", emu.TokenOptions{})
+	if w := postSignup(l.p.LandingHandler(), tok); w.Code != http.StatusServiceUnavailable || strings.Contains(w.Body.String(), down.URL) {
 		t.Fatalf("keys unavailable: answer %d %q, want 503 without internal detail", w.Code, w.Body)
 	}
 }
 
 // TestSignupLinksStoredAndLaterEntitlements: the seller's account id lands
-// on the buyer's stored entitlements, and on those created afterwards.
+// on the buyer's stored entitlements, and on those created afterwards; with
+// no Link, the account is approved and nothing linked.
 func TestSignupLinksStoredAndLaterEntitlements(t *testing.T) {
-	l := newLifecycleEnv(t, nil, gcp.Policy{})
+	l := newLifecycleEnv(t, nil, func(c *gcp.Config) {
+		c.Link = func(_ context.Context, _ http.ResponseWriter, _ *http.Request, s *marketplace.Subscription) (string, error) {
+			return "seller-" + s.Attributes[gcp.AttrAccount], nil
+		}
+	})
 	ctx := t.Context()
 	first := l.emu.Purchase(ctx, "acc-1", "example-api", "standard")
+	other := l.emu.Purchase(ctx, "acc-1", "example-api", "pro")
 	from := l.drain(t, 0)
-	h, err := gcp.NewSignupHandler(gcp.SignupConfig{
-		Verifier:    gcp.NewSignupVerifier(gcp.SignupVerifierConfig{Audience: "saas.example.com", KeysURL: l.srv.URL + "/x509", Clock: l.clock.Now}),
-		Procurement: l.proc, Subscriptions: l.store, Logger: discard,
-		Link: func(_ context.Context, s *gcp.Signup) (string, string, error) {
-			return "seller-" + s.AccountID, "", nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	tok, _ := l.emu.MintSignupToken("acc-1", emu.TokenOptions{})
-	req := httptest.NewRequest(http.MethodPost, "/signup", strings.NewReader(url.Values{gcp.SignupField: {tok}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, req)
-	if w.Code != http.StatusOK {
+	if w := postSignup(l.p.LandingHandler(), tok); w.Code != http.StatusOK {
 		t.Fatalf("sign-up: %d %s", w.Code, w.Body)
 	}
-	if s := l.sub(t, first); s.AccountID != "seller-acc-1" {
-		t.Fatalf("stored entitlement linked to %q", s.AccountID)
+	for _, id := range []string{first, other} {
+		if s := l.sub(t, id); s.AccountID != "seller-acc-1" {
+			t.Fatalf("stored entitlement %s linked to %q", id, s.AccountID)
+		}
 	}
-	second := l.emu.Purchase(ctx, "acc-1", "example-api", "pro")
+	if n := l.emu.Calls()["entitlements.list"]; n != 0 {
+		t.Errorf("%d entitlement lists for stored subscriptions", n)
+	}
+	second := l.emu.Purchase(ctx, "acc-1", "example-api", "enterprise")
 	l.drain(t, from)
 	if s := l.sub(t, second); s.AccountID != "seller-acc-1" {
 		t.Fatalf("later entitlement linked to %q", s.AccountID)
+	}
+
+	nolink := newLifecycleEnv(t, nil, nil)
+	id := nolink.emu.Purchase(ctx, "acc-2", "example-api", "standard")
+	tok, _ = nolink.emu.MintSignupToken("acc-2", emu.TokenOptions{})
+	if w := postSignup(nolink.p.LandingHandler(), tok); w.Code != http.StatusOK || nolink.emu.AccountApproval("acc-2", gcp.SignupApproval) != "APPROVED" {
+		t.Fatalf("sign-up without Link: %d %s", w.Code, w.Body)
+	}
+	if s := nolink.sub(t, id); s == nil || s.AccountID != "" {
+		t.Fatalf("without Link: %+v", s)
 	}
 }

@@ -1,0 +1,192 @@
+package gcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+
+	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
+)
+
+// SignupField is the form field Google posts the sign-up JWT in.
+const SignupField = "x-gcp-marketplace-token"
+
+type signupKey struct{}
+
+// SignupFromContext returns the verified sign-up token of a request that
+// LandingHandler passes to Config.Link: the buyer's procurement account,
+// obfuscated user id and roles.
+func SignupFromContext(ctx context.Context) (*Signup, bool) {
+	s, ok := ctx.Value(signupKey{}).(*Signup)
+	return s, ok
+}
+
+// LandingHandler serves the sign-up URL: Google's POST with the form field
+// x-gcp-marketplace-token, a JWT naming the buyer's procurement account.
+//
+// It verifies the token, or answers 401 "not authentic" (the detail is
+// logged; 503 when Google's keys cannot be fetched now), and changes
+// nothing. It finds the account's stored subscriptions from the store's
+// index (reading the account's entitlements from the Procurement API, and
+// storing them, when none is stored yet). Unless one of them is linked
+// already, it calls Config.Link with the newest of them (or, for an
+// account without any entitlement, a Subscription carrying only its
+// AttrAccount) and the request, whose context holds the token
+// (SignupFromContext), and stores the seller's account id on all of them
+// through the engine's Update. Only then does it approve the account's
+// "signup" approval, and answer with what Link wrote (held until now), or
+// a short confirmation. A failed Link answers 500, a failed store or
+// Procurement call 502, and nothing is approved; a reload repeats the
+// steps harmlessly.
+func (p *Provider) LandingHandler() http.Handler { return landing{p} }
+
+type landing struct{ p *Provider }
+
+// linkError is a failure of the seller's Link hook.
+type linkError struct{ err error }
+
+func (e linkError) Error() string { return "gcp: link account: " + e.err.Error() }
+func (e linkError) Unwrap() error { return e.err }
+
+func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := l.p
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "Google Cloud Marketplace sign-up: POST the form field "+SignupField, http.StatusMethodNotAllowed)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "Google Cloud Marketplace sign-up: unreadable form: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	token := r.PostForm.Get(SignupField)
+	if token == "" {
+		http.Error(w, "Google Cloud Marketplace sign-up: the form field "+SignupField+" is missing", http.StatusBadRequest)
+		return
+	}
+	su, err := p.signup.Verify(r.Context(), token)
+	switch {
+	case errors.Is(err, marketplace.ErrNotAuthentic):
+		p.deps.Logger.Warn("Google sign-up token refused", "err", err)
+		http.Error(w, "not authentic", http.StatusUnauthorized)
+		return
+	case err != nil:
+		p.deps.Logger.Error("verify Google sign-up token", "err", err)
+		http.Error(w, "We could not verify your sign-up right now; please try again.", http.StatusServiceUnavailable)
+		return
+	}
+	r = r.WithContext(context.WithValue(r.Context(), signupKey{}, su))
+	held := &heldResponse{header: http.Header{}}
+	if err := p.signUp(r.Context(), held, r, su.AccountID); err != nil {
+		p.deps.Logger.Error("Google sign-up failed", "account", su.AccountID, "err", err)
+		var le linkError
+		if errors.As(err, &le) {
+			http.Error(w, "We could not set up your account; please try again.", http.StatusInternalServerError)
+		} else {
+			http.Error(w, "We could not complete your sign-up with Google right now; please try again.", http.StatusBadGateway)
+		}
+		return
+	}
+	p.deps.Logger.Info("Google sign-up complete", "account", su.AccountID)
+	maps.Copy(w.Header(), held.header) // a cookie Link set, say
+	if held.status != 0 {
+		w.WriteHeader(held.status)
+		w.Write(held.body.Bytes())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "Your Google Cloud Marketplace sign-up is complete.")
+}
+
+// signUp links a procurement account's subscriptions and approves the
+// account; see LandingHandler.
+func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Request, account string) error {
+	subs, err := p.accountSubscriptions(ctx, account)
+	if err != nil {
+		return err
+	}
+	linked := ""
+	for _, s := range subs {
+		if s.AccountID != "" {
+			linked = s.AccountID
+		}
+	}
+	if linked == "" && p.cfg.Link != nil {
+		sub := &marketplace.Subscription{Provider: marketplace.GCP, Attributes: map[string]string{AttrAccount: account}}
+		for i := range subs {
+			if i == 0 || subs[i].CloudUpdated.After(sub.CloudUpdated) {
+				sub = &subs[i]
+			}
+		}
+		if linked, err = p.cfg.Link(ctx, w, r, sub); err != nil {
+			return linkError{fmt.Errorf("account %s: %w", account, err)}
+		}
+	}
+	if linked != "" {
+		for _, s := range subs {
+			_, err := p.e.Update(ctx, lifecycle.Change{Provider: marketplace.GCP, ID: s.ID, Apply: func(s *marketplace.Subscription) bool {
+				if s.AccountID != "" {
+					return false
+				}
+				s.AccountID = linked
+				return true
+			}})
+			if err != nil && !errors.Is(err, marketplace.ErrNotFound) {
+				return fmt.Errorf("gcp: link subscription %s: %w", s.ID, err)
+			}
+		}
+	}
+	return p.cfg.Procurement.ApproveAccount(ctx, account, SignupApproval, "signed up")
+}
+
+// accountSubscriptions returns the stored subscriptions of a procurement
+// account, from the store's index; when none is stored yet (the sign-up
+// came before the lifecycle messages were applied) it reads the account's
+// entitlements from the Procurement API and stores them.
+func (p *Provider) accountSubscriptions(ctx context.Context, account string) ([]marketplace.Subscription, error) {
+	subs, err := p.deps.Store.FindSubscriptionsByAttribute(ctx, marketplace.GCP, AttrAccount, account)
+	if err != nil || len(subs) > 0 {
+		return subs, err
+	}
+	ents, err := p.cfg.Procurement.Entitlements(ctx, "account="+account)
+	if err != nil {
+		return nil, err
+	}
+	for _, ent := range ents {
+		res, err := p.storeEntitlement(ctx, nil, ent)
+		if err != nil {
+			return nil, err
+		}
+		if res.Subscription != nil {
+			subs = append(subs, *res.Subscription)
+		}
+	}
+	return subs, nil
+}
+
+// heldResponse keeps what Link writes until the sign-up is complete, so
+// that a buyer is sent on (redirected, shown a page) only once the account
+// is approved, and gets an error page otherwise.
+type heldResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() http.Header { return h.header }
+
+func (h *heldResponse) WriteHeader(status int) {
+	if h.status == 0 {
+		h.status = status
+	}
+}
+
+func (h *heldResponse) Write(b []byte) (int, error) {
+	h.WriteHeader(http.StatusOK)
+	return h.body.Write(b)
+}
