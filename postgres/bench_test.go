@@ -1,13 +1,20 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
@@ -18,15 +25,83 @@ import (
 // stores' figures compare (BENCHMARKS.md). Each makes a fresh database on
 // the server pgtest finds; the figures are those of that server's settings.
 
-func openBenchLedger(b *testing.B, tune func(*postgres.Store)) *ledger.Ledger {
+func openBenchLedger(b *testing.B, tune func(*postgres.Store)) (*ledger.Ledger, string) {
 	b.Helper()
-	st := open(b, pg.NewDB(b))
+	db := pg.NewDB(b)
+	st := open(b, db)
 	if tune != nil {
 		tune(st)
 	}
 	l := ledger.New(st, ledger.Config{})
 	b.Cleanup(func() { l.Close() })
-	return l
+	return l, db
+}
+
+// cpuMeter measures the CPU time this process and the database's backends
+// for one database spend, so that a figure taken on a busy machine can be
+// read as a cost per record. The backends are read from /proc: only a
+// server on this machine is measured (its WAL writer and checkpointer are
+// not counted).
+type cpuMeter struct {
+	db             string
+	self0, backend time.Duration
+}
+
+func startCPU(b *testing.B, db string) *cpuMeter {
+	m := &cpuMeter{db: db, self0: selfCPU()}
+	m.backend = backendCPU(b, db)
+	return m
+}
+
+// report adds client-cpu-µs/rec and db-cpu-µs/rec to b's results.
+func (m *cpuMeter) report(b *testing.B, records int) {
+	self := selfCPU() - m.self0
+	b.ReportMetric(float64(self.Microseconds())/float64(records), "client-cpu-µs/rec")
+	if db := backendCPU(b, m.db); db >= 0 && m.backend >= 0 {
+		b.ReportMetric(float64((db-m.backend).Microseconds())/float64(records), "db-cpu-µs/rec")
+	}
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// backendCPU sums the CPU time of the server processes connected to db
+// (the ones that served it and left are not counted: the pool keeps its
+// connections), or -1 when /proc does not show them.
+func backendCPU(b *testing.B, db string) time.Duration {
+	conn, err := pgx.Connect(b.Context(), db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(b.Context(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ticks int64
+	for _, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return -1
+		}
+		// Fields after the command's closing parenthesis: utime and
+		// stime are the 12th and 13th.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		for _, s := range f[11:13] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
 
 // benchKeys are 10,000 distinct buckets: 2,500 customers × 4 dimensions, one hour.
@@ -56,7 +131,7 @@ func BenchmarkLedgerIngest(b *testing.B) {
 		{name: "NoEventIDsFoldingEverySecond", fold: true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			l := openBenchLedger(b, tc.tune)
+			l, db := openBenchLedger(b, tc.tune)
 			if tc.fold {
 				// Sustained ingest: the maintenance loop folds the log into
 				// buckets concurrently.
@@ -74,6 +149,7 @@ func BenchmarkLedgerIngest(b *testing.B) {
 			const writers, batch = 64, 100
 			batches := (b.N + batch - 1) / batch
 			var issued atomic.Int64
+			cpu := startCPU(b, db)
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			for range writers {
@@ -99,6 +175,7 @@ func BenchmarkLedgerIngest(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			b.ReportMetric(float64(batches*batch)/b.Elapsed().Seconds(), "records/s")
+			cpu.report(b, batches*batch)
 		})
 	}
 }
@@ -106,7 +183,7 @@ func BenchmarkLedgerIngest(b *testing.B) {
 // BenchmarkLedgerRecordLatency is one durable record at a time, no
 // concurrency: the latency a lone caller sees (one committed transaction each).
 func BenchmarkLedgerRecordLatency(b *testing.B) {
-	l := openBenchLedger(b, nil)
+	l, _ := openBenchLedger(b, nil)
 	now := time.Now()
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
@@ -131,7 +208,7 @@ func BenchmarkLedgerFold(b *testing.B) {
 	now := time.Now()
 	for b.Loop() {
 		b.StopTimer()
-		l := openBenchLedger(b, nil)
+		l, _ := openBenchLedger(b, nil)
 		recs := make([]ledger.Record, 6400)
 		for n := 0; n < 1_000_000; n += len(recs) {
 			for i := range recs {
