@@ -10,13 +10,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/internal/benchcpu"
 	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/postgres"
 )
@@ -37,37 +37,27 @@ func openBenchLedger(b *testing.B, tune func(*postgres.Store)) (*ledger.Ledger, 
 	return l, db
 }
 
-// cpuMeter measures the CPU time this process and the database's backends
-// for one database spend, so that a figure taken on a busy machine can be
-// read as a cost per record. The backends are read from /proc: only a
-// server on this machine is measured (its WAL writer and checkpointer are
-// not counted).
+// cpuMeter measures the CPU time this process (internal/benchcpu) and the
+// database's backends for one database spend, so that a figure taken on a
+// busy machine can be read as a cost per record. The backends are read
+// from /proc: only a server on this machine is measured (its WAL writer
+// and checkpointer are not counted).
 type cpuMeter struct {
-	db             string
-	self0, backend time.Duration
+	db      string
+	self    time.Duration
+	backend time.Duration
 }
 
 func startCPU(b *testing.B, db string) *cpuMeter {
-	m := &cpuMeter{db: db, self0: selfCPU()}
-	m.backend = backendCPU(b, db)
-	return m
+	return &cpuMeter{db: db, self: benchcpu.Now(), backend: backendCPU(b, db)}
 }
 
-// report adds client-cpu-µs/rec and db-cpu-µs/rec to b's results.
-func (m *cpuMeter) report(b *testing.B, records int) {
-	self := selfCPU() - m.self0
-	b.ReportMetric(float64(self.Microseconds())/float64(records), "client-cpu-µs/rec")
-	if db := backendCPU(b, m.db); db >= 0 && m.backend >= 0 {
-		b.ReportMetric(float64((db-m.backend).Microseconds())/float64(records), "db-cpu-µs/rec")
+// report adds cpu-ns/op (this process) and db-cpu-ns/op (the backends).
+func (m *cpuMeter) report(b *testing.B) {
+	benchcpu.Report(b, m.self)
+	if db := backendCPU(b, m.db); db >= 0 && m.backend >= 0 && b.N > 0 {
+		b.ReportMetric(float64(db-m.backend)/float64(b.N), "db-cpu-ns/op")
 	}
-}
-
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // backendCPU sums the CPU time of the server processes connected to db
@@ -175,7 +165,7 @@ func BenchmarkLedgerIngest(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			b.ReportMetric(float64(batches*batch)/b.Elapsed().Seconds(), "records/s")
-			cpu.report(b, batches*batch)
+			cpu.report(b)
 		})
 	}
 }
