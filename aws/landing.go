@@ -8,6 +8,7 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/lifecycle"
+	"github.com/saasmarket/marketplace/pages"
 )
 
 // TokenField is the form field AWS posts the registration token in.
@@ -37,47 +38,48 @@ func (p *Provider) LandingHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
-			http.Error(w, "AWS Marketplace registration: POST the form field "+TokenField, http.StatusMethodNotAllowed)
+			p.problem(w, r, http.StatusMethodNotAllowed, "", "This page is where AWS Marketplace sends you after a purchase (a POST of the form field "+TokenField+").")
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 		if err := r.ParseForm(); err != nil {
-			http.Error(w, "AWS Marketplace registration: unreadable form: "+err.Error(), http.StatusBadRequest)
+			p.problem(w, r, http.StatusBadRequest, "", "The registration form AWS Marketplace sent could not be read.")
 			return
 		}
 		token := r.PostForm.Get(TokenField)
 		if token == "" {
-			http.Error(w, "AWS Marketplace registration: the form field "+TokenField+" is missing", http.StatusBadRequest)
+			p.problem(w, r, http.StatusBadRequest, "", "The registration token (the form field "+TokenField+") is missing.")
 			return
 		}
 		ctx := r.Context()
 		out, err := p.cfg.Metering.ResolveCustomer(ctx, token)
 		switch {
 		case errors.Is(err, ErrExpiredToken):
-			http.Error(w, "Your AWS Marketplace registration link has expired. Return to AWS Marketplace and choose \"Set up your account\" again.", http.StatusBadRequest)
+			p.problem(w, r, http.StatusBadRequest, "Your registration link has expired",
+				"Your AWS Marketplace registration link has expired. Return to AWS Marketplace and choose “Set up your account” again.")
 			return
 		case errors.Is(err, ErrInvalidToken), errors.Is(err, ErrInvalidInput):
-			http.Error(w, "This AWS Marketplace registration token is not valid. Start again from the product page on AWS Marketplace.", http.StatusBadRequest)
+			p.problem(w, r, http.StatusBadRequest, "", "This AWS Marketplace registration token is not valid. Start again from the product page on AWS Marketplace.")
 			return
 		case err != nil:
 			p.deps.Logger.Error("resolve AWS Marketplace registration token", "err", err)
-			http.Error(w, "AWS Marketplace could not be reached to confirm your registration; please try again in a minute.", http.StatusBadGateway)
+			p.problem(w, r, http.StatusBadGateway, "", "AWS Marketplace could not be reached to confirm your registration; please try again in a minute.")
 			return
 		}
 		if out.ProductCode != p.cfg.ProductCode {
-			http.Error(w, "This registration is for another product.", http.StatusBadRequest)
+			p.problem(w, r, http.StatusBadRequest, "", "This registration is for another product.")
 			return
 		}
 		cust, subID, err := p.customerOf(out.CustomerIdentifier, out.CustomerAWSAccountId, out.LicenseArn)
 		if err != nil {
 			p.deps.Logger.Error("AWS Marketplace registration without the buyer ids this mode needs", "err", err)
-			http.Error(w, "AWS Marketplace answered without the buyer's identity.", http.StatusBadGateway)
+			p.problem(w, r, http.StatusBadGateway, "", "AWS Marketplace answered without the buyer's identity.")
 			return
 		}
 		sub, err := p.signUp(ctx, subID, cust, out)
 		if err != nil {
 			p.deps.Logger.Error("store AWS subscription", "customer", cust, "err", err)
-			http.Error(w, "Your registration could not be stored; please try again.", http.StatusInternalServerError)
+			p.problem(w, r, http.StatusInternalServerError, "", "Your registration could not be stored; please try again.")
 			return
 		}
 		rec := &recorder{ResponseWriter: w}
@@ -87,12 +89,12 @@ func (p *Provider) LandingHandler() http.Handler {
 			if err != nil {
 				p.deps.Logger.Error("link AWS subscription to an account", "customer", cust, "err", err)
 				if !rec.wrote {
-					http.Error(w, "Your account could not be linked; please try again.", http.StatusInternalServerError)
+					p.problem(w, r, http.StatusInternalServerError, "", "Your account could not be linked; please try again.")
 				}
 				return
 			}
 		}
-		_, err = p.e.Update(ctx, lifecycle.Change{Provider: marketplace.AWS, ID: sub.ID, Apply: func(s *marketplace.Subscription) bool {
+		done, err := p.e.Update(ctx, lifecycle.Change{Provider: marketplace.AWS, ID: sub.ID, Apply: func(s *marketplace.Subscription) bool {
 			if s.Status != marketplace.StatusPending && s.AccountID == account {
 				return false
 			}
@@ -105,15 +107,19 @@ func (p *Provider) LandingHandler() http.Handler {
 		if err != nil {
 			p.deps.Logger.Error("activate AWS subscription", "customer", cust, "err", err)
 			if !rec.wrote {
-				http.Error(w, "Your subscription could not be activated; please try again.", http.StatusInternalServerError)
+				p.problem(w, r, http.StatusInternalServerError, "", "Your subscription could not be activated; please try again.")
 			}
 			return
 		}
 		if !rec.wrote {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			fmt.Fprintln(w, "Your AWS Marketplace subscription is active.")
+			p.deps.Pages.Landing(w, r, done.Subscription)
 		}
 	})
+}
+
+// problem answers a failed registration with the error page.
+func (p *Provider) problem(w http.ResponseWriter, r *http.Request, status int, title, detail string) {
+	p.deps.Pages.Error(w, r, pages.Problem{Provider: marketplace.AWS, Status: status, Title: title, Detail: detail})
 }
 
 // signUp stores the resolved buyer's subscription as pending (once; a
