@@ -28,6 +28,7 @@
   }
 
   function fmtNum(n) { return Number(n).toLocaleString("en-US"); }
+  function fmtShort(n) { return Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 2 }).format(n); }
   function fmtHour(iso) { return iso ? iso.slice(0, 13).replace("T", " ") + ":00" : "–"; }
   function fmtTime(iso) { return iso ? iso.slice(0, 19).replace("T", " ") : "–"; }
   function name(p) { return NAMES[p] || p; }
@@ -120,7 +121,7 @@
     for (const f of [0, 0.25, 0.5, 0.75, 1]) {
       const gy = y(top * f);
       s.append(svg("line", { x1: L, x2: W - R, y1: gy, y2: gy, class: f === 0 ? "axis" : "grid" }));
-      s.append(svg("text", { x: L - 6, y: gy + 4, "text-anchor": "end", class: "tick" }, fmtNum(Math.round(top * f))));
+      s.append(svg("text", { x: L - 6, y: gy + 4, "text-anchor": "end", class: "tick" }, fmtShort(top * f)));
     }
     d.hours.forEach((h, i) => {
       const x0 = L + i * slot + 1;
