@@ -111,12 +111,9 @@ func (e *APIError) Temporary() bool {
 	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
 }
 
-// ErrNotFound is matched (errors.Is) by an APIError with status 404.
-var ErrNotFound = errors.New("azure: not found")
-
-// Is makes a 404 match ErrNotFound.
+// Is makes a 404 match marketplace.ErrNotFound.
 func (e *APIError) Is(target error) bool {
-	return target == ErrNotFound && e.StatusCode == http.StatusNotFound
+	return target == marketplace.ErrNotFound && e.StatusCode == http.StatusNotFound
 }
 
 // call is one request.

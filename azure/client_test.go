@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/azure"
 	emu "github.com/saasmarket/marketplace/emulator/azure"
 	"github.com/saasmarket/marketplace/ledger"
@@ -59,7 +60,7 @@ func TestClientFulfillment(t *testing.T) {
 	if err != nil || s.SaaSSubscriptionStatus != azure.SubSubscribed {
 		t.Fatalf("get: %+v, %v", s, err)
 	}
-	if _, err := c.GetSubscription(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, azure.ErrNotFound) {
+	if _, err := c.GetSubscription(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, marketplace.ErrNotFound) {
 		t.Fatalf("get unknown: %v", err)
 	}
 	for range 4 {

@@ -8,13 +8,14 @@ import (
 	"os"
 	"testing"
 
+	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/azure"
 	emu "github.com/saasmarket/marketplace/emulator/azure"
-	"github.com/saasmarket/marketplace/ledger"
 )
 
-// FuzzDecodeWebhook: any body decodes to a checked payload or to an
-// ErrBadPayload, never a panic.
+// FuzzDecodeWebhook: any body decodes to a checked payload, which survives
+// the trip through the inbox's encoding, or to an error wrapping
+// marketplace.ErrInvalidInput; never a panic.
 func FuzzDecodeWebhook(f *testing.F) {
 	seed, err := os.ReadFile("testdata/webhook_changeplan.json")
 	if err != nil {
@@ -28,13 +29,22 @@ func FuzzDecodeWebhook(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := azure.DecodeWebhook(b)
 		if err != nil {
-			if !errors.Is(err, azure.ErrBadPayload) {
-				t.Fatalf("error not wrapping ErrBadPayload: %v", err)
+			if !errors.Is(err, marketplace.ErrInvalidInput) {
+				t.Fatalf("error not wrapping ErrInvalidInput: %v", err)
 			}
 			return
 		}
 		if p.ID == "" || p.SubscriptionID == "" || p.Action == "" {
 			t.Fatalf("accepted an incomplete payload: %+v", p)
+		}
+		stored, err := json.Marshal(p)
+		if err != nil {
+			t.Fatalf("accepted a payload the inbox cannot store: %v", err)
+		}
+		again, err := azure.DecodeWebhook(stored)
+		if err != nil || again.ID != p.ID || again.SubscriptionID != p.SubscriptionID || again.Action != p.Action ||
+			!again.TimeStamp.Equal(p.TimeStamp.Time) {
+			t.Fatalf("stored payload decodes to %+v, %v; was %+v", again, err, p)
 		}
 	})
 }
@@ -43,12 +53,12 @@ func FuzzDecodeWebhook(f *testing.F) {
 // emulator: it answers 200 only for a genuine token, otherwise 400 or 405,
 // and never panics.
 func FuzzLanding(f *testing.F) {
-	v := newEnv(f, emu.Config{}, ledger.Config{})
+	v := newHooked(f, options{})
 	p, err := v.emu.CreatePurchase(emu.Purchase{PlanID: "basic"})
 	if err != nil {
 		f.Fatal(err)
 	}
-	landing := azure.NewLanding(azure.LandingConfig{Client: v.client, Subs: v.store, Logger: discard})
+	landing := v.landing
 	f.Add("token="+p.Token, "GET")
 	f.Add("token=%2B%2F", "GET")
 	f.Add("token=", "POST")

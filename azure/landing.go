@@ -1,65 +1,23 @@
 package azure
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"html/template"
-	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
-
-// LinkFunc links a buyer who arrived on the landing page to the seller's
-// own account and returns that account's id. It runs after the purchase is
-// stored as pending and before it is activated; an error stops the
-// landing (the buyer may reload the page to try again).
-type LinkFunc func(ctx context.Context, r *http.Request, sub *marketplace.Subscription) (accountID string, err error)
-
-// LandingConfig configures the landing page handler.
-type LandingConfig struct {
-	Client *Client
-	Subs   marketplace.SubscriptionStore
-	// Link links the buyer's account; nil links none.
-	Link LinkFunc
-	// Done writes the page shown after activation; nil writes a short
-	// confirmation.
-	Done func(w http.ResponseWriter, r *http.Request, sub *marketplace.Subscription)
-	// Activated is called after activation (invalidate caches, welcome mail).
-	Activated func(ctx context.Context, sub *marketplace.Subscription)
-	Logger    *slog.Logger
-}
-
-// Landing is the landing page: Azure sends the buyer to
-// GET <landing URL>?token=... after a purchase. It resolves the token,
-// stores the subscription as pending, lets the seller link its account,
-// then activates it with the plan that was resolved and stores it as
-// active.
-//
-// It is idempotent and crash-safe: every step can be repeated. A reload (or
-// a retry after a crash anywhere, even between Azure applying the
-// activation and our storing it) resolves again, finds the stored copy and
-// finishes the work; Azure's activate is idempotent, and the stored copy is
-// changed with optimistic versions, so nothing is done twice.
-type Landing struct{ cfg LandingConfig }
-
-// NewLanding returns the landing page handler.
-func NewLanding(cfg LandingConfig) *Landing {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	return &Landing{cfg: cfg}
-}
-
-// ErrNoToken is returned for a landing request without a valid token.
-var ErrNoToken = errors.New("azure: landing request without a token")
 
 // LandingToken returns the marketplace token of a landing URL's raw query,
 // percent-decoded but keeping '+' characters: Azure's tokens are base64 and
-// its '+' are not spaces.
+// its '+' are not spaces. Its errors wrap marketplace.ErrInvalidInput.
 func LandingToken(rawQuery string) (string, error) {
 	for part := range strings.SplitSeq(rawQuery, "&") {
 		v, ok := strings.CutPrefix(part, "token=")
@@ -68,25 +26,49 @@ func LandingToken(rawQuery string) (string, error) {
 		}
 		tok, err := url.PathUnescape(v)
 		if err != nil {
-			return "", fmt.Errorf("azure: landing token: %w", err)
+			return "", fmt.Errorf("azure: landing: %w: token: %w", marketplace.ErrInvalidInput, err)
 		}
 		if tok == "" || len(tok) > 8192 {
 			break
 		}
 		for i := 0; i < len(tok); i++ {
 			if tok[i] < 0x20 || tok[i] > 0x7e {
-				return "", fmt.Errorf("%w: a marketplace token is printable ASCII", ErrNoToken)
+				return "", fmt.Errorf("azure: landing: %w: a marketplace token is printable ASCII", marketplace.ErrInvalidInput)
 			}
 		}
 		return tok, nil
 	}
-	return "", ErrNoToken
+	return "", fmt.Errorf("azure: landing: %w: no marketplace token (?token=)", marketplace.ErrInvalidInput)
 }
 
-// ServeHTTP serves GET ?token=...: 200 with the Done page once active, 400
-// for a missing or refused token, 502 when Azure or the store failed (the
-// buyer may reload).
-func (l *Landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// LandingHandler is the landing page: Azure sends the buyer to
+// GET <landing URL>?token=... after a purchase. It resolves the token,
+// stores the subscription as pending, lets Config.Link link the buyer's
+// account, activates the subscription with the plan that was resolved and
+// stores it as active; every change goes through the engine's Update.
+//
+// It answers 200 (Link's response, or a short confirmation), 400 for a
+// missing, refused or expired token or a cancelled subscription, 500 when
+// Link failed, and 502 when Azure or the store failed (the buyer may
+// reload). Every step can be repeated: a reload, or a retry after a crash
+// anywhere (even between Azure applying the activation and our storing
+// it), resolves again, finds the stored copy and finishes the work; Azure's
+// activate is idempotent, Link runs until an account is stored, and
+// nothing is done twice.
+func (p *Provider) LandingHandler() http.Handler { return landing{p} }
+
+type landing struct{ p *Provider }
+
+// errCancelled refuses a landing of a subscription that has ended.
+var errCancelled = errors.New("azure: the subscription is cancelled")
+
+// linkError is a failure of the seller's Link hook.
+type linkError struct{ err error }
+
+func (e linkError) Error() string { return "azure: link account: " + e.err.Error() }
+func (e linkError) Unwrap() error { return e.err }
+
+func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -97,20 +79,28 @@ func (l *Landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "This page is opened from Azure Marketplace after a purchase (no valid token).", http.StatusBadRequest)
 		return
 	}
-	sub, err := l.Complete(r.Context(), r, tok)
+	held := &heldResponse{header: http.Header{}}
+	sub, err := l.p.signUp(r.Context(), held, r, tok)
 	if err != nil {
-		l.cfg.Logger.Warn("azure landing failed", "err", err)
+		l.p.deps.Logger.Warn("azure landing failed", "err", err)
 		var ae *APIError
+		var le linkError
 		switch {
 		case errors.As(err, &ae) && (ae.StatusCode == http.StatusBadRequest || ae.StatusCode == http.StatusNotFound):
 			http.Error(w, "The purchase token is invalid or expired; open the page again from Azure Marketplace.", http.StatusBadRequest)
+		case errors.Is(err, errCancelled):
+			http.Error(w, "This subscription has been cancelled.", http.StatusBadRequest)
+		case errors.As(err, &le):
+			http.Error(w, "We could not set up your account; please reload this page.", http.StatusInternalServerError)
 		default:
 			http.Error(w, "We could not complete your subscription right now; please reload this page.", http.StatusBadGateway)
 		}
 		return
 	}
-	if l.cfg.Done != nil {
-		l.cfg.Done(w, r, sub)
+	maps.Copy(w.Header(), held.header) // a cookie Link set, say
+	if held.status != 0 {
+		w.WriteHeader(held.status)
+		w.Write(held.body.Bytes())
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -120,11 +110,14 @@ func (l *Landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 var doneTmpl = template.Must(template.New("done").Parse(`<!doctype html><title>Subscribed</title>
 <p>Your subscription {{.ID}} (plan {{.Plan}}) is active.</p>`))
 
-// Complete does the landing's work for a token; see Landing.
-func (l *Landing) Complete(ctx context.Context, r *http.Request, token string) (*marketplace.Subscription, error) {
-	res, err := l.cfg.Client.Resolve(ctx, token)
+// signUp does the landing's work for a token; see LandingHandler.
+func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Request, token string) (*marketplace.Subscription, error) {
+	res, err := p.cfg.Client.Resolve(ctx, token)
 	if err != nil {
 		return nil, err
+	}
+	if !validID(res.ID) {
+		return nil, fmt.Errorf("azure: resolve answered subscription id %q", res.ID)
 	}
 	ctx = WithCorrelationID(ctx, res.ID)
 	res.Subscription.ID = res.ID
@@ -138,46 +131,72 @@ func (l *Landing) Complete(ctx context.Context, r *http.Request, token string) (
 	if pending.Status == marketplace.StatusActive {
 		pending.Status = marketplace.StatusPending // not active for us until we activated it
 	}
-	sub, err := update(ctx, l.cfg.Subs, res.ID, func() (*marketplace.Subscription, error) { return &pending, nil },
-		func(*marketplace.Subscription) bool { return true })
+	change := func(apply func(s *marketplace.Subscription) bool) (*marketplace.Subscription, error) {
+		out, err := p.e.Update(ctx, lifecycle.Change{Provider: marketplace.Azure, ID: res.ID, Init: &pending, Apply: apply})
+		if err != nil {
+			return nil, fmt.Errorf("azure: store subscription %s: %w", res.ID, err)
+		}
+		return out.Subscription, nil
+	}
+	sub, err := change(func(s *marketplace.Subscription) bool { return s.Version == 0 }) // stored once, as pending
 	if err != nil {
-		return nil, fmt.Errorf("azure: store pending subscription %s: %w", res.ID, err)
+		return nil, err
 	}
 	if sub.Status == marketplace.StatusCancelled {
-		return nil, fmt.Errorf("azure: subscription %s is cancelled", res.ID)
+		return nil, fmt.Errorf("%w: %s", errCancelled, res.ID)
 	}
-	if sub.AccountID == "" && l.cfg.Link != nil {
-		acct, err := l.cfg.Link(ctx, r, sub)
+	if sub.AccountID == "" && p.cfg.Link != nil {
+		acct, err := p.cfg.Link(ctx, w, r, sub)
 		if err != nil {
-			return nil, fmt.Errorf("azure: link subscription %s: %w", res.ID, err)
+			return nil, linkError{fmt.Errorf("subscription %s: %w", res.ID, err)}
 		}
-		if sub, err = update(ctx, l.cfg.Subs, res.ID, nil, func(s *marketplace.Subscription) bool {
-			if s.AccountID != "" {
-				return false
+		if acct != "" {
+			if sub, err = change(func(s *marketplace.Subscription) bool {
+				if s.AccountID != "" {
+					return false
+				}
+				s.AccountID = acct
+				return true
+			}); err != nil {
+				return nil, err
 			}
-			s.AccountID = acct
-			return true
-		}); err != nil {
-			return nil, fmt.Errorf("azure: store account of subscription %s: %w", res.ID, err)
 		}
 	}
 	if sub.Status == marketplace.StatusPending {
-		if err := l.cfg.Client.Activate(ctx, res.ID, res.PlanID, res.Quantity); err != nil {
+		if err := p.cfg.Client.Activate(ctx, res.ID, res.PlanID, res.Quantity); err != nil {
 			return nil, err
 		}
-		activated := false
-		if sub, err = update(ctx, l.cfg.Subs, res.ID, nil, func(s *marketplace.Subscription) bool {
-			activated = s.Status == marketplace.StatusPending
-			if activated {
-				s.Status = marketplace.StatusActive
+		if sub, err = change(func(s *marketplace.Subscription) bool {
+			if s.Status != marketplace.StatusPending {
+				return false
 			}
-			return activated
+			s.Status = marketplace.StatusActive
+			return true
 		}); err != nil {
-			return nil, fmt.Errorf("azure: store active subscription %s: %w", res.ID, err)
-		}
-		if activated && l.cfg.Activated != nil {
-			l.cfg.Activated(ctx, sub)
+			return nil, err
 		}
 	}
 	return sub, nil
+}
+
+// heldResponse keeps what Link writes until the sign-up is complete, so
+// that a buyer is sent on (redirected, shown a page) only once the
+// subscription is active, and gets an error page otherwise.
+type heldResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() http.Header { return h.header }
+
+func (h *heldResponse) WriteHeader(status int) {
+	if h.status == 0 {
+		h.status = status
+	}
+}
+
+func (h *heldResponse) Write(b []byte) (int, error) {
+	h.WriteHeader(http.StatusOK)
+	return h.body.Write(b)
 }

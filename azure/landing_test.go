@@ -43,27 +43,27 @@ func TestLandingTokenKeepsPlus(t *testing.T) {
 			t.Errorf("%q: %q, %v; want %q", tc.raw, got, err, tc.want)
 		}
 	}
-	for _, raw := range []string{"", "token=", "tokens=a", "token=%zz"} {
-		if _, err := azure.LandingToken(raw); err == nil {
-			t.Errorf("%q: no error", raw)
+	for _, raw := range []string{"", "token=", "tokens=a", "token=%zz", "token=a%0Ab"} {
+		if _, err := azure.LandingToken(raw); !errors.Is(err, marketplace.ErrInvalidInput) {
+			t.Errorf("%q: %v, want ErrInvalidInput", raw, err)
 		}
 	}
 }
 
 // TestLandingCrashSafe loses the response of the activation Azure applied;
-// the buyer's reload completes the landing once.
+// the buyer's reload completes the sign-up once. Link's redirect is sent
+// only once the subscription is active.
 func TestLandingCrashSafe(t *testing.T) {
-	h := newHooked(t)
-	lose := &loseActivate{next: h.srv.Client().Transport}
-	hc := &http.Client{Transport: lose}
-	client := azure.NewClient(azure.ClientConfig{BaseURL: h.srv.URL + "/api", HTTPClient: hc, Tokens: tokensOf(t, h.env)})
-	var links, activated atomic.Int32
-	landing := azure.NewLanding(azure.LandingConfig{Client: client, Subs: h.store, Logger: discard,
-		Link: func(_ context.Context, _ *http.Request, _ *marketplace.Subscription) (string, error) {
+	lose := &loseActivate{}
+	var links atomic.Int32
+	h := newHooked(t, options{
+		transport: func(next http.RoundTripper) http.RoundTripper { lose.next = next; return lose },
+		cfg: azure.Config{Link: func(_ context.Context, w http.ResponseWriter, r *http.Request, _ *marketplace.Subscription) (string, error) {
 			links.Add(1)
+			http.Redirect(w, r, "/welcome", http.StatusSeeOther)
 			return "acct-7", nil
-		},
-		Activated: func(context.Context, *marketplace.Subscription) { activated.Add(1) }})
+		}},
+	})
 	p, err := h.emu.CreatePurchase(emu.Purchase{PlanID: "pro", Quantity: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +71,9 @@ func TestLandingCrashSafe(t *testing.T) {
 	// The token goes on the URL with its '+' left raw, as a browser may send it.
 	target := "/landing?token=" + p.Token
 	rec := httptest.NewRecorder()
-	landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
-	if rec.Code != http.StatusBadGateway {
-		t.Fatalf("first attempt: %d %s", rec.Code, rec.Body)
+	h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+	if rec.Code != http.StatusBadGateway || rec.Header().Get("Location") != "" {
+		t.Fatalf("first attempt: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 	if st, _, _, _ := h.emu.Status(p.SubscriptionID); st != emu.StatusSubscribed {
 		t.Fatalf("Azure did not apply the first activation: %s", st)
@@ -83,46 +83,88 @@ func TestLandingCrashSafe(t *testing.T) {
 	}
 	for range 2 {
 		rec = httptest.NewRecorder()
-		landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
 		if rec.Code != http.StatusOK {
 			t.Fatalf("reload: %d %s", rec.Code, rec.Body)
 		}
 	}
 	s := h.stored(t, p.SubscriptionID)
-	if s.Status != marketplace.StatusActive || s.Plan != "pro" || s.Quantity != 2 || s.CustomerID != p.SubscriptionID {
+	if s.Status != marketplace.StatusActive || s.Plan != "pro" || s.Quantity != 2 || s.CustomerID != p.SubscriptionID || s.AccountID != "acct-7" {
 		t.Fatalf("after reload: %+v", s)
 	}
-	if links.Load() != 1 || activated.Load() != 1 {
-		t.Fatalf("linked %d times, activated %d times; want once each", links.Load(), activated.Load())
+	if links.Load() != 1 || s.Version != 3 { // stored pending, linked, activated
+		t.Fatalf("linked %d times, version %d; want once, 3", links.Load(), s.Version)
 	}
 	if n := h.emu.Calls()["FulfillmentOperations_ActivateSubscription"]; n != 2 {
 		t.Fatalf("%d activate calls, want 2 (the lost one and its retry)", n)
 	}
+	if err := h.provider.CheckEntitlement(t.Context(), p.SubscriptionID, "pro"); err != nil {
+		t.Fatalf("entitlement after sign-up: %v", err)
+	}
+
+	// A clean sign-up sends Link's redirect.
+	p2, err := h.emu.CreatePurchase(emu.Purchase{PlanID: "basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = httptest.NewRecorder()
+	h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/landing?token="+url.QueryEscape(p2.Token), nil))
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/welcome" {
+		t.Fatalf("sign-up with a redirecting Link: %d %v", rec.Code, rec.Header())
+	}
+	if s := h.stored(t, p2.SubscriptionID); s.Status != marketplace.StatusActive {
+		t.Fatalf("%+v", s)
+	}
+
 	// A token that is not Azure's is refused.
 	rec = httptest.NewRecorder()
-	landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/landing?token=forged", nil))
+	h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/landing?token=forged", nil))
 	if rec.Code != http.StatusBadRequest {
 		t.Fatalf("forged token: %d", rec.Code)
 	}
 }
 
-func tokensOf(t *testing.T, v *env) azure.TokenSource {
-	t.Helper()
-	cred, err := azure.NewCredential(azure.CredentialConfig{TenantID: v.tenant, ClientID: v.app, ClientSecret: clientSecret,
-		Authority: v.srv.URL, HTTPClient: v.srv.Client()})
+// TestLandingLinkFails: a failing Link answers 500 and leaves the
+// subscription pending and not activated at Azure; the reload completes it.
+func TestLandingLinkFails(t *testing.T) {
+	var calls atomic.Int32
+	h := newHooked(t, options{cfg: azure.Config{Link: func(context.Context, http.ResponseWriter, *http.Request, *marketplace.Subscription) (string, error) {
+		if calls.Add(1) == 1 {
+			return "", errors.New("account service down")
+		}
+		return "acct-2", nil
+	}}})
+	p, err := h.emu.CreatePurchase(emu.Purchase{PlanID: "basic"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return azure.NewTokens(cred, 0)
+	target := "/landing?token=" + url.QueryEscape(p.Token)
+	rec := httptest.NewRecorder()
+	h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "account service") {
+		t.Fatalf("failed link: %d %s", rec.Code, rec.Body)
+	}
+	if st, _, _, _ := h.emu.Status(p.SubscriptionID); st != emu.StatusPendingFulfillmentStart {
+		t.Fatalf("activated at Azure without an account: %s", st)
+	}
+	if s := h.stored(t, p.SubscriptionID); s.Status != marketplace.StatusPending || s.AccountID != "" {
+		t.Fatalf("after the failed link: %+v", s)
+	}
+	rec = httptest.NewRecorder()
+	h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("reload: %d %s", rec.Code, rec.Body)
+	}
+	if s := h.stored(t, p.SubscriptionID); s.Status != marketplace.StatusActive || s.AccountID != "acct-2" {
+		t.Fatalf("after reload: %+v", s)
+	}
 }
 
-// TestLandingConcurrent: several tabs land the same purchase at once; the
-// subscription is activated and announced once.
+// TestLandingConcurrent: several tabs land the same purchase at once; each
+// is answered 200 and the subscription is stored pending and active once
+// each (version 2), whatever the interleaving.
 func TestLandingConcurrent(t *testing.T) {
-	h := newHooked(t)
-	var activated atomic.Int32
-	landing := azure.NewLanding(azure.LandingConfig{Client: h.client, Subs: h.store, Logger: discard,
-		Activated: func(context.Context, *marketplace.Subscription) { activated.Add(1) }})
+	h := newHooked(t, options{})
 	p, err := h.emu.CreatePurchase(emu.Purchase{PlanID: "basic"})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +174,7 @@ func TestLandingConcurrent(t *testing.T) {
 	for i := range codes {
 		wg.Go(func() {
 			rec := httptest.NewRecorder()
-			landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/landing?token="+url.QueryEscape(p.Token), nil))
+			h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/landing?token="+url.QueryEscape(p.Token), nil))
 			codes[i] = rec.Code
 		})
 	}
@@ -142,10 +184,27 @@ func TestLandingConcurrent(t *testing.T) {
 			t.Errorf("tab %d: %d", i, c)
 		}
 	}
-	if activated.Load() != 1 {
-		t.Errorf("announced %d times", activated.Load())
-	}
-	if s := h.stored(t, p.SubscriptionID); s.Status != marketplace.StatusActive {
+	if s := h.stored(t, p.SubscriptionID); s.Status != marketplace.StatusActive || s.Version != 2 {
 		t.Errorf("%+v", s)
+	}
+}
+
+// TestLandingCancelled: a subscription cancelled before the buyer landed
+// is refused with 400, and not activated.
+func TestLandingCancelled(t *testing.T) {
+	h := newHooked(t, options{})
+	p, err := h.emu.CreatePurchase(emu.Purchase{PlanID: "basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.drive(t, p.SubscriptionID, emu.Action{Name: emu.ActionUnsubscribe})
+	h.settle(t)
+	rec := httptest.NewRecorder()
+	h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/landing?token="+url.QueryEscape(p.Token), nil))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "cancelled") {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if n := h.emu.Calls()["FulfillmentOperations_ActivateSubscription"]; n != 0 {
+		t.Fatalf("%d activations", n)
 	}
 }

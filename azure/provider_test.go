@@ -1,29 +1,32 @@
 package azure_test
 
 import (
+	"context"
 	"errors"
-	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/azure"
 	emu "github.com/saasmarket/marketplace/emulator/azure"
-	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
 // TestProvider checks the marketplace.Provider: usage into the ledger,
-// subscriptions from the store, entitlements from the cache, invalidated
-// by lifecycle webhooks.
+// subscriptions from the store, entitlements from the engine's cache,
+// which the lifecycle invalidates.
 func TestProvider(t *testing.T) {
-	h := newHooked(t)
+	h := newHooked(t, options{})
 	ctx := t.Context()
-	p := azure.NewProvider(h.ledger, h.store, h.store, entitlement.Config{TTL: time.Hour, NegativeTTL: time.Hour})
-	h.changed = func(s *marketplace.Subscription) { p.Invalidate(s.CustomerID) }
+	p := h.provider
 	var _ marketplace.Provider = p
 	if p.Name() != marketplace.Azure {
 		t.Fatal(p.Name())
+	}
+	if p.Target().Provider() != marketplace.Azure {
+		t.Fatal("Target is not Azure's")
 	}
 	id := h.land(t, "basic")
 
@@ -36,7 +39,7 @@ func TestProvider(t *testing.T) {
 	if _, err := h.store.PutEntitlement(ctx, marketplace.Entitlement{Provider: marketplace.Azure, CustomerID: id, Feature: "gpu", Value: "true"}); err != nil {
 		t.Fatal(err)
 	}
-	p.Invalidate(id)
+	h.eng.Invalidate(marketplace.Azure, id)
 	if err := p.CheckEntitlement(ctx, id, "gpu"); err != nil {
 		t.Errorf("granted feature: %v", err)
 	}
@@ -50,11 +53,12 @@ func TestProvider(t *testing.T) {
 		t.Errorf("ResolveSubscription: %+v %v", s, err)
 	}
 
-	// A suspension reaches the cached answers at once.
-	h.clock.Advance(time.Second)
-	if _, st, err := h.emu.Drive(ctx, id, emu.Action{Name: emu.ActionSuspend}); err != nil || st != http.StatusOK {
-		t.Fatal(st, err)
+	// A suspension reaches the cached answers as soon as it is applied.
+	h.drive(t, id, emu.Action{Name: emu.ActionSuspend})
+	if err := p.CheckEntitlement(ctx, id, "basic"); err != nil {
+		t.Errorf("before the worker applied the suspension: %v", err)
 	}
+	h.settle(t)
 	if err := p.CheckEntitlement(ctx, id, "basic"); !errors.Is(err, marketplace.ErrNoActiveSubscription) {
 		t.Errorf("after suspend: %v", err)
 	}
@@ -72,37 +76,40 @@ func TestProvider(t *testing.T) {
 	if err != nil || len(bs) != 1 || bs[0].Provider != marketplace.Azure || bs[0].Customer != id || bs[0].Quantity != 3 {
 		t.Errorf("usage in the ledger: %+v %v", bs, err)
 	}
+
+	// Azure pushes; Run has nothing to pull and returns when told.
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if err := p.Run(rctx); err != nil {
+		t.Errorf("Run: %v", err)
+	}
 }
 
-// TestWebhookStale: a notification older than the state we hold (a
-// Suspend delivered after the Reinstate that followed it) is not applied.
-func TestWebhookStale(t *testing.T) {
-	h := newHooked(t)
-	ctx := t.Context()
-	id := h.land(t, "basic")
-	real := h.hook
-	h.sink.mu.Lock()
-	h.sink.h = http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}) // the Suspend's delivery is lost
-	h.sink.mu.Unlock()
-	h.clock.Advance(time.Second)
-	suspend, _, err := h.emu.Drive(ctx, id, emu.Action{Name: emu.ActionSuspend})
-	if err != nil {
+// TestNewProviderChecksConfig: a missing setting is named; a second Azure
+// provider on one engine is refused.
+func TestNewProviderChecksConfig(t *testing.T) {
+	h := newHooked(t, options{})
+	e := newEngine(t, h.store, h.ledger, h.now, lifecycle.Config{})
+	full := azure.Config{Client: h.client, TenantID: h.tenant, AppID: h.app}
+	for _, tc := range []struct {
+		mod  func(*azure.Config)
+		want string
+	}{
+		{func(c *azure.Config) { c.Client = nil }, "Config.Client"},
+		{func(c *azure.Config) { c.TenantID = "" }, "Config.TenantID"},
+		{func(c *azure.Config) { c.AppID = "" }, "Config.AppID"},
+		{func(c *azure.Config) { c.OperationWait = -time.Second }, "Config.OperationWait"},
+	} {
+		cfg := full
+		tc.mod(&cfg)
+		if _, err := azure.NewProvider(e, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v, want an error naming %s", err, tc.want)
+		}
+	}
+	if _, err := azure.NewProvider(e, full); err != nil {
 		t.Fatal(err)
 	}
-	h.sink.mu.Lock()
-	h.sink.h = real
-	h.sink.mu.Unlock()
-	h.clock.Advance(time.Second)
-	if _, st, err := h.emu.Drive(ctx, id, emu.Action{Name: emu.ActionReinstate}); err != nil || st != 200 {
-		t.Fatal(st, err)
-	}
-	if s := h.stored(t, id); s.Status != marketplace.StatusActive {
-		t.Fatalf("after reinstate: %+v", s)
-	}
-	if st, err := h.emu.Deliver(ctx, suspend); err != nil || st != 200 {
-		t.Fatal(st, err)
-	}
-	if s := h.stored(t, id); s.Status != marketplace.StatusActive {
-		t.Fatalf("a stale Suspend was applied: %+v", s)
+	if _, err := azure.NewProvider(e, full); err == nil {
+		t.Error("a second Azure provider on one engine was registered")
 	}
 }

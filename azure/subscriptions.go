@@ -1,9 +1,7 @@
 package azure
 
 import (
-	"context"
-	"errors"
-	"fmt"
+	"slices"
 	"time"
 
 	"github.com/saasmarket/marketplace"
@@ -40,29 +38,23 @@ func fromAzure(s *Subscription) marketplace.Subscription {
 	return out
 }
 
-// update applies fn to the stored subscription id (or to base when none is
-// stored) and stores it, retrying on version conflicts. fn returns false
-// to store nothing.
-func update(ctx context.Context, store marketplace.SubscriptionStore, id string, base func() (*marketplace.Subscription, error),
-	fn func(s *marketplace.Subscription) bool) (*marketplace.Subscription, error) {
-	for range 10 {
-		s, err := store.GetSubscription(ctx, marketplace.Azure, id)
-		if errors.Is(err, marketplace.ErrNotFound) && base != nil {
-			if s, err = base(); err == nil {
-				s.Version = 0
+// refresh sets what Azure holds (az, from fromAzure) on the stored
+// subscription s, keeping what is ours (AccountID, other attributes), and
+// reports whether anything changed.
+func refresh(s *marketplace.Subscription, az *marketplace.Subscription) bool {
+	changed := s.CustomerID != az.CustomerID || s.ProductCode != az.ProductCode || s.Status != az.Status ||
+		s.Plan != az.Plan || s.Quantity != az.Quantity || !s.ExpiresAt.Equal(az.ExpiresAt) ||
+		!slices.Equal(s.Entitlements, az.Entitlements)
+	s.CustomerID, s.ProductCode, s.Status, s.Plan, s.Quantity = az.CustomerID, az.ProductCode, az.Status, az.Plan, az.Quantity
+	s.ExpiresAt, s.Entitlements = az.ExpiresAt, slices.Clone(az.Entitlements)
+	for k, v := range az.Attributes {
+		if s.Attributes[k] != v {
+			if s.Attributes == nil {
+				s.Attributes = make(map[string]string, len(az.Attributes))
 			}
+			s.Attributes[k] = v
+			changed = true
 		}
-		if err != nil {
-			return nil, err
-		}
-		if !fn(s) {
-			return s, nil
-		}
-		stored, err := store.PutSubscription(ctx, *s)
-		if errors.Is(err, marketplace.ErrVersionConflict) {
-			continue
-		}
-		return stored, err
 	}
-	return nil, fmt.Errorf("azure: subscription %s: %w after 10 attempts", id, marketplace.ErrVersionConflict)
+	return changed
 }

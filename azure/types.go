@@ -30,6 +30,9 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	}
 	for _, l := range timeLayouts {
 		if v, err := time.Parse(l, s); err == nil {
+			if y := v.UTC().Year(); y < 1 || y > 9999 {
+				return fmt.Errorf("azure: time %q is out of range", s) // it could not be encoded again
+			}
 			t.Time = v.UTC()
 			return nil
 		}

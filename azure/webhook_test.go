@@ -6,153 +6,100 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/azure"
 	emu "github.com/saasmarket/marketplace/emulator/azure"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/lifecycle"
+	"github.com/saasmarket/marketplace/sqlite"
 )
 
-// hooked is an env whose emulator calls our webhook handler.
-type hooked struct {
-	*env
-	hook    *azure.Webhook
-	landing *azure.Landing
-	sink    *webhookSink
-	decide  func(op *azure.Operation) bool
-	changed func(*marketplace.Subscription)
-}
+const patchCalls = "SubscriptionOperations_UpdateOperationStatus"
 
-func newHooked(t *testing.T) *hooked {
-	t.Helper()
-	sink := &webhookSink{h: http.NotFoundHandler()}
-	hs := httptest.NewServer(sink)
-	t.Cleanup(hs.Close)
-	v := newEnv(t, emu.Config{WebhookURL: hs.URL}, ledger.Config{})
-	h := &hooked{env: v, sink: sink}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	hook, err := azure.NewWebhook(ctx, azure.WebhookConfig{
-		Client: v.client, Subs: v.store, Log: v.store, Seal: v.ledger.SealCustomer,
-		Decide: func(_ context.Context, _ *marketplace.Subscription, op *azure.Operation) (bool, error) {
-			if h.decide != nil {
-				return h.decide(op), nil
-			}
-			return true, nil
-		},
-		Changed: func(_ context.Context, s *marketplace.Subscription) {
-			if h.changed != nil {
-				h.changed(s)
-			}
-		},
-		TenantID: v.tenant, AppID: v.app, JWKSURL: v.srv.URL + "/" + v.tenant + "/discovery/v2.0/keys",
-		HTTPClient: v.srv.Client(), Clock: v.clock.Now, Logger: discard, KeyRefresh: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.hook = hook
-	sink.mu.Lock()
-	sink.h = hook
-	sink.mu.Unlock()
-	h.landing = azure.NewLanding(azure.LandingConfig{Client: v.client, Subs: v.store, Logger: discard,
-		Link: func(context.Context, *http.Request, *marketplace.Subscription) (string, error) { return "acct-1", nil }})
-	return h
-}
-
-// land buys plan and goes through the landing page.
-func (h *hooked) land(t *testing.T, plan string) string {
-	t.Helper()
-	p, err := h.emu.CreatePurchase(emu.Purchase{PlanID: plan})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := httptest.NewRecorder()
-	h.landing.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/azure/landing?token="+url.QueryEscape(p.Token), nil))
-	if rec.Code != http.StatusOK {
-		t.Fatalf("landing: %d %s", rec.Code, rec.Body)
-	}
-	return p.SubscriptionID
-}
-
-func (h *hooked) stored(t *testing.T, id string) *marketplace.Subscription {
-	t.Helper()
-	s, err := h.store.GetSubscription(t.Context(), marketplace.Azure, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// TestWebhookLifecycle drives every action from the emulator through our
-// webhook handler.
-func TestWebhookLifecycle(t *testing.T) {
-	h := newHooked(t)
+// TestLifecycle drives every action from the emulator through the webhook
+// and the engine's worker. The emulator completes a PATCHed operation two
+// seconds after the PATCH, as Azure completes it asynchronously: a change
+// applied before Azure says Succeeded, or never, fails the test.
+func TestLifecycle(t *testing.T) {
+	h := newHooked(t, options{emu: emu.Config{PatchDelay: 2 * time.Second}})
 	ctx := t.Context()
 	id := h.land(t, "basic")
-	if s := h.stored(t, id); s.Status != marketplace.StatusActive || s.AccountID != "acct-1" || s.Plan != "basic" {
+	if s := h.stored(t, id); s.Status != marketplace.StatusActive || s.Plan != "basic" {
 		t.Fatalf("after landing: %+v", s)
 	}
-	drive := func(a emu.Action) string {
-		t.Helper()
-		h.clock.Advance(time.Second)
-		op, status, err := h.emu.Drive(ctx, id, a)
-		if err != nil || status != http.StatusOK {
-			t.Fatalf("%s: status %d, %v", a.Name, status, err)
-		}
-		return op
+
+	op := h.drive(t, id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+	if s := h.stored(t, id); s.Plan != "basic" {
+		t.Fatalf("the webhook applied the change itself: %+v", s)
 	}
-	op := drive(emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+	h.settle(t)
 	if st, _ := h.emu.Operation(op); st != emu.OpSucceeded {
 		t.Fatalf("accepted plan change is %s at Azure", st)
 	}
-	if s := h.stored(t, id); s.Plan != "pro" {
+	if s := h.stored(t, id); s.Plan != "pro" || len(s.Entitlements) != 1 || s.Entitlements[0] != "pro" {
 		t.Fatalf("plan change not applied: %+v", s)
 	}
+
 	h.decide = func(op *azure.Operation) bool { return op.Quantity < 10 }
-	op = drive(emu.Action{Name: emu.ActionChangeQuantity, Quantity: 50})
+	op = h.drive(t, id, emu.Action{Name: emu.ActionChangeQuantity, Quantity: 50})
+	h.settle(t)
 	if st, _ := h.emu.Operation(op); st != emu.OpFailed {
 		t.Fatalf("rejected quantity change is %s at Azure", st)
 	}
-	drive(emu.Action{Name: emu.ActionChangeQuantity, Quantity: 4})
-	if s := h.stored(t, id); s.Quantity != 4 {
-		t.Fatalf("quantity: %+v", s)
+	if s := h.stored(t, id); s.Quantity == 50 {
+		t.Fatalf("rejected quantity applied: %+v", s)
 	}
-	drive(emu.Action{Name: emu.ActionSuspend})
+	h.drive(t, id, emu.Action{Name: emu.ActionChangeQuantity, Quantity: 4})
+	h.settle(t)
+	if s := h.stored(t, id); s.Quantity != 4 {
+		t.Fatalf("quantity change not applied: %+v", s)
+	}
+	h.drive(t, id, emu.Action{Name: emu.ActionSuspend})
+	h.settle(t)
 	if s := h.stored(t, id); s.Status != marketplace.StatusSuspended {
 		t.Fatalf("suspend: %+v", s)
 	}
-	drive(emu.Action{Name: emu.ActionReinstate})
+	h.drive(t, id, emu.Action{Name: emu.ActionReinstate})
+	h.settle(t)
 	if s := h.stored(t, id); s.Status != marketplace.StatusActive {
 		t.Fatalf("reinstate: %+v", s)
 	}
-	renew := drive(emu.Action{Name: emu.ActionRenew})
+	renew := h.drive(t, id, emu.Action{Name: emu.ActionRenew})
+	h.settle(t)
 
 	// A redelivery is answered 200 and changes nothing.
 	before := h.stored(t, id).Version
-	patches := h.emu.Calls()["SubscriptionOperations_UpdateOperationStatus"]
+	patches := h.emu.Calls()[patchCalls]
 	for range 3 {
 		if status, err := h.emu.Deliver(ctx, renew); err != nil || status != http.StatusOK {
 			t.Fatalf("redelivery: %d, %v", status, err)
 		}
 	}
-	if h.stored(t, id).Version != before || h.emu.Calls()["SubscriptionOperations_UpdateOperationStatus"] != patches {
+	h.settle(t)
+	if h.stored(t, id).Version != before || h.emu.Calls()[patchCalls] != patches {
 		t.Fatal("a redelivery changed something")
 	}
+	if patches != 4 { // two plan/quantity changes, one refusal, one reinstatement
+		t.Errorf("%d PATCHes of operations, want 4", patches)
+	}
 
-	// Unsubscribe flushes the buyer's usage, including the current hour.
+	// Unsubscribe seals the buyer's usage, including the current hour.
 	if _, err := h.ledger.Ingest(ctx, []ledger.Record{{Provider: marketplace.Azure, Customer: id, Dimension: "requests", Quantity: 7, Time: h.clock.Now()}}); err != nil {
 		t.Fatal(err)
 	}
-	drive(emu.Action{Name: emu.ActionUnsubscribe})
+	h.drive(t, id, emu.Action{Name: emu.ActionUnsubscribe})
+	h.settle(t)
 	if s := h.stored(t, id); s.Status != marketplace.StatusCancelled {
 		t.Fatalf("unsubscribe: %+v", s)
 	}
@@ -160,34 +107,250 @@ func TestWebhookLifecycle(t *testing.T) {
 	if err != nil || len(bs) != 1 || bs[0].Customer != id || bs[0].Units != 7 {
 		t.Fatalf("final flush: %+v, %v", bs, err)
 	}
+	if parked, err := h.eng.Parked(ctx, marketplace.Azure); err != nil || len(parked) != 0 {
+		t.Fatalf("parked: %+v, %v", parked, err)
+	}
+}
+
+// TestChangesAppliedAfterAzureCompletes runs in real time: the emulator
+// completes a PATCHed operation 1.5 s after the PATCH (and would accept an
+// unanswered one only after 10 s), and the engine's worker runs. Plan and
+// quantity changes are applied, and not before Azure completed them. The
+// handler before issue 9 read the operation once after its PATCH, found it
+// InProgress and dropped the change.
+func TestChangesAppliedAfterAzureCompletes(t *testing.T) {
+	const delay = 1500 * time.Millisecond
+	h := newHooked(t, options{emu: emu.Config{PatchDelay: delay, OperationDelay: 10 * time.Second, Clock: time.Now},
+		cfg: azure.Config{OperationWait: 5 * time.Second}})
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { h.eng.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+	id := h.land(t, "basic")
+	for _, tc := range []struct {
+		action emu.Action
+		done   func(*marketplace.Subscription) bool
+	}{
+		{emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"}, func(s *marketplace.Subscription) bool { return s.Plan == "pro" }},
+		{emu.Action{Name: emu.ActionChangeQuantity, Quantity: 3}, func(s *marketplace.Subscription) bool { return s.Quantity == 3 }},
+	} {
+		start := time.Now()
+		op, status, err := h.emu.Drive(ctx, id, tc.action)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("%s: webhook %d, %v", tc.action.Name, status, err)
+		}
+		for !tc.done(h.stored(t, id)) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s not applied after 10 s: %+v", tc.action.Name, h.stored(t, id))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if took := time.Since(start); took < delay {
+			t.Fatalf("%s applied after %s, before Azure completed it", tc.action.Name, took)
+		}
+		if st, _ := h.emu.Operation(op); st != emu.OpSucceeded {
+			t.Fatalf("%s is %s at Azure", tc.action.Name, st)
+		}
+	}
+	if n := h.emu.Calls()[patchCalls]; n != 2 {
+		t.Fatalf("%d PATCHes, want 2", n)
+	}
+}
+
+// TestOperationFollowedAcrossAttempts: an operation still InProgress when
+// Process stops following it leaves the notification pending, with the
+// answer recorded; the next attempt neither asks Decide nor PATCHes again,
+// and applies the change once Azure completed it.
+func TestOperationFollowedAcrossAttempts(t *testing.T) {
+	h := newHooked(t, options{emu: emu.Config{PatchDelay: 2 * time.Second}})
+	ctx := t.Context()
+	id := h.land(t, "basic")
+	op := h.drive(t, id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+	if err := h.eng.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := h.notification(t, op)
+	if n.State != marketplace.NotificationPending || n.Progress != "answered" || n.Attempts != 1 || !n.NextAttempt.After(h.clock.Now()) ||
+		!strings.Contains(n.Reason, "not complete") {
+		t.Fatalf("after the first attempt: %s", describe(n))
+	}
+	if st, _ := h.emu.Operation(op); st != emu.OpInProgress {
+		t.Fatalf("operation %s, want InProgress until PatchDelay", st)
+	}
+	if s := h.stored(t, id); s.Plan != "basic" {
+		t.Fatalf("applied while Azure says InProgress: %+v", s)
+	}
+	h.clock.Advance(3 * time.Second)
+	if err := h.eng.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.notification(t, op); n.State != marketplace.NotificationDone {
+		t.Fatalf("after Azure completed: %s", describe(n))
+	}
+	if s := h.stored(t, id); s.Plan != "pro" {
+		t.Fatalf("not applied: %+v", s)
+	}
+	h.answeredOnce(t, "in all")
+}
+
+// TestRedeliveredAndOutOfOrder: the same call delivered twice is applied
+// once; a Suspend delivered after the Reinstate that followed it is stale
+// and changes nothing; redeliveries of both change nothing.
+func TestRedeliveredAndOutOfOrder(t *testing.T) {
+	h := newHooked(t, options{emu: emu.Config{PatchDelay: time.Second}})
+	ctx := t.Context()
+	id := h.land(t, "basic")
+	h.lose() // the Suspend's delivery is lost for now
+	suspend := h.drive(t, id, emu.Action{Name: emu.ActionSuspend})
+	h.setSink(h.hook)
+	reinstate := h.drive(t, id, emu.Action{Name: emu.ActionReinstate})
+	if st, err := h.emu.Deliver(ctx, reinstate); err != nil || st != http.StatusOK {
+		t.Fatalf("second delivery: %d, %v", st, err)
+	}
+	h.settle(t)
+	s := h.stored(t, id)
+	if s.Status != marketplace.StatusActive {
+		t.Fatalf("after reinstate: %+v", s)
+	}
+	h.answeredOnce(t, "twice delivered")
+	for _, op := range []string{suspend, suspend, reinstate} {
+		if st, err := h.emu.Deliver(ctx, op); err != nil || st != http.StatusOK {
+			t.Fatalf("late delivery: %d, %v", st, err)
+		}
+	}
+	h.settle(t)
+	if after := h.stored(t, id); after.Status != marketplace.StatusActive || after.Version != s.Version {
+		t.Fatalf("a stale or repeated call changed the subscription: %+v, was version %d", after, s.Version)
+	}
+	if n := h.notification(t, suspend); n.State != marketplace.NotificationDone {
+		t.Fatalf("the stale Suspend: %s", describe(n))
+	}
+	h.answeredOnce(t, "redeliveries")
+}
+
+// TestReadFailsThenSucceeds: Azure's API fails while a call is processed;
+// the webhook was answered 200 all the same (Accept needs no API), the
+// notification is retried with backoff, and the change is applied once the
+// API is back.
+func TestReadFailsThenSucceeds(t *testing.T) {
+	h := newHooked(t, options{emu: emu.Config{OperationDelay: time.Hour}})
+	ctx := t.Context()
+	id := h.land(t, "basic")
+	h.emu.SetFaults(emu.Faults{ErrorRate: 1})
+	op := h.drive(t, id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err := h.eng.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n := h.notification(t, op)
+		if n.State != marketplace.NotificationPending || n.Attempts != attempt || !strings.Contains(n.Reason, "HTTP 500") {
+			t.Fatalf("attempt %d: %s", attempt, describe(n))
+		}
+		if s := h.stored(t, id); s.Plan != "basic" {
+			t.Fatalf("applied during the outage: %+v", s)
+		}
+		h.clock.Advance(6 * time.Second) // past the backoff
+	}
+	h.emu.SetFaults(emu.Faults{})
+	h.settle(t)
+	if s := h.stored(t, id); s.Plan != "pro" {
+		t.Fatalf("after the outage: %+v", s)
+	}
+	if got, _ := h.emu.Operation(op); got != emu.OpSucceeded {
+		t.Fatalf("operation %s", got)
+	}
+	if n := h.emu.Calls()[patchCalls]; n != 1 {
+		t.Fatalf("%d PATCHes of the operation, want 1", n)
+	}
+}
+
+// TestCrashBetweenAcceptAndApply: a call stored and answered by one process
+// that then died is applied by a new engine on the same store file; so is
+// one whose worker died after its PATCH, once the lease has run out.
+func TestCrashBetweenAcceptAndApply(t *testing.T) {
+	h := newHooked(t, options{emu: emu.Config{PatchDelay: time.Second}})
+	ctx := t.Context()
+	id := h.land(t, "basic")
+	op := h.drive(t, id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+
+	// The process that answered dies here: a new one opens the same file.
+	store, err := sqlite.Open(ctx, h.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	l := ledger.New(store, ledger.Config{Clock: h.now, Logger: discard})
+	defer l.Close()
+	eng := newEngine(t, store, l, h.now, lifecycle.Config{})
+	h.newProvider(t, eng, options{})
+	settleWith(t, h, eng)
+	if s := h.stored(t, id); s.Plan != "pro" {
+		t.Fatalf("the new engine did not apply the stored call: %+v", s)
+	}
+	if n := h.notification(t, op); n.State != marketplace.NotificationDone {
+		t.Fatalf("%s", describe(n))
+	}
+
+	// A worker dies right after its PATCH: its attempt ends unsettled.
+	h.lose()
+	quantity := h.drive(t, id, emu.Action{Name: emu.ActionChangeQuantity, Quantity: 9})
+	crashCtx, crash := context.WithCancel(ctx)
+	dying := newEngine(t, store, l, h.now, lifecycle.Config{})
+	h.newProvider(t, dying, options{transport: func(next http.RoundTripper) http.RoundTripper {
+		return afterPatch{next, crash}
+	}})
+	if _, err := dying.Accept(ctx, marketplace.Notification{Provider: marketplace.Azure, ID: quantity, Kind: emu.ActionChangeQuantity,
+		Subject: id, Time: h.clock.Now(), Payload: []byte(`{"id":"` + quantity + `","subscriptionId":"` + id + `","action":"ChangeQuantity"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dying.Drain(crashCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the dying worker: %v", err)
+	}
+	if n := h.notification(t, quantity); n.State != marketplace.NotificationPending || n.Progress != "" {
+		t.Fatalf("after the crash: %s", describe(n))
+	}
+	if err := eng.Drain(ctx); err != nil { // leased by the dead worker
+		t.Fatal(err)
+	}
+	if s := h.stored(t, id); s.Quantity == 9 {
+		t.Fatal("applied while leased by another worker")
+	}
+	h.clock.Advance(3 * time.Minute) // the lease runs out
+	settleWith(t, h, eng)
+	if s := h.stored(t, id); s.Quantity != 9 {
+		t.Fatalf("after the lease ran out: %+v", s)
+	}
+}
+
+// afterPatch ends its worker's context once an operation was PATCHed: the
+// process dies with Azure answered and nothing recorded.
+type afterPatch struct {
+	next http.RoundTripper
+	die  context.CancelFunc
+}
+
+func (a afterPatch) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := a.next.RoundTrip(r)
+	if r.Method == http.MethodPatch && strings.Contains(r.URL.Path, "/operations/") {
+		a.die()
+	}
+	return resp, err
 }
 
 // TestWebhookForged sends forged calls: each is refused with 401 and
-// changes nothing.
+// stores nothing; genuine tokens with operations Azure does not hold (for
+// that subscription) are answered 200 and parked, and change nothing.
 func TestWebhookForged(t *testing.T) {
-	h := newHooked(t)
+	h := newHooked(t, options{emu: emu.Config{OperationDelay: time.Hour}})
 	ctx := t.Context()
 	id := h.land(t, "basic")
-	h.clock.Advance(time.Second)
-	// A genuine pending operation whose payload the forgeries carry.
-	opID, _, err := h.emu.Drive(ctx, id, emu.Action{Name: emu.ActionSuspend})
-	if err != nil {
-		t.Fatal(err)
-	}
-	processed, _ := h.store.Processed(ctx, marketplace.Azure, id+"/"+opID)
-	if !processed {
-		t.Fatal("the genuine call was not applied")
-	}
-	// A genuine pending operation whose delivery we do not see: the
-	// forgeries below carry it, and must not apply it.
-	h.sink.mu.Lock()
-	h.sink.h = http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
-	h.sink.mu.Unlock()
+	// Genuine pending operations whose deliveries we do not see: the
+	// forgeries below carry them, and must not decide them.
+	h.lose()
+	opOfID := h.drive(t, id, emu.Action{Name: emu.ActionChangeQuantity, Quantity: 5})
 	id2 := h.land(t, "basic")
-	op2, _, err := h.emu.Drive(ctx, id2, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	op2 := h.drive(t, id2, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
 
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
 	pubDER, _ := x509.MarshalPKIXPublicKey(h.emu.PublicKey())
@@ -214,85 +377,116 @@ func TestWebhookForged(t *testing.T) {
 	sameKidOtherKey.Header["kid"] = h.emu.KeyID()
 	sk, _ := sameKidOtherKey.SignedString(other)
 
-	payload := func(op, sub, action string) string {
-		return `{"id":"` + op + `","activityId":"a","subscriptionId":"` + sub + `","action":"` + action + `","status":"InProgress","planId":"pro","timeStamp":"2026-03-10T12:20:00Z"}`
-	}
-	cases := []struct {
-		name, auth, body string
-	}{
-		{"no token", "", payload(op2, id2, "ChangePlan")},
-		{"not bearer", "Basic " + signed(nil), payload(op2, id2, "ChangePlan")},
-		{"alg none", "Bearer " + none, payload(op2, id2, "ChangePlan")},
-		{"HS256 with the public key", "Bearer " + hs, payload(op2, id2, "ChangePlan")},
-		{"wrong aud", "Bearer " + signed(func(c jwt.MapClaims) { c["aud"] = "someone-else" }), payload(op2, id2, "ChangePlan")},
-		{"wrong tid", "Bearer " + signed(func(c jwt.MapClaims) { c["tid"] = "other-tenant" }), payload(op2, id2, "ChangePlan")},
-		{"wrong appid", "Bearer " + signed(func(c jwt.MapClaims) { c["appid"] = "x"; c["azp"] = "x" }), payload(op2, id2, "ChangePlan")},
-		{"wrong issuer", "Bearer " + signed(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/" }), payload(op2, id2, "ChangePlan")},
-		{"expired", "Bearer " + signed(func(c jwt.MapClaims) { c["exp"] = h.clock.Now().Add(-time.Hour).Unix() }), payload(op2, id2, "ChangePlan")},
-		{"not yet valid", "Bearer " + signed(func(c jwt.MapClaims) { c["nbf"] = h.clock.Now().Add(time.Hour).Unix() }), payload(op2, id2, "ChangePlan")},
-		{"unknown kid", "Bearer " + uk, payload(op2, id2, "ChangePlan")},
-		{"known kid, other key", "Bearer " + sk, payload(op2, id2, "ChangePlan")},
-		{"valid token, operation Azure does not know", "Bearer " + signed(nil), payload("9d0e3b0e-0000-4000-8000-00000000dead", id2, "Unsubscribe")},
-		{"valid token, operation of another subscription", "Bearer " + signed(nil), payload(opID, id2, "Unsubscribe")},
+	body := payload(op2, id2, "ChangePlan")
+	cases := []struct{ name, auth string }{
+		{"no token", ""},
+		{"not bearer", "Basic " + signed(nil)},
+		{"alg none", "Bearer " + none},
+		{"HS256 with the public key", "Bearer " + hs},
+		{"wrong aud", "Bearer " + signed(func(c jwt.MapClaims) { c["aud"] = "someone-else" })},
+		{"wrong tid", "Bearer " + signed(func(c jwt.MapClaims) { c["tid"] = "other-tenant" })},
+		{"wrong appid", "Bearer " + signed(func(c jwt.MapClaims) { c["appid"] = "x"; c["azp"] = "x" })},
+		{"wrong issuer", "Bearer " + signed(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/" })},
+		{"expired", "Bearer " + signed(func(c jwt.MapClaims) { c["exp"] = h.clock.Now().Add(-time.Hour).Unix() })},
+		{"not yet valid", "Bearer " + signed(func(c jwt.MapClaims) { c["nbf"] = h.clock.Now().Add(time.Hour).Unix() })},
+		{"unknown kid", "Bearer " + uk},
+		{"known kid, other key", "Bearer " + sk},
 	}
 	before := *h.stored(t, id2)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req := httptest.NewRequest(http.MethodPost, "/azure/webhook", strings.NewReader(tc.body))
-			if tc.auth != "" {
-				req.Header.Set("Authorization", tc.auth)
+			rec := h.post(tc.auth, body)
+			if rec.Code != http.StatusUnauthorized || strings.TrimSpace(rec.Body.String()) != "not authentic" {
+				t.Errorf("%d %q, want 401 not authentic", rec.Code, rec.Body)
 			}
-			rec := httptest.NewRecorder()
-			h.hook.ServeHTTP(rec, req)
-			if rec.Code != http.StatusUnauthorized {
-				t.Errorf("status %d, want 401", rec.Code)
-			}
-			if s := h.stored(t, id2); s.Version != before.Version || s.Plan != "basic" {
-				t.Errorf("state changed: %+v", s)
-			}
-			if st, _ := h.emu.Operation(op2); st != emu.OpInProgress {
-				t.Errorf("the pending operation was decided: %s", st)
+			if _, err := h.store.GetNotification(ctx, marketplace.Azure, op2); !errors.Is(err, marketplace.ErrNotFound) {
+				t.Errorf("a forgery was stored: %v", err)
 			}
 		})
 	}
-}
 
-// TestWebhookRetriedAfterFailure: when Azure's API fails during a webhook,
-// the handler answers 500 and changes nothing; Azure's redelivery then
-// applies the change once.
-func TestWebhookRetriedAfterFailure(t *testing.T) {
-	h := newHooked(t)
-	ctx := t.Context()
-	id := h.land(t, "basic")
-	h.clock.Advance(time.Second)
-	h.emu.SetFaults(emu.Faults{ErrorRate: 1})
-	op, st, err := h.emu.Drive(ctx, id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
-	if err != nil || st != http.StatusInternalServerError {
-		t.Fatalf("during the outage: %d, %v", st, err)
-	}
-	if s := h.stored(t, id); s.Plan != "basic" {
-		t.Fatalf("applied during the outage: %+v", s)
-	}
-	h.emu.SetFaults(emu.Faults{})
-	for range 2 {
-		if st, err := h.emu.Deliver(ctx, op); err != nil || st != http.StatusOK {
-			t.Fatalf("redelivery: %d, %v", st, err)
+	// Authentic tokens (as only Azure holds) carrying what Azure does not
+	// hold: an unknown operation, and an operation of another subscription.
+	unknown := uuid.NewString()
+	for _, b := range []string{payload(unknown, id2, "Unsubscribe"), payload(opOfID, id2, "ChangeQuantity")} {
+		if rec := h.post("Bearer "+signed(nil), b); rec.Code != http.StatusOK {
+			t.Fatalf("authentic call: %d %s", rec.Code, rec.Body)
 		}
 	}
-	if s := h.stored(t, id); s.Plan != "pro" {
-		t.Fatalf("after redelivery: %+v", s)
+	h.settle(t)
+	parked, err := h.eng.Parked(ctx, marketplace.Azure)
+	if err != nil || len(parked) != 2 {
+		t.Fatalf("parked: %+v, %v", parked, err)
 	}
-	if got, _ := h.emu.Operation(op); got != emu.OpSucceeded {
-		t.Fatalf("operation %s", got)
+	for _, n := range parked {
+		if !strings.Contains(n.Reason, "unknown to Azure") && !strings.Contains(n.Reason, "belongs to subscription") {
+			t.Errorf("parked %s: %q", n.ID, n.Reason)
+		}
 	}
-	if n := h.emu.Calls()["SubscriptionOperations_UpdateOperationStatus"]; n != 1 {
-		t.Fatalf("%d PATCHes of the operation, want 1", n)
+	if s := h.stored(t, id2); s.Version != before.Version || s.Plan != "basic" || s.Status != marketplace.StatusActive {
+		t.Errorf("state changed: %+v", s)
+	}
+	for _, op := range []string{op2, opOfID} {
+		if st, _ := h.emu.Operation(op); st != emu.OpInProgress {
+			t.Errorf("the pending operation %s was decided: %s", op, st)
+		}
+	}
+	if n := h.emu.Calls()[patchCalls]; n != 0 {
+		t.Errorf("%d PATCHes", n)
+	}
+}
+
+func payload(op, sub, action string) string {
+	return `{"id":"` + op + `","activityId":"a","subscriptionId":"` + sub + `","action":"` + action +
+		`","status":"InProgress","planId":"pro","timeStamp":"2026-03-10T12:20:00Z"}`
+}
+
+// post sends a webhook call to the provider's handler.
+func (h *hooked) post(auth, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/azure/webhook", strings.NewReader(body))
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	rec := httptest.NewRecorder()
+	h.hook.ServeHTTP(rec, req)
+	return rec
+}
+
+// TestWebhookBadRequests: authentic calls with bodies that do not decode
+// are refused with 400 naming what is wrong, and nothing is stored.
+func TestWebhookBadRequests(t *testing.T) {
+	h := newHooked(t, options{})
+	tok, err := h.emu.SignToken(h.emu.WebhookClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := uuid.NewString()
+	cases := []struct{ name, body, want string }{
+		{"not JSON", "{", "invalid input"},
+		{"no operation id", payload("", "s", "Renew"), "id must be an operation id"},
+		{"subscription id with a slash", payload(op, "a/b", "Renew"), "subscriptionId"},
+		{"unknown action", payload(op, "s", "Explode"), `unknown action "Explode"`},
+		{"too large", `{"id":"` + strings.Repeat("x", 1<<20) + `"}`, "larger than 1 MiB"},
+	}
+	for _, tc := range cases {
+		rec := h.post("Bearer "+tok, tc.body)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.want) {
+			t.Errorf("%s: %d %q, want 400 naming %q", tc.name, rec.Code, rec.Body, tc.want)
+		}
+	}
+	if ns, err := h.store.ListNotifications(t.Context(), marketplace.Azure, "", 0); err != nil || len(ns) != 0 {
+		t.Errorf("stored: %+v, %v", ns, err)
+	}
+	rec := httptest.NewRecorder()
+	h.hook.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/azure/webhook", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET: %d", rec.Code)
 	}
 }
 
 // TestWebhookTokenShapes accepts both token versions Entra ID issues.
 func TestWebhookTokenShapes(t *testing.T) {
-	h := newHooked(t)
+	h := newHooked(t, options{})
 	cases := []struct {
 		name string
 		mod  func(jwt.MapClaims)
@@ -317,8 +511,20 @@ func TestWebhookTokenShapes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.hook.Authenticate(t.Context(), "Bearer "+tok); (err == nil) != tc.ok {
-			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+		want := http.StatusUnauthorized
+		if tc.ok {
+			want = http.StatusOK
 		}
+		if rec := h.post("Bearer "+tok, payload(uuid.NewString(), uuid.NewString(), "Renew")); rec.Code != want {
+			t.Errorf("%s: %d, want %d", tc.name, rec.Code, want)
+		}
+	}
+}
+
+// answeredOnce checks that Decide was asked once and one operation PATCHed.
+func (h *hooked) answeredOnce(t *testing.T, when string) {
+	t.Helper()
+	if d, p := h.decisions(), h.emu.Calls()[patchCalls]; d != 1 || p != 1 {
+		t.Fatalf("%s: Decide asked %d times, %d PATCHes; want once each", when, d, p)
 	}
 }
