@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,8 @@ type Config struct {
 
 	// AWS is set up when AWS.ProductCode is set.
 	AWS AWSConfig
+	// GCP is set up when GCP.Service is set.
+	GCP GCPConfig
 }
 
 // AWSConfig are the settings of the AWS Marketplace adapter. Credentials,
@@ -66,6 +69,29 @@ type AWSConfig struct {
 
 // Enabled reports whether AWS is configured.
 func (a AWSConfig) Enabled() bool { return a.ProductCode != "" }
+
+// GCPConfig are the settings of the Google Cloud Marketplace adapter.
+// Credentials come from Application Default Credentials; the Pub/Sub client
+// honours PUBSUB_EMULATOR_HOST.
+type GCPConfig struct {
+	// Service is the product's Service Control service name, a gcp
+	// product of the catalogue.
+	Service        string
+	ProviderID     string
+	SignupAudience string
+	// PushServiceAccount and PushAudience authenticate Pub/Sub push
+	// deliveries to /gcp/notifications.
+	PushServiceAccount, PushAudience string
+	// Subscription is a Pub/Sub pull subscription on Google's lifecycle
+	// topic (projects/P/subscriptions/S); Run receives from it.
+	Subscription string
+	// EmulatorURL points every Google client and key fetch at
+	// marketplaced emulate, without authentication: tests and demos only.
+	EmulatorURL string
+}
+
+// Enabled reports whether GCP is configured.
+func (g GCPConfig) Enabled() bool { return g.Service != "" }
 
 // DBPath is the SQLite file in the data folder.
 func (c Config) DBPath() string { return filepath.Join(c.DataDir, "marketplace.db") }
@@ -234,6 +260,32 @@ func settings() []setting {
 				c.DashboardPassword = v
 				return nil
 			}},
+		{flag: "gcp-service", cloud: "gcp", usage: "Google Cloud Marketplace: the product's Service Control service name; setting it turns Google on (it must be a gcp product of the catalogue)",
+			apply: func(c *Config, v string) error { c.GCP.Service = v; return nil }},
+		{flag: "gcp-provider-id", cloud: "gcp", usage: "Google Cloud Marketplace: the seller's provider id (providers/ID in the Procurement API)",
+			apply: func(c *Config, v string) error { c.GCP.ProviderID = v; return nil }},
+		{flag: "gcp-signup-audience", cloud: "gcp", usage: "Google Cloud Marketplace: the product's domain as registered in the Producer Portal (the aud of sign-up JWTs)",
+			apply: func(c *Config, v string) error { c.GCP.SignupAudience = v; return nil }},
+		{flag: "gcp-push-service-account", cloud: "gcp", usage: "Google Cloud Marketplace: the service account a Pub/Sub push subscription to /gcp/notifications authenticates as (none: push refused)",
+			apply: func(c *Config, v string) error { c.GCP.PushServiceAccount = v; return nil }},
+		{flag: "gcp-push-audience", cloud: "gcp", usage: "Google Cloud Marketplace: the audience set on that push subscription",
+			apply: func(c *Config, v string) error { c.GCP.PushAudience = v; return nil }},
+		{flag: "gcp-pubsub-subscription", cloud: "gcp", usage: "Google Cloud Marketplace: a Pub/Sub pull subscription on the lifecycle topic, projects/P/subscriptions/S; pulled when set",
+			apply: func(c *Config, v string) error {
+				if v != "" && !regexp.MustCompile(`^projects/[^/]+/subscriptions/[^/]+$`).MatchString(v) {
+					return fmt.Errorf("want projects/PROJECT/subscriptions/NAME, got %q", v)
+				}
+				c.GCP.Subscription = v
+				return nil
+			}},
+		{flag: "gcp-emulator-url", cloud: "gcp", usage: "Google Cloud Marketplace: the base URL of marketplaced emulate's Google emulator; every Google call goes there unauthenticated (tests and demos only)",
+			apply: func(c *Config, v string) error {
+				if v != "" && !strings.HasPrefix(v, "http://127.") && !strings.HasPrefix(v, "http://localhost") {
+					return fmt.Errorf("want a loopback http:// URL, got %q", v)
+				}
+				c.GCP.EmulatorURL = v
+				return nil
+			}},
 		{flag: "log-level", def: "info", usage: "log level: debug, info, warn or error (logs are JSON on stderr)",
 			apply: func(c *Config, v string) error {
 				return c.LogLevel.UnmarshalText([]byte(v))
@@ -300,6 +352,33 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	}
 	if c.AWS.Enabled() && c.AWS.Region == "" && getenv("AWS_REGION") == "" && getenv("AWS_DEFAULT_REGION") == "" {
 		errs = append(errs, fmt.Errorf("setting -aws-region / %s: is required for AWS (or the SDK's AWS_REGION)", envName("aws-region")))
+	}
+	if from := given["gcp"]; from != "" && !c.GCP.Enabled() {
+		errs = append(errs, fmt.Errorf("setting -gcp-service / %s: is required for Google (%s is set)", envName("gcp-service"), from))
+	}
+	if c.GCP.Enabled() {
+		if c.Catalogue != nil && !c.Catalogue.has(marketplace.GCP, c.GCP.Service) {
+			errs = append(errs, fmt.Errorf("setting -gcp-service / %s: service %q is not a gcp product of the catalogue %s",
+				envName("gcp-service"), c.GCP.Service, c.CataloguePath))
+		}
+		if c.Catalogue != nil {
+			for _, p := range c.Catalogue.Products {
+				if p.Provider != marketplace.GCP || p.Product != c.GCP.Service {
+					continue
+				}
+				for name, m := range p.Metrics {
+					if !strings.HasPrefix(m.Dimension, c.GCP.Service+"/") {
+						errs = append(errs, fmt.Errorf("catalogue %s: gcp product %s: metric %s: dimension %q is not a metric of service %s (want %s/NAME)",
+							c.CataloguePath, p.Product, name, m.Dimension, c.GCP.Service, c.GCP.Service))
+					}
+				}
+			}
+		}
+		for _, req := range []struct{ flag, v string }{{"gcp-provider-id", c.GCP.ProviderID}, {"gcp-signup-audience", c.GCP.SignupAudience}} {
+			if req.v == "" {
+				errs = append(errs, fmt.Errorf("setting -%s / %s: is required for Google", req.flag, envName(req.flag)))
+			}
+		}
 	}
 	if c.AWS.SQSQueueURL != "" && !strings.HasPrefix(c.AWS.SQSQueueURL, "https://") && !strings.HasPrefix(c.AWS.SQSQueueURL, "http://") {
 		errs = append(errs, fmt.Errorf("setting -aws-sqs-queue-url / %s: want the queue's URL, got %q", envName("aws-sqs-queue-url"), c.AWS.SQSQueueURL))

@@ -58,6 +58,14 @@ func TestParseConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad addr", []string{"-addr", "8080"}, nil, `setting -addr: want host:port`},
 		{"bad level", []string{"-log-level", "loud"}, nil, `setting -log-level:`},
 		{"extra argument", []string{"now"}, nil, `unexpected argument "now"`},
+		{"aws setting without product code", []string{"-aws-license-mode", "true"}, nil, "setting -aws-product-code / MARKETPLACED_AWS_PRODUCT_CODE: is required for AWS (-aws-license-mode is set)"},
+		{"aws product not in catalogue", []string{"-aws-product-code", "prod-other", "-aws-region", "us-east-1"}, nil, `product "prod-other" is not an aws product of the catalogue`},
+		{"aws without region", []string{"-aws-product-code", "prod-inference"}, nil, "setting -aws-region / MARKETPLACED_AWS_REGION: is required for AWS"},
+		{"aws bad queue", []string{"-aws-product-code", "prod-inference", "-aws-region", "eu-west-1", "-aws-sqs-queue-url", "queue"}, nil, "setting -aws-sqs-queue-url / MARKETPLACED_AWS_SQS_QUEUE_URL: want the queue's URL"},
+		{"gcp setting without service", nil, map[string]string{"MARKETPLACED_GCP_PROVIDER_ID": "p"}, "setting -gcp-service / MARKETPLACED_GCP_SERVICE: is required for Google (MARKETPLACED_GCP_PROVIDER_ID is set)"},
+		{"gcp without provider id", []string{"-gcp-service", "inference.endpoints.example-project.cloud.goog", "-gcp-signup-audience", "a"}, nil, "setting -gcp-provider-id / MARKETPLACED_GCP_PROVIDER_ID: is required for Google"},
+		{"gcp bad subscription", []string{"-gcp-pubsub-subscription", "sub"}, nil, "setting -gcp-pubsub-subscription: want projects/PROJECT/subscriptions/NAME"},
+		{"gcp emulator not loopback", []string{"-gcp-emulator-url", "http://10.0.0.1:80"}, nil, "setting -gcp-emulator-url: want a loopback"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

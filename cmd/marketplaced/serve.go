@@ -9,13 +9,19 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 
+	"cloud.google.com/go/pubsub/v2"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"google.golang.org/api/cloudcommerceprocurement/v1"
+	"google.golang.org/api/option"
+	"google.golang.org/api/servicecontrol/v1"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/aws"
 	"github.com/saasmarket/marketplace/entitlement"
+	"github.com/saasmarket/marketplace/gcp"
 	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/lifecycle"
 	"github.com/saasmarket/marketplace/server"
@@ -23,7 +29,10 @@ import (
 )
 
 // The cloud adapters are what the server mounts.
-var _ server.Cloud = (*aws.Provider)(nil)
+var (
+	_ server.Cloud = (*aws.Provider)(nil)
+	_ server.Cloud = (*gcp.Provider)(nil)
+)
 
 // runServe is marketplaced serve: the store, the ledger, the entitlement
 // cache, the lifecycle engine and the configured clouds, served by package
@@ -56,10 +65,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	clouds, err := mountClouds(ctx, cfg, engine)
+	clouds, closeClouds, err := mountClouds(ctx, cfg, engine)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	defer closeClouds()
 
 	srv, err := server.New(cfg, server.Deps{
 		Ledger: led, Subscriptions: store, Entitlements: cache, Clouds: clouds,
@@ -82,9 +92,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return srv.Run(ctx, ln)
 }
 
-// mountClouds builds the adapter of every configured cloud.
-func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engine) ([]server.Cloud, error) {
-	var clouds []server.Cloud
+// mountClouds builds the adapter of every configured cloud; closeAll
+// releases their clients once the server has stopped.
+func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engine) (clouds []server.Cloud, closeAll func(), err error) {
+	var closers []func()
+	closeAll = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
 	if a := cfg.AWS; a.Enabled() {
 		var opts []func(*awsconfig.LoadOptions) error
 		if a.Region != "" {
@@ -92,7 +113,7 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 		}
 		metering, err := aws.LoadMetering(ctx, "", opts...)
 		if err != nil {
-			return nil, fmt.Errorf("AWS: %w", err)
+			return nil, nil, fmt.Errorf("AWS: %w", err)
 		}
 		ac := aws.Config{
 			ProductCode: a.ProductCode, LicenseMode: a.LicenseMode, Metering: metering,
@@ -101,21 +122,74 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 		}
 		if a.Entitlements {
 			if ac.Entitlements, err = aws.LoadEntitlements(ctx, "", opts...); err != nil {
-				return nil, fmt.Errorf("AWS: %w", err)
+				return nil, nil, fmt.Errorf("AWS: %w", err)
 			}
 		}
 		if a.SQSQueueURL != "" {
 			sdk, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 			if err != nil {
-				return nil, fmt.Errorf("AWS: SQS: %w", err)
+				return nil, nil, fmt.Errorf("AWS: SQS: %w", err)
 			}
 			ac.SQS, ac.QueueURL = sqs.NewFromConfig(sdk), a.SQSQueueURL
 		}
 		p, err := aws.NewProvider(engine, ac)
 		if err != nil {
-			return nil, fmt.Errorf("AWS: %w", err)
+			return nil, nil, fmt.Errorf("AWS: %w", err)
 		}
 		clouds = append(clouds, p)
 	}
-	return clouds, nil
+	if g := cfg.GCP; g.Enabled() {
+		p, closeGCP, err := mountGCP(ctx, cfg)
+		if err != nil {
+			return nil, nil, fmt.Errorf("Google: %w", err)
+		}
+		closers = append(closers, closeGCP)
+		gp, err := gcp.NewProvider(engine, p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("Google: %w", err)
+		}
+		clouds = append(clouds, gp)
+	}
+	return clouds, closeAll, nil
+}
+
+// mountGCP builds the Google adapter's configuration: the Procurement and
+// Service Control clients, the catalogue's metrics of the service, and the
+// Pub/Sub subscriber when one is set.
+func mountGCP(ctx context.Context, cfg server.Config) (gcp.Config, func(), error) {
+	g := cfg.GCP
+	var opts []option.ClientOption
+	c := gcp.Config{ServiceName: g.Service, SignupAudience: g.SignupAudience,
+		PushServiceAccount: g.PushServiceAccount, PushAudience: g.PushAudience, Metrics: map[string]string{}}
+	if g.EmulatorURL != "" {
+		opts = append(opts, option.WithEndpoint(strings.TrimSuffix(g.EmulatorURL, "/")+"/"), option.WithoutAuthentication())
+		c.SignupKeysURL = strings.TrimSuffix(g.EmulatorURL, "/") + "/x509"
+		c.PushKeysURL = c.SignupKeysURL
+	}
+	proc, err := cloudcommerceprocurement.NewService(ctx, opts...)
+	if err != nil {
+		return c, nil, fmt.Errorf("Procurement client: %w", err)
+	}
+	c.Procurement = gcp.NewProcurement(proc, g.ProviderID)
+	if c.ServiceControl, err = servicecontrol.NewService(ctx, opts...); err != nil {
+		return c, nil, fmt.Errorf("Service Control client: %w", err)
+	}
+	for _, p := range cfg.Catalogue.Products {
+		if p.Provider == marketplace.GCP && p.Product == g.Service {
+			for _, m := range p.Metrics {
+				c.Metrics[m.Dimension] = strings.TrimPrefix(m.Dimension, g.Service+"/")
+			}
+		}
+	}
+	closeFn := func() {}
+	if g.Subscription != "" {
+		project := strings.Split(g.Subscription, "/")[1]
+		client, err := pubsub.NewClient(ctx, project)
+		if err != nil {
+			return c, nil, fmt.Errorf("Pub/Sub client: %w", err)
+		}
+		c.Subscriber = client.Subscriber(g.Subscription)
+		closeFn = func() { client.Close() }
+	}
+	return c, closeFn, nil
 }
