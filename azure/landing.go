@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html/template"
 	"maps"
 	"net/http"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/lifecycle"
+	"github.com/saasmarket/marketplace/pages"
 )
 
 // LandingToken returns the marketplace token of a landing URL's raw query,
@@ -47,10 +47,10 @@ func LandingToken(rawQuery string) (string, error) {
 // account, activates the subscription with the plan that was resolved and
 // stores it as active; every change goes through the engine's Update.
 //
-// It answers 200 (Link's response, or a short confirmation), 400 for a
-// missing, refused or expired token or a cancelled subscription, 500 when
-// Link failed, and 502 when Azure or the store failed (the buyer may
-// reload). Every step can be repeated: a reload, or a retry after a crash
+// It answers 200 with Link's response, or else the confirmation page of
+// the engine's Deps.Pages; failures get its error page: 400 for a missing,
+// refused or expired token or a cancelled subscription, 500 when Link
+// failed, and 502 when Azure or the store failed (the buyer may reload). Every step can be repeated: a reload, or a retry after a crash
 // anywhere (even between Azure applying the activation and our storing
 // it), resolves again, finds the stored copy and finishes the work; Azure's
 // activate is idempotent, Link runs until an account is stored, and
@@ -69,31 +69,32 @@ func (e linkError) Error() string { return "azure: link account: " + e.err.Error
 func (e linkError) Unwrap() error { return e.err }
 
 func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := l.p
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		p.problem(w, r, http.StatusMethodNotAllowed, "This page is where Azure Marketplace sends you after a purchase (with its token).")
 		return
 	}
 	tok, err := LandingToken(r.URL.RawQuery)
 	if err != nil {
-		http.Error(w, "This page is opened from Azure Marketplace after a purchase (no valid token).", http.StatusBadRequest)
+		p.problem(w, r, http.StatusBadRequest, "This page opens from Azure Marketplace after a purchase, with a token; this link has none that is valid.")
 		return
 	}
 	held := &heldResponse{header: http.Header{}}
-	sub, err := l.p.signUp(r.Context(), held, r, tok)
+	sub, err := p.signUp(r.Context(), held, r, tok)
 	if err != nil {
-		l.p.deps.Logger.Warn("azure landing failed", "err", err)
+		p.deps.Logger.Warn("azure landing failed", "err", err)
 		var ae *APIError
 		var le linkError
 		switch {
 		case errors.As(err, &ae) && (ae.StatusCode == http.StatusBadRequest || ae.StatusCode == http.StatusNotFound):
-			http.Error(w, "The purchase token is invalid or expired; open the page again from Azure Marketplace.", http.StatusBadRequest)
+			p.problem(w, r, http.StatusBadRequest, "The purchase token is invalid or has expired.")
 		case errors.Is(err, errCancelled):
-			http.Error(w, "This subscription has been cancelled.", http.StatusBadRequest)
+			p.problem(w, r, http.StatusBadRequest, "This subscription has been cancelled.")
 		case errors.As(err, &le):
-			http.Error(w, "We could not set up your account; please reload this page.", http.StatusInternalServerError)
+			p.problem(w, r, http.StatusInternalServerError, "Your account could not be set up; please reload this page.")
 		default:
-			http.Error(w, "We could not complete your subscription right now; please reload this page.", http.StatusBadGateway)
+			p.problem(w, r, http.StatusBadGateway, "We could not complete your subscription with Azure right now; please reload this page.")
 		}
 		return
 	}
@@ -103,12 +104,13 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(held.body.Bytes())
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	doneTmpl.Execute(w, sub)
+	p.deps.Pages.Landing(w, r, sub)
 }
 
-var doneTmpl = template.Must(template.New("done").Parse(`<!doctype html><title>Subscribed</title>
-<p>Your subscription {{.ID}} (plan {{.Plan}}) is active.</p>`))
+// problem answers a failed sign-up with the error page.
+func (p *Provider) problem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	p.deps.Pages.Error(w, r, pages.Problem{Provider: marketplace.Azure, Status: status, Detail: detail})
+}
 
 // signUp does the landing's work for a token; see LandingHandler.
 func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Request, token string) (*marketplace.Subscription, error) {
