@@ -12,8 +12,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
 	"github.com/saasmarket/marketplace/emulator/admin"
 )
@@ -199,6 +203,175 @@ func TestServeAgainstEmulatorAWS(t *testing.T) {
 	getJSON(t, "GET", d.url+"/v1/usage?provider=aws&customer="+url.QueryEscape(buyer.ID), "", &usage)
 	if len(usage.Buckets) == 0 || usage.Buckets[0].State != "reported" || usage.Buckets[0].RecordID == "" {
 		t.Fatalf("usage report: %+v", usage)
+	}
+	if err := d.stop(t, 20*time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.logs())
+	}
+}
+
+// startPubSub starts Google's Pub/Sub emulator (gcloud) on a free loopback
+// port and sets PUBSUB_EMULATOR_HOST for this test and the processes it
+// starts. Without gcloud the test skips, except under CI, where it fails.
+func startPubSub(t *testing.T) string {
+	t.Helper()
+	gcloud, err := exec.LookPath("gcloud")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI is set but gcloud (with the pubsub-emulator component) is not on PATH")
+		}
+		t.Skip("gcloud not installed: no Pub/Sub emulator")
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(gcloud, "beta", "emulators", "pubsub", "start", "--host-port="+addr, "--project="+e2eProject, "--quiet")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // gcloud's python and the emulator's java, stopped together
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		started := false
+		for sc.Scan() {
+			if !started && strings.Contains(sc.Text(), "Server started") {
+				started = true
+				close(ready)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	select {
+	case <-ready:
+	case <-time.After(90 * time.Second):
+		t.Fatal("the Pub/Sub emulator did not start within 90 s")
+	}
+	t.Setenv("PUBSUB_EMULATOR_HOST", addr)
+	return addr
+}
+
+const e2eProject = "e2e-project"
+
+// TestServeAgainstEmulatorGCP: a buyer signs up through Google's real
+// landing path (a signed sign-up JWT, the account approved through
+// Procurement), the entitlement is approved through the Pub/Sub lifecycle,
+// usage goes in through POST /v1/usage, the buyer cancels, and the Service
+// Control bill shows the usage exactly once.
+func TestServeAgainstEmulatorGCP(t *testing.T) {
+	const (
+		service  = "inference.endpoints.e2e-project.cloud.goog"
+		audience = "saas.example.com"
+		topic    = "marketplace-lifecycle"
+	)
+	startPubSub(t)
+	emu := startEmulate(t, "-clouds", "gcp", "-gcp-listen", "127.0.0.1:0", "-gcp-service", service, "-gcp-metrics", "tokens",
+		"-gcp-audience", audience, "-gcp-pubsub-project", e2eProject, "-gcp-pubsub-topic", topic)
+	gcpURL := emu["gcp"]
+	if gcpURL == "" {
+		t.Fatalf("no Google emulator URL: %v", emu)
+	}
+	// The seller's pull subscription on the lifecycle topic.
+	ps, err := pubsub.NewClient(t.Context(), e2eProject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	subName := "projects/" + e2eProject + "/subscriptions/marketplaced"
+	if _, err := ps.SubscriptionAdminClient.CreateSubscription(t.Context(), &pubsubpb.Subscription{
+		Name: subName, Topic: "projects/" + e2eProject + "/topics/" + topic, AckDeadlineSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+
+	cat := filepath.Join(t.TempDir(), "catalogue.json")
+	if err := os.WriteFile(cat, []byte(`{"products":[{"provider":"gcp","product":"`+service+`","metrics":{"tokens":{"dimension":"`+service+`/tokens"}}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startServe(t, "-catalogue", cat, "-log-level", "debug", "-gcp-service", service, "-gcp-provider-id", "demo-provider",
+		"-gcp-signup-audience", audience, "-gcp-pubsub-subscription", subName, "-gcp-emulator-url", gcpURL)
+
+	var buyer admin.Buyer
+	if st := getJSON(t, "POST", gcpURL+"/emulator/buyers", `{"product":"demo","plan":"standard"}`, &buyer); st != 201 || buyer.Token == "" {
+		t.Fatalf("new buyer: %d %+v", st, buyer)
+	}
+	resp, err := http.PostForm(d.url+"/gcp/landing", url.Values{"x-gcp-marketplace-token": {buyer.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("landing: %d %s\n%s", resp.StatusCode, body, d.logs())
+	}
+	// The entitlement's approval goes through Pub/Sub: wait until active.
+	var customer string
+	deadline := time.Now().Add(60 * time.Second)
+	for customer == "" {
+		var page struct {
+			Subscriptions []struct {
+				Customer string `json:"customer"`
+				Status   string `json:"status"`
+			} `json:"subscriptions"`
+		}
+		getJSON(t, "GET", d.url+"/v1/subscriptions?provider=gcp&state=active", "", &page)
+		if len(page.Subscriptions) == 1 {
+			customer = page.Subscriptions[0].Customer
+			break
+		}
+		if time.Now().After(deadline) {
+			var all any
+			getJSON(t, "GET", d.url+"/v1/subscriptions?provider=gcp", "", &all)
+			t.Fatalf("no active Google subscription after 60 s: %v\n%s", all, d.logs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	batch := `{"records":[{"event_id":"g-1","provider":"gcp","customer":"` + customer + `","metric":"tokens","quantity":1234},
+		{"event_id":"g-2","provider":"gcp","customer":"` + customer + `","metric":"tokens","quantity":766}]}`
+	for range 2 {
+		if st := getJSON(t, "POST", d.url+"/v1/usage", batch, nil); st != 200 {
+			t.Fatalf("usage: %d", st)
+		}
+	}
+	var ev admin.EventResult
+	if st := getJSON(t, "POST", gcpURL+"/emulator/buyers/"+url.PathEscape(buyer.ID)+"/events", `{"event":"cancel"}`, &ev); st != 200 {
+		t.Fatalf("cancel: %d %+v", st, ev)
+	}
+	var bill admin.Bill
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		getJSON(t, "GET", gcpURL+"/emulator/bill", "", &bill)
+		if len(bill.Lines) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	total := func() float64 {
+		var n float64
+		for _, l := range bill.Lines {
+			n += l.Quantity
+		}
+		return n
+	}
+	if total() != 2000 {
+		t.Fatalf("bill: %+v, want 2000 tokens for %s\n%s", bill, customer, d.logs())
+	}
+	time.Sleep(2 * time.Second)
+	getJSON(t, "GET", gcpURL+"/emulator/bill", "", &bill)
+	if total() != 2000 {
+		t.Fatalf("bill later: %+v, want still 2000", bill)
 	}
 	if err := d.stop(t, 20*time.Second); err != nil {
 		t.Fatalf("exit: %v\n%s", err, d.logs())
