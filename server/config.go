@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,8 @@ type Config struct {
 	AWS AWSConfig
 	// GCP is set up when GCP.Service is set.
 	GCP GCPConfig
+	// Azure is set up when Azure.TenantID is set.
+	Azure AzureConfig
 }
 
 // AWSConfig are the settings of the AWS Marketplace adapter. Credentials,
@@ -89,6 +92,20 @@ type GCPConfig struct {
 	// marketplaced emulate, without authentication: tests and demos only.
 	EmulatorURL string
 }
+
+// AzureConfig are the settings of the Azure Marketplace adapter.
+type AzureConfig struct {
+	TenantID, AppID string
+	ClientSecret    string // secret
+	ManagedIdentity bool
+	// EmulatorURL points the Fulfillment and Metering APIs, Entra ID and
+	// the webhook key set at marketplaced emulate; EmulatorCAFile is its
+	// TLS certificate. Tests and demos only.
+	EmulatorURL, EmulatorCAFile string
+}
+
+// Enabled reports whether Azure is configured.
+func (a AzureConfig) Enabled() bool { return a.TenantID != "" }
 
 // Enabled reports whether GCP is configured.
 func (g GCPConfig) Enabled() bool { return g.Service != "" }
@@ -286,6 +303,24 @@ func settings() []setting {
 				c.GCP.EmulatorURL = v
 				return nil
 			}},
+		{flag: "azure-tenant-id", cloud: "azure", usage: "Azure Marketplace: the publisher's Entra tenant id; setting it turns Azure on",
+			apply: func(c *Config, v string) error { c.Azure.TenantID = v; return nil }},
+		{flag: "azure-app-id", cloud: "azure", usage: "Azure Marketplace: the publisher's app registration (client) id, the aud of Azure's webhook tokens",
+			apply: func(c *Config, v string) error { c.Azure.AppID = v; return nil }},
+		{flag: "azure-client-secret", cloud: "azure", secret: true, usage: "Azure Marketplace: the app registration's client secret. Secret",
+			apply: func(c *Config, v string) error { c.Azure.ClientSecret = v; return nil }},
+		{flag: "azure-managed-identity", cloud: "azure", def: "false", usage: "Azure Marketplace: authenticate with the Azure host's managed identity instead of a client secret",
+			apply: boolean(func(c *Config) *bool { return &c.Azure.ManagedIdentity })},
+		{flag: "azure-emulator-url", cloud: "azure", usage: "Azure Marketplace: the base URL of marketplaced emulate's Azure emulator (a loopback https:// URL); APIs, Entra ID and keys are read there (tests and demos only)",
+			apply: func(c *Config, v string) error {
+				if v != "" && !strings.HasPrefix(v, "https://127.") && !strings.HasPrefix(v, "https://localhost") {
+					return fmt.Errorf("want a loopback https:// URL, got %q", v)
+				}
+				c.Azure.EmulatorURL = v
+				return nil
+			}},
+		{flag: "azure-emulator-ca-file", cloud: "azure", usage: "Azure Marketplace: the Azure emulator's TLS certificate (PEM), trusted for its URL only",
+			apply: func(c *Config, v string) error { c.Azure.EmulatorCAFile = v; return nil }},
 		{flag: "log-level", def: "info", usage: "log level: debug, info, warn or error (logs are JSON on stderr)",
 			apply: func(c *Config, v string) error {
 				return c.LogLevel.UnmarshalText([]byte(v))
@@ -378,6 +413,23 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 			if req.v == "" {
 				errs = append(errs, fmt.Errorf("setting -%s / %s: is required for Google", req.flag, envName(req.flag)))
 			}
+		}
+	}
+	if from := given["azure"]; from != "" && !c.Azure.Enabled() {
+		errs = append(errs, fmt.Errorf("setting -azure-tenant-id / %s: is required for Azure (%s is set)", envName("azure-tenant-id"), from))
+	}
+	if c.Azure.Enabled() {
+		if c.Azure.AppID == "" {
+			errs = append(errs, fmt.Errorf("setting -azure-app-id / %s: is required for Azure", envName("azure-app-id")))
+		}
+		if c.Azure.ClientSecret == "" && !c.Azure.ManagedIdentity {
+			errs = append(errs, fmt.Errorf("setting -azure-client-secret / %s: is required for Azure (or -azure-managed-identity)", envName("azure-client-secret")))
+		}
+		if (c.Azure.EmulatorURL == "") != (c.Azure.EmulatorCAFile == "") {
+			errs = append(errs, fmt.Errorf("settings -azure-emulator-url and -azure-emulator-ca-file: set both or neither"))
+		}
+		if c.Catalogue != nil && !slices.Contains(c.Catalogue.Providers(), marketplace.Azure) {
+			errs = append(errs, fmt.Errorf("setting -azure-tenant-id / %s: the catalogue %s has no azure product", envName("azure-tenant-id"), c.CataloguePath))
 		}
 	}
 	if c.AWS.SQSQueueURL != "" && !strings.HasPrefix(c.AWS.SQSQueueURL, "https://") && !strings.HasPrefix(c.AWS.SQSQueueURL, "http://") {

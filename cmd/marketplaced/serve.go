@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -20,6 +24,7 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/aws"
+	"github.com/saasmarket/marketplace/azure"
 	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/gcp"
 	"github.com/saasmarket/marketplace/ledger"
@@ -31,6 +36,7 @@ import (
 // The cloud adapters are what the server mounts.
 var (
 	_ server.Cloud = (*aws.Provider)(nil)
+	_ server.Cloud = (*azure.Provider)(nil)
 	_ server.Cloud = (*gcp.Provider)(nil)
 )
 
@@ -138,6 +144,17 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 		}
 		clouds = append(clouds, p)
 	}
+	if az := cfg.Azure; az.Enabled() {
+		ac, err := azureConfig(az)
+		if err != nil {
+			return nil, nil, fmt.Errorf("Azure: %w", err)
+		}
+		p, err := azure.NewProvider(engine, ac)
+		if err != nil {
+			return nil, nil, fmt.Errorf("Azure: %w", err)
+		}
+		clouds = append(clouds, p)
+	}
 	if g := cfg.GCP; g.Enabled() {
 		p, closeGCP, err := mountGCP(ctx, cfg)
 		if err != nil {
@@ -151,6 +168,37 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 		clouds = append(clouds, gp)
 	}
 	return clouds, closeAll, nil
+}
+
+// azureConfig builds the Azure adapter's configuration: the Entra
+// credential and the Fulfillment and Metering client, pointed at the
+// emulator when one is set.
+func azureConfig(az server.AzureConfig) (azure.Config, error) {
+	cfg := azure.Config{TenantID: az.TenantID, AppID: az.AppID}
+	cc := azure.CredentialConfig{TenantID: az.TenantID, ClientID: az.AppID, ClientSecret: az.ClientSecret, ManagedIdentity: az.ManagedIdentity}
+	cl := azure.ClientConfig{}
+	if az.EmulatorURL != "" {
+		pem, err := os.ReadFile(az.EmulatorCAFile)
+		if err != nil {
+			return cfg, fmt.Errorf("setting -azure-emulator-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return cfg, fmt.Errorf("setting -azure-emulator-ca-file: %s holds no PEM certificate", az.EmulatorCAFile)
+		}
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		base := strings.TrimSuffix(az.EmulatorURL, "/")
+		cc.Authority, cc.HTTPClient = base, hc
+		cl.BaseURL, cl.HTTPClient = base+"/api", hc
+		cfg.JWKSURL, cfg.HTTPClient = base+"/"+az.TenantID+"/discovery/v2.0/keys", hc
+	}
+	cred, err := azure.NewCredential(cc)
+	if err != nil {
+		return cfg, err
+	}
+	cl.Tokens = azure.NewTokens(cred, 0)
+	cfg.Client = azure.NewClient(cl)
+	return cfg, nil
 }
 
 // mountGCP builds the Google adapter's configuration: the Procurement and
