@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/internal/a11ytest"
 	"github.com/saasmarket/marketplace/ledger"
 )
 
@@ -57,6 +58,9 @@ func TestDashboardSignIn(t *testing.T) {
 	if res.StatusCode != 200 || !strings.Contains(body, `<label for="secret">Dashboard password or API key</label>`) || strings.Contains(body, "Usage per hour") {
 		t.Fatalf("signed out: %d\n%s", res.StatusCode, body)
 	}
+	for _, p := range a11ytest.Problems(body) {
+		t.Errorf("sign-in page: %s", p)
+	}
 	if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
 		t.Errorf("CSP %q", csp)
 	}
@@ -87,6 +91,9 @@ func TestDashboardSignIn(t *testing.T) {
 		res, body := get(t, c, base+"/dashboard/")
 		if res.StatusCode != 200 || !strings.Contains(body, "Usage per hour") {
 			t.Errorf("signed in: %d\n%s", res.StatusCode, body)
+		}
+		for _, p := range a11ytest.Problems(body) {
+			t.Errorf("dashboard page: %s", p)
 		}
 		if res, _ := get(t, c, base+"/dashboard/data"); res.StatusCode != 200 {
 			t.Errorf("data signed in: %d", res.StatusCode)

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/saasmarket/marketplace/emulator/admin"
+	"github.com/saasmarket/marketplace/internal/a11ytest"
 )
 
 // The browser tests drive a real headless Chromium (Debian's chromium
@@ -102,6 +103,10 @@ func screenshot(t *testing.T, ctx context.Context, name string, phone bool) {
 	}
 	do(t, ctx, "desktop size", chromedp.EmulateViewport(1280, 900))
 	save(name + ".png")
+	// The page as the browser holds it (after its scripts ran).
+	for _, p := range a11ytest.Problems(value(t, ctx, "the DOM", chromedp.Evaluate[string](`document.documentElement.outerHTML`))) {
+		t.Errorf("%s: accessibility: %s", name, p)
+	}
 	if phone {
 		do(t, ctx, "phone size", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
 		save(name + "-phone.png")
