@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -372,6 +374,124 @@ func TestServeAgainstEmulatorGCP(t *testing.T) {
 	getJSON(t, "GET", gcpURL+"/emulator/bill", "", &bill)
 	if total() != 2000 {
 		t.Fatalf("bill later: %+v, want still 2000", bill)
+	}
+	if err := d.stop(t, 20*time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.logs())
+	}
+}
+
+// TestServeAgainstEmulatorAzure: a buyer purchases on Azure and lands with
+// the marketplace token (resolve, activate), usage goes in through
+// POST /v1/usage, and Azure's webhook (authenticated with an Entra token)
+// suspends the subscription, which the API and the entitlement check show.
+// The bill half is not here: Azure bills an hour only once it has ended
+// (the ledger seals on the hour or on a cancellation, after which Azure
+// refuses the usage; see docs/azure.md).
+func TestServeAgainstEmulatorAzure(t *testing.T) {
+	const secret = "azure-client-secret-for-the-test"
+	daemonAddr := freeAddr(t)
+	certFile := filepath.Join(t.TempDir(), "azure-cert.pem")
+	emu := startEmulate(t, "-clouds", "azure", "-azure-listen", "127.0.0.1:0", "-azure-cert-file", certFile,
+		"-azure-client-secret", secret, "-azure-webhook-url", "http://"+daemonAddr+"/azure/notifications")
+	azURL := emu["azure"]
+	if azURL == "" {
+		t.Fatalf("no Azure emulator URL: %v", emu)
+	}
+	cat := filepath.Join(t.TempDir(), "catalogue.json")
+	if err := os.WriteFile(cat, []byte(`{"products":[{"provider":"azure","product":"inference-offer","metrics":{"tokens":{"dimension":"tokens_1m","unit":1000000}}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MARKETPLACED_AZURE_CLIENT_SECRET", secret)
+	d := startServe(t, "-addr", daemonAddr, "-catalogue", cat, "-log-level", "debug",
+		"-azure-tenant-id", "72f988bf-86f1-41af-91ab-2d7cd011db47", "-azure-app-id", "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59",
+		"-azure-emulator-url", azURL, "-azure-emulator-ca-file", certFile)
+	if strings.Contains(d.logs(), secret) {
+		t.Fatal("the client secret is in the logs")
+	}
+
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	emuClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	emuCall := func(method, path, body string, out any) int {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, azURL+path, strings.NewReader(body))
+		resp, err := emuClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: %d: %v", method, path, resp.StatusCode, err)
+		}
+		return resp.StatusCode
+	}
+	var buyer admin.Buyer
+	if st := emuCall("POST", "/emulator/buyers", `{"plan":"basic"}`, &buyer); st != 201 || buyer.Token == "" {
+		t.Fatalf("new buyer: %d %+v", st, buyer)
+	}
+	resp, err := http.Get(d.url + "/azure/landing?token=" + url.QueryEscape(buyer.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("landing: %d %s\n%s", resp.StatusCode, body, d.logs())
+	}
+	var page struct {
+		Subscriptions []struct {
+			Customer string `json:"customer"`
+			Status   string `json:"status"`
+		} `json:"subscriptions"`
+	}
+	getJSON(t, "GET", d.url+"/v1/subscriptions?provider=azure", "", &page)
+	if len(page.Subscriptions) != 1 || page.Subscriptions[0].Status != "active" {
+		t.Fatalf("subscriptions after landing: %+v\n%s", page, d.logs())
+	}
+	customer := page.Subscriptions[0].Customer
+	var ent map[string]any
+	getJSON(t, "GET", d.url+"/v1/entitlements/check?provider=azure&customer="+url.QueryEscape(customer), "", &ent)
+	if ent["entitled"] != true {
+		t.Fatalf("entitlement after landing: %v", ent)
+	}
+	var res map[string]any
+	if st := getJSON(t, "POST", d.url+"/v1/usage", `{"records":[{"event_id":"az-1","provider":"azure","customer":"`+customer+`","metric":"tokens","quantity":2500000}]}`, &res); st != 200 || res["accepted"] != float64(1) {
+		t.Fatalf("usage: %d %v", st, res)
+	}
+	var usage struct {
+		Buckets []struct {
+			Dimension string `json:"dimension"`
+			Quantity  int64  `json:"quantity"`
+		} `json:"buckets"`
+	}
+	getJSON(t, "GET", d.url+"/v1/usage?provider=azure&customer="+url.QueryEscape(customer), "", &usage)
+	if len(usage.Buckets) != 1 || usage.Buckets[0].Dimension != "tokens_1m" || usage.Buckets[0].Quantity != 2500000 {
+		t.Fatalf("usage report: %+v", usage)
+	}
+
+	// Azure suspends the subscription and calls the webhook.
+	var ev admin.EventResult
+	if st := emuCall("POST", "/emulator/buyers/"+url.PathEscape(buyer.ID)+"/events", `{"event":"Suspend"}`, &ev); st != 200 {
+		t.Fatalf("suspend: %d %+v", st, ev)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		getJSON(t, "GET", d.url+"/v1/entitlements/check?provider=azure&customer="+url.QueryEscape(customer), "", &ent)
+		if ent["entitled"] == false {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still entitled 30 s after Suspend: %v (deliveries %+v)\n%s", ent, ev.Deliveries, d.logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var sub map[string]any
+	if st := getJSON(t, "GET", d.url+"/v1/subscriptions/azure/"+url.PathEscape(customer), "", &sub); st != 200 || sub["status"] != "suspended" {
+		t.Fatalf("subscription after Suspend: %d %v", st, sub)
 	}
 	if err := d.stop(t, 20*time.Second); err != nil {
 		t.Fatalf("exit: %v\n%s", err, d.logs())
