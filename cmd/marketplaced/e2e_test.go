@@ -381,12 +381,12 @@ func TestServeAgainstEmulatorGCP(t *testing.T) {
 }
 
 // TestServeAgainstEmulatorAzure: a buyer purchases on Azure and lands with
-// the marketplace token (resolve, activate), usage goes in through
-// POST /v1/usage, and Azure's webhook (authenticated with an Entra token)
-// suspends the subscription, which the API and the entitlement check show.
-// The bill half is not here: Azure bills an hour only once it has ended
-// (the ledger seals on the hour or on a cancellation, after which Azure
-// refuses the usage; see docs/azure.md).
+// the marketplace token (resolve, activate), usage of an ended hour goes in
+// through POST /v1/usage (twice), the emulator's bill shows it once, and
+// Azure's webhook (authenticated with an Entra token) suspends the
+// subscription, which the API and the entitlement check show. (Usage of the
+// current hour is billed once the hour ends; a cancellation comes too late
+// for Azure, which refuses usage after it: docs/azure.md.)
 func TestServeAgainstEmulatorAzure(t *testing.T) {
 	const secret = "azure-client-secret-for-the-test"
 	daemonAddr := freeAddr(t)
@@ -458,9 +458,16 @@ func TestServeAgainstEmulatorAzure(t *testing.T) {
 	if ent["entitled"] != true {
 		t.Fatalf("entitlement after landing: %v", ent)
 	}
+	// Usage of an hour that has ended (two hours ago, so that its grace
+	// is over too): the ledger seals it and the reporter sends it, as it
+	// does every hour.
+	last := time.Now().UTC().Add(-2 * time.Hour).Format(time.RFC3339)
 	var res map[string]any
-	if st := getJSON(t, "POST", d.url+"/v1/usage", `{"records":[{"event_id":"az-1","provider":"azure","customer":"`+customer+`","metric":"tokens","quantity":2500000}]}`, &res); st != 200 || res["accepted"] != float64(1) {
-		t.Fatalf("usage: %d %v", st, res)
+	batch := `{"records":[{"event_id":"az-1","provider":"azure","customer":"` + customer + `","metric":"tokens","quantity":2500000,"time":"` + last + `"}]}`
+	for range 2 { // a client retry: counted once
+		if st := getJSON(t, "POST", d.url+"/v1/usage", batch, &res); st != 200 {
+			t.Fatalf("usage: %d %v", st, res)
+		}
 	}
 	var usage struct {
 		Buckets []struct {
@@ -473,12 +480,22 @@ func TestServeAgainstEmulatorAzure(t *testing.T) {
 		t.Fatalf("usage report: %+v", usage)
 	}
 
+	var bill admin.Bill
+	deadline := time.Now().Add(60 * time.Second)
+	for len(bill.Lines) == 0 && time.Now().Before(deadline) {
+		emuCall("GET", "/emulator/bill", "", &bill)
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(bill.Lines) != 1 || bill.Lines[0].Quantity != 2 || bill.Lines[0].Dimension != "tokens_1m" {
+		t.Fatalf("bill: %+v, want one line of 2 tokens_1m\n%s", bill, d.logs())
+	}
+
 	// Azure suspends the subscription and calls the webhook.
 	var ev admin.EventResult
 	if st := emuCall("POST", "/emulator/buyers/"+url.PathEscape(buyer.ID)+"/events", `{"event":"Suspend"}`, &ev); st != 200 {
 		t.Fatalf("suspend: %d %+v", st, ev)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		getJSON(t, "GET", d.url+"/v1/entitlements/check?provider=azure&customer="+url.QueryEscape(customer), "", &ent)
 		if ent["entitled"] == false {
