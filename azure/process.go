@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/lifecycle"
@@ -32,7 +34,9 @@ const progressAnswered = "answered"
 //  4. Only a Succeeded operation is applied: the subscription is read again
 //     from Azure (Get Subscription) and its state stored through the
 //     engine's Update, with the operation's time as CloudTime, so that an
-//     operation older than the stored state changes nothing.
+//     operation older than the stored state changes nothing, unless Azure's
+//     state differs from the stored one (the operation completed after a
+//     later one was applied): Azure's current state is then stored.
 //
 // Suspend, Renew and Unsubscribe arrive Succeeded (Azure has applied them)
 // and skip step 2; the engine seals the buyer's usage once Update stores
@@ -168,12 +172,29 @@ func (p *Provider) apply(ctx context.Context, op *Operation) error {
 		change.Apply = func(s *marketplace.Subscription) bool { return refresh(s, &fresh) || s.Version == 0 }
 	}
 	res, err := p.e.Update(ctx, change)
+	if err == nil && res.Stale && res.Subscription != nil && differs(res.Subscription, change.Apply) {
+		// The operation is older than the stored state, yet what Azure
+		// holds now differs from it: this operation completed after a
+		// later one was applied (a plan change Azure finished after a
+		// Suspend). Azure's state, read just now, is newer than both:
+		// store it, keeping the stored time.
+		change.CloudTime = res.Subscription.CloudUpdated
+		res, err = p.e.Update(ctx, change)
+	}
 	if err != nil {
 		return err
 	}
 	p.deps.Logger.Info("azure operation applied", "operation", op.ID, "action", op.Action, "subscription", id,
 		"changed", res.Changed, "stale", res.Stale, "sealed", res.Sealed)
 	return nil
+}
+
+// differs reports whether apply would change s.
+func differs(s *marketplace.Subscription, apply func(*marketplace.Subscription) bool) bool {
+	c := *s
+	c.Attributes = maps.Clone(s.Attributes)
+	c.Entitlements = slices.Clone(s.Entitlements)
+	return apply(&c)
 }
 
 // retryable marks an API error for the engine: Azure's Retry-After as the

@@ -194,6 +194,33 @@ func TestOperationFollowedAcrossAttempts(t *testing.T) {
 	h.answeredOnce(t, "in all")
 }
 
+// TestChangeCompletedAfterLaterOperation: a plan change that Azure
+// completes after a later Suspend was applied is applied all the same,
+// though its operation is older than the stored state.
+func TestChangeCompletedAfterLaterOperation(t *testing.T) {
+	h := newHooked(t, options{emu: emu.Config{PatchDelay: 3 * time.Second}})
+	ctx := t.Context()
+	id := h.land(t, "basic")
+	plan := h.drive(t, id, emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"})
+	if err := h.eng.Drain(ctx); err != nil { // answered, still InProgress
+		t.Fatal(err)
+	}
+	h.drive(t, id, emu.Action{Name: emu.ActionSuspend})
+	if err := h.eng.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.stored(t, id); s.Status != marketplace.StatusSuspended || s.Plan != "basic" {
+		t.Fatalf("after the Suspend: %+v", s)
+	}
+	if n := h.notification(t, plan); n.State != marketplace.NotificationPending {
+		t.Fatalf("the plan change: %s", describe(n))
+	}
+	h.settle(t)
+	if s := h.stored(t, id); s.Status != marketplace.StatusSuspended || s.Plan != "pro" {
+		t.Fatalf("the plan change Azure completed last was lost: %+v", s)
+	}
+}
+
 // TestRedeliveredAndOutOfOrder: the same call delivered twice is applied
 // once; a Suspend delivered after the Reinstate that followed it is stale
 // and changes nothing; redeliveries of both change nothing.
