@@ -10,6 +10,7 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/lifecycle"
+	"github.com/saasmarket/marketplace/pages"
 )
 
 // SignupField is the form field Google posts the sign-up JWT in.
@@ -56,39 +57,41 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := l.p
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "Google Cloud Marketplace sign-up: POST the form field "+SignupField, http.StatusMethodNotAllowed)
+		p.problem(w, r, http.StatusMethodNotAllowed, "This page is where Google Cloud Marketplace sends you after a purchase (a POST of the form field "+SignupField+").")
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
-		http.Error(w, "Google Cloud Marketplace sign-up: unreadable form: "+err.Error(), http.StatusBadRequest)
+		p.problem(w, r, http.StatusBadRequest, "The sign-up form Google Cloud Marketplace sent could not be read.")
 		return
 	}
 	token := r.PostForm.Get(SignupField)
 	if token == "" {
-		http.Error(w, "Google Cloud Marketplace sign-up: the form field "+SignupField+" is missing", http.StatusBadRequest)
+		p.problem(w, r, http.StatusBadRequest, "The sign-up token (the form field "+SignupField+") is missing.")
 		return
 	}
 	su, err := p.signup.Verify(r.Context(), token)
 	switch {
 	case errors.Is(err, marketplace.ErrNotAuthentic):
 		p.deps.Logger.Warn("Google sign-up token refused", "err", err)
-		http.Error(w, "not authentic", http.StatusUnauthorized)
+		// The same page for every refusal: it says nothing of our checks.
+		p.problem(w, r, http.StatusUnauthorized, "The sign-up token is not authentic, or no longer valid.")
 		return
 	case err != nil:
 		p.deps.Logger.Error("verify Google sign-up token", "err", err)
-		http.Error(w, "We could not verify your sign-up right now; please try again.", http.StatusServiceUnavailable)
+		p.problem(w, r, http.StatusServiceUnavailable, "We could not verify your sign-up right now; please try again.")
 		return
 	}
 	r = r.WithContext(context.WithValue(r.Context(), signupKey{}, su))
 	held := &heldResponse{header: http.Header{}}
-	if err := p.signUp(r.Context(), held, r, su.AccountID); err != nil {
+	sub, err := p.signUp(r.Context(), held, r, su.AccountID)
+	if err != nil {
 		p.deps.Logger.Error("Google sign-up failed", "account", su.AccountID, "err", err)
 		var le linkError
 		if errors.As(err, &le) {
-			http.Error(w, "We could not set up your account; please try again.", http.StatusInternalServerError)
+			p.problem(w, r, http.StatusInternalServerError, "We could not set up your account; please try again.")
 		} else {
-			http.Error(w, "We could not complete your sign-up with Google right now; please try again.", http.StatusBadGateway)
+			p.problem(w, r, http.StatusBadGateway, "We could not complete your sign-up with Google right now; please try again.")
 		}
 		return
 	}
@@ -99,16 +102,21 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(held.body.Bytes())
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "Your Google Cloud Marketplace sign-up is complete.")
+	p.deps.Pages.Landing(w, r, sub)
+}
+
+// problem answers a failed sign-up with the error page.
+func (p *Provider) problem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	p.deps.Pages.Error(w, r, pages.Problem{Provider: marketplace.GCP, Status: status, Detail: detail})
 }
 
 // signUp links a procurement account's subscriptions and approves the
-// account; see LandingHandler.
-func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Request, account string) error {
+// account, and returns the subscription the buyer is shown; see
+// LandingHandler.
+func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Request, account string) (*marketplace.Subscription, error) {
 	subs, err := p.accountSubscriptions(ctx, account)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	linked := ""
 	for _, s := range subs {
@@ -116,15 +124,15 @@ func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Re
 			linked = s.AccountID
 		}
 	}
-	if linked == "" && p.cfg.Link != nil {
-		sub := &marketplace.Subscription{Provider: marketplace.GCP, Attributes: map[string]string{AttrAccount: account}}
-		for i := range subs {
-			if i == 0 || subs[i].CloudUpdated.After(sub.CloudUpdated) {
-				sub = &subs[i]
-			}
+	sub := &marketplace.Subscription{Provider: marketplace.GCP, Attributes: map[string]string{AttrAccount: account}}
+	for i := range subs {
+		if i == 0 || subs[i].CloudUpdated.After(sub.CloudUpdated) {
+			sub = &subs[i]
 		}
+	}
+	if linked == "" && p.cfg.Link != nil {
 		if linked, err = p.cfg.Link(ctx, w, r, sub); err != nil {
-			return linkError{fmt.Errorf("account %s: %w", account, err)}
+			return nil, linkError{fmt.Errorf("account %s: %w", account, err)}
 		}
 	}
 	if linked != "" {
@@ -137,11 +145,21 @@ func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Re
 				return true
 			}})
 			if err != nil && !errors.Is(err, marketplace.ErrNotFound) {
-				return fmt.Errorf("gcp: link subscription %s: %w", s.ID, err)
+				return nil, fmt.Errorf("gcp: link subscription %s: %w", s.ID, err)
 			}
 		}
 	}
-	return p.cfg.Procurement.ApproveAccount(ctx, account, SignupApproval, "signed up")
+	if err := p.cfg.Procurement.ApproveAccount(ctx, account, SignupApproval, "signed up"); err != nil {
+		return nil, err
+	}
+	shown := *sub
+	if linked != "" {
+		shown.AccountID = linked
+	}
+	if shown.CustomerID == "" {
+		shown.CustomerID = "account:" + account
+	}
+	return &shown, nil
 }
 
 // accountSubscriptions returns the stored subscriptions of a procurement
