@@ -21,7 +21,8 @@ import (
 // accepts a buyer's plan or quantity change, or a reinstatement; false
 // rejects it. sub is the stored subscription (or Azure's copy when none is
 // stored yet). An error leaves the operation unanswered; it is asked again
-// on the next attempt.
+// on the next attempt, unless Azure has accepted the change meanwhile (it
+// does so with a change left unanswered for about ten seconds).
 type DecideFunc func(ctx context.Context, sub *marketplace.Subscription, op *Operation) (bool, error)
 
 // Config holds Azure's own settings; the shared dependencies (store,
@@ -57,8 +58,9 @@ type Config struct {
 	Decide DecideFunc
 	// OperationWait is how long Process follows an answered operation that
 	// Azure has not completed yet before it lets the worker come back (after
-	// the same time); default 10 seconds. Azure completes an operation
-	// asynchronously, usually within seconds.
+	// the same time); default 10 seconds, and less than half the engine's
+	// Lease. Azure completes an operation asynchronously, usually within
+	// seconds.
 	OperationWait time.Duration
 }
 
@@ -103,6 +105,9 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 	}
 	if cfg.OperationWait == 0 {
 		cfg.OperationWait = 10 * time.Second
+	}
+	if lease := e.Config().Lease; cfg.OperationWait >= lease/2 {
+		return nil, fmt.Errorf("azure: Config.OperationWait (%s) must be less than half the engine's Lease (%s), which bounds an attempt", cfg.OperationWait, lease)
 	}
 	deps := e.Deps()
 	target, err := NewReporter(ReporterConfig{Client: cfg.Client, Subscriptions: deps.Store, Logger: deps.Logger, Clock: deps.Clock})

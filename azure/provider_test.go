@@ -99,6 +99,7 @@ func TestNewProviderChecksConfig(t *testing.T) {
 		{func(c *azure.Config) { c.TenantID = "" }, "Config.TenantID"},
 		{func(c *azure.Config) { c.AppID = "" }, "Config.AppID"},
 		{func(c *azure.Config) { c.OperationWait = -time.Second }, "Config.OperationWait"},
+		{func(c *azure.Config) { c.OperationWait = time.Hour }, "Config.OperationWait"},
 	} {
 		cfg := full
 		tc.mod(&cfg)
