@@ -65,7 +65,7 @@ func (p *Provider) Process(ctx context.Context, n *marketplace.Notification) err
 			return err
 		}
 		n.Progress = progressAnswered
-	default:
+	case op.Done():
 		log.Warn("azure decided the operation before it was answered (it accepts a change unanswered for about ten seconds)",
 			"action", op.Action, "status", op.Status)
 	}
@@ -73,6 +73,7 @@ func (p *Provider) Process(ctx context.Context, n *marketplace.Notification) err
 		if op, err = p.follow(ctx, op); err != nil {
 			return err
 		}
+		op.ID, op.SubscriptionID = wp.ID, wp.SubscriptionID
 	}
 	if op.Status != OpSucceeded {
 		log.Info("azure operation ended without a change", "action", op.Action, "status", op.Status)
