@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,9 +54,12 @@ const (
 // processes) may share one database.
 type Store struct {
 	pool *pgxpool.Pool
-	// insertEvents stores a commit's event ids: insertEventsNew, or
+	// insertEvents stores a commit's event ids: insertEventsFast, or
 	// another way in the benchmark that compares them.
 	insertEvents eventInserter
+	// upsertRun counts down the commits that insert event ids with ON
+	// CONFLICT after a fast insert met a stored id.
+	upsertRun atomic.Int32
 }
 
 // Open connects to the database at connURL (a postgres:// URL or a
@@ -76,7 +80,7 @@ func Open(ctx context.Context, connURL string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(connURL), err)
 	}
-	s := &Store{pool: pool, insertEvents: insertEventsNew}
+	s := &Store{pool: pool, insertEvents: insertEventsFast}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %s: %w", Redact(connURL), err)
