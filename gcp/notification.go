@@ -19,31 +19,19 @@ import (
 // maxPush bounds a push delivery's body.
 const maxPush = 1 << 20
 
-// PushVerifierConfig sets up a PushVerifier.
-type PushVerifierConfig struct {
-	// Audience configured on the push subscription.
-	Audience string
-	// ServiceAccountEmail the push subscription authenticates as.
-	ServiceAccountEmail string
-	// KeysURL is for the emulator only; default OIDCKeysURL.
-	KeysURL    string
-	Leeway     time.Duration
-	HTTPClient *http.Client
-	Clock      func() time.Time
-}
-
-// PushVerifier verifies the OIDC token of a Pub/Sub push delivery.
-type PushVerifier struct {
+// pushVerifier verifies the OIDC token of a Pub/Sub push delivery.
+type pushVerifier struct {
 	v     verifier
 	email string
 }
 
-// NewPushVerifier returns a verifier with its own key cache.
-func NewPushVerifier(cfg PushVerifierConfig) *PushVerifier {
-	return &PushVerifier{
-		v: newVerifier(cfg.KeysURL, OIDCKeysURL, []string{"https://accounts.google.com", "accounts.google.com"},
-			cfg.Audience, cfg.Leeway, cfg.HTTPClient, cfg.Clock),
-		email: cfg.ServiceAccountEmail,
+// newPushVerifier returns a verifier of tokens for audience of the service
+// account email, with its own key cache (keysURL "": OIDCKeysURL).
+func newPushVerifier(audience, email, keysURL string, leeway time.Duration, client *http.Client, clock func() time.Time) *pushVerifier {
+	return &pushVerifier{
+		v: newVerifier(keysURL, OIDCKeysURL, []string{"https://accounts.google.com", "accounts.google.com"},
+			audience, leeway, client, clock),
+		email: email,
 	}
 }
 
@@ -53,12 +41,12 @@ type oidcClaims struct {
 	EmailVerified bool   `json:"email_verified"`
 }
 
-// Verify checks the bearer token of a push request: RS256 with one of
+// verify checks the bearer token of a push request: RS256 with one of
 // Google's OIDC keys, Google's issuer, the audience, exp and iat, and the
 // verified email of the configured service account. Every refusal wraps
 // marketplace.ErrNotAuthentic; keys that cannot be fetched are an error
 // that does not.
-func (p *PushVerifier) Verify(ctx context.Context, token string) error {
+func (p *pushVerifier) verify(ctx context.Context, token string) error {
 	if p.email == "" {
 		return fmt.Errorf("gcp: push: %w: no service account is configured (Config.PushServiceAccount)", marketplace.ErrNotAuthentic)
 	}
@@ -121,7 +109,7 @@ func (h pushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	err := fmt.Errorf("gcp: push: %w: no bearer token", marketplace.ErrNotAuthentic)
 	if ok && token != "" {
-		err = p.push.Verify(ctx, token)
+		err = p.push.verify(ctx, token)
 	}
 	switch {
 	case errors.Is(err, marketplace.ErrNotAuthentic):

@@ -93,7 +93,7 @@ type Provider struct {
 	meter  ledger.Meter
 	target *Reporter
 	signup *SignupVerifier
-	push   *PushVerifier
+	push   *pushVerifier
 }
 
 // The types implement the interfaces they are consumed through.
@@ -133,8 +133,7 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 		target: target,
 		signup: NewSignupVerifier(SignupVerifierConfig{Audience: cfg.SignupAudience, KeysURL: cfg.SignupKeysURL,
 			Leeway: cfg.Leeway, HTTPClient: cfg.HTTPClient, Clock: deps.Clock}),
-		push: NewPushVerifier(PushVerifierConfig{Audience: cfg.PushAudience, ServiceAccountEmail: cfg.PushServiceAccount,
-			KeysURL: cfg.PushKeysURL, Leeway: cfg.Leeway, HTTPClient: cfg.HTTPClient, Clock: deps.Clock}),
+		push: newPushVerifier(cfg.PushAudience, cfg.PushServiceAccount, cfg.PushKeysURL, cfg.Leeway, cfg.HTTPClient, deps.Clock),
 	}
 	if err := e.Register(marketplace.GCP, p); err != nil {
 		return nil, fmt.Errorf("gcp: %w", err)
