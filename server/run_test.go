@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -308,4 +309,37 @@ func TestNewRefusesMismatchedClouds(t *testing.T) {
 	if _, err := New(cfg, deps); err == nil || !strings.Contains(err.Error(), "mounted twice") {
 		t.Fatalf("a cloud mounted twice: %v", err)
 	}
+}
+
+// TestMetricsCountParkedNotifications: /metrics asks the lifecycle engine
+// for each mounted cloud's parked notifications at scrape time.
+func TestMetricsCountParkedNotifications(t *testing.T) {
+	h := newHarness(t, harnessOptions{clouds: []Cloud{newFakeCloud(marketplace.AWS), newFakeCloud(marketplace.GCP)}})
+	parked := map[marketplace.CloudProvider]int{marketplace.AWS: 3}
+	h.srv.deps.Parked = func(ctx context.Context, p marketplace.CloudProvider) (int, error) {
+		if p == marketplace.GCP {
+			return 0, errors.New("inbox unavailable")
+		}
+		return parked[p], nil
+	}
+	h.srv.handler = h.srv.routes()
+	h.url = httptestURL(t, h)
+	_, body := h.do(t, "GET", "/metrics", nil, "")
+	if !strings.Contains(string(body), `marketplaced_notifications_parked{provider="aws"} 3`) {
+		t.Fatalf("/metrics lacks the parked count:\n%s", body)
+	}
+	if !strings.Contains(h.logs.String(), "counting parked notifications") {
+		t.Fatal("the failed count was not logged")
+	}
+	parked[marketplace.AWS] = 0
+	_, body = h.do(t, "GET", "/metrics", nil, "")
+	if !strings.Contains(string(body), `marketplaced_notifications_parked{provider="aws"} 0`) {
+		t.Fatal("the parked count was not refreshed")
+	}
+}
+
+func httptestURL(t *testing.T, h *harness) string {
+	ts := httptest.NewServer(validated(t, h.srv.handler))
+	t.Cleanup(ts.Close)
+	return ts.URL
 }
