@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"html"
 	"net/http"
@@ -15,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/saasmarket/marketplace/emulator/admin"
@@ -140,54 +144,156 @@ func pageText(t *testing.T, ctx context.Context) (h1, main string) {
 	return value(t, ctx, "read h1", chromedp.Text(chromedp.CSS("h1"))), value(t, ctx, "read main", chromedp.Text(chromedp.CSS("main")))
 }
 
-// TestBrowserLandingAndDashboard: an AWS buyer lands and sees what was
-// resolved; a forged token gets a page that says so; the seller signs in to
-// the dashboard with the keyboard, sees the subscription and the usage
-// chart, and the chart follows new usage without a reload.
-func TestBrowserLandingAndDashboard(t *testing.T) {
-	ctx := newBrowser(t)
-	const secret = "eventbridge-secret-for-the-test"
+// browserEnv is one `marketplaced emulate` with all three clouds and one
+// `marketplaced serve` with all three mounted.
+type browserEnv struct {
+	d                     *daemon
+	awsURL, azURL, gcpURL string
+	azClient              *http.Client // trusts the Azure emulator's certificate
+}
+
+func startBrowserEnv(t *testing.T) *browserEnv {
+	t.Helper()
+	const (
+		ebSecret = "eventbridge-secret-for-the-test"
+		azSecret = "azure-client-secret-for-the-test"
+		service  = "inference.endpoints.browser-project.cloud.goog"
+		audience = "saas.example.com"
+	)
 	daemonAddr := freeAddr(t)
-	emu := startEmulate(t, "-clouds", "aws", "-aws-listen", "127.0.0.1:0",
-		"-aws-eventbridge-endpoint", "http://"+daemonAddr+"/aws/notifications", "-aws-eventbridge-secret", secret,
-		"-aws-dimensions", "prod-demo=tokens_1m")
-	awsURL := emu["aws"]
-	if awsURL == "" {
-		t.Fatalf("no AWS emulator URL: %v", emu)
+	certFile := filepath.Join(t.TempDir(), "azure-cert.pem")
+	emu := startEmulate(t, "-clouds", "aws,azure,gcp",
+		"-aws-listen", "127.0.0.1:0", "-aws-eventbridge-endpoint", "http://"+daemonAddr+"/aws/notifications",
+		"-aws-eventbridge-secret", ebSecret, "-aws-dimensions", "prod-demo=tokens_1m",
+		"-azure-listen", "127.0.0.1:0", "-azure-cert-file", certFile, "-azure-client-secret", azSecret,
+		"-azure-webhook-url", "http://"+daemonAddr+"/azure/notifications",
+		"-gcp-listen", "127.0.0.1:0", "-gcp-service", service, "-gcp-metrics", "tokens", "-gcp-audience", audience)
+	e := &browserEnv{awsURL: emu["aws"], azURL: emu["azure"], gcpURL: emu["gcp"]}
+	if e.awsURL == "" || e.azURL == "" || e.gcpURL == "" {
+		t.Fatalf("emulator URLs: %v", emu)
 	}
 	cat := filepath.Join(t.TempDir(), "catalogue.json")
-	if err := os.WriteFile(cat, []byte(`{"products":[{"provider":"aws","product":"prod-demo","metrics":{"tokens":{"dimension":"tokens_1m","unit":1000000}}}]}`), 0o600); err != nil {
+	if err := os.WriteFile(cat, []byte(`{"products":[
+{"provider":"aws","product":"prod-demo","metrics":{"tokens":{"dimension":"tokens_1m","unit":1000000}}},
+{"provider":"azure","product":"inference-offer","metrics":{"tokens":{"dimension":"tokens_1m","unit":1000000}}},
+{"provider":"gcp","product":"`+service+`","metrics":{"tokens":{"dimension":"`+service+`/tokens"}}}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("AWS_ENDPOINT_URL_MARKETPLACE_METERING", awsURL)
+	t.Setenv("AWS_ENDPOINT_URL_MARKETPLACE_METERING", e.awsURL)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "emulator-secret")
 	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("MARKETPLACED_AWS_EVENTBRIDGE_SECRET", secret)
-	d := startServe(t, "-addr", daemonAddr, "-catalogue", cat, "-aws-product-code", "prod-demo")
+	t.Setenv("MARKETPLACED_AWS_EVENTBRIDGE_SECRET", ebSecret)
+	t.Setenv("MARKETPLACED_AZURE_CLIENT_SECRET", azSecret)
+	e.d = startServe(t, "-addr", daemonAddr, "-catalogue", cat,
+		"-aws-product-code", "prod-demo",
+		"-azure-tenant-id", "72f988bf-86f1-41af-91ab-2d7cd011db47", "-azure-app-id", "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59",
+		"-azure-emulator-url", e.azURL, "-azure-emulator-ca-file", certFile,
+		"-gcp-service", service, "-gcp-provider-id", "demo-provider", "-gcp-signup-audience", audience, "-gcp-emulator-url", e.gcpURL)
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	e.azClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return e
+}
+
+// newBuyer creates a buyer on a cloud's emulator; its Token is what the
+// marketplace gives the buyer's browser.
+func (e *browserEnv) newBuyer(t *testing.T, cloud string) admin.Buyer {
+	t.Helper()
+	var b admin.Buyer
+	switch cloud {
+	case "aws":
+		if st := getJSON(t, "POST", e.awsURL+"/emulator/buyers", `{"product":"prod-demo"}`, &b); st != 201 {
+			t.Fatalf("new AWS buyer: %d", st)
+		}
+	case "gcp":
+		if st := getJSON(t, "POST", e.gcpURL+"/emulator/buyers", `{"product":"demo","plan":"standard"}`, &b); st != 201 {
+			t.Fatalf("new Google buyer: %d", st)
+		}
+	case "azure":
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", e.azURL+"/emulator/buyers", strings.NewReader(`{"plan":"basic"}`))
+		resp, err := e.azClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || resp.StatusCode != 201 {
+			t.Fatalf("new Azure buyer: %d %v", resp.StatusCode, err)
+		}
+	}
+	if b.Token == "" {
+		t.Fatalf("%s buyer without a token: %+v", cloud, b)
+	}
+	return b
+}
+
+// customer is the id the daemon's API knows a cloud's only subscription by.
+func (e *browserEnv) customer(t *testing.T, cloud string) string {
+	t.Helper()
+	var page struct {
+		Subscriptions []struct {
+			Customer string `json:"customer"`
+		} `json:"subscriptions"`
+	}
+	getJSON(t, "GET", e.d.url+"/v1/subscriptions?provider="+cloud, "", &page)
+	if len(page.Subscriptions) == 0 {
+		t.Fatalf("no %s subscription", cloud)
+	}
+	return page.Subscriptions[0].Customer
+}
+
+// landed checks the confirmation page a buyer sees.
+func landed(t *testing.T, ctx context.Context, name string, want ...string) {
+	t.Helper()
+	h1, text := pageText(t, ctx)
+	if h1 != "Your subscription is active" && h1 != "We have your subscription" {
+		t.Errorf("heading %q:\n%s", h1, text)
+	}
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("the page does not show %q:\n%s", w, text)
+		}
+	}
+	if value(t, ctx, "lang", chromedp.Evaluate[string](`document.documentElement.lang`)) == "" {
+		t.Error("the page has no language")
+	}
+	screenshot(t, ctx, name, true)
+}
+
+// refused checks an error page and the status code it came with.
+func refused(t *testing.T, ctx context.Context, name string, resp *network.Response, status int, heading, says string) {
+	t.Helper()
+	if resp.Status != int64(status) || !strings.HasPrefix(resp.MimeType, "text/html") {
+		t.Errorf("%s: %d %s, want %d text/html", name, resp.Status, resp.MimeType, status)
+	}
+	h1, text := pageText(t, ctx)
+	if h1 != heading || !strings.Contains(text, says) || !strings.Contains(text, "What to do now") {
+		t.Errorf("%s: %q\n%s", name, h1, text)
+	}
+	screenshot(t, ctx, name, true)
+}
+
+// TestBrowser: buyers of each cloud arrive from the marketplace's emulator
+// and see what was resolved, or an error page that says what to do (with
+// the status code that fits); the seller signs in to the dashboard with the
+// keyboard, reads subscriptions per cloud, the usage chart and reporter
+// health, and the chart follows new usage without a reload.
+func TestBrowser(t *testing.T) {
+	ctx := newBrowser(t)
+	e := startBrowserEnv(t)
+	d := e.d
 
 	t.Run("aws landing", func(t *testing.T) {
-		var buyer admin.Buyer
-		if st := getJSON(t, "POST", awsURL+"/emulator/buyers", `{"product":"prod-demo"}`, &buyer); st != 201 || buyer.Token == "" {
-			t.Fatalf("new buyer: %d %+v", st, buyer)
-		}
+		buyer := e.newBuyer(t, "aws")
 		page := marketplacePage(t, d.url+"/aws/landing", "x-amzn-marketplace-token", buyer.Token)
 		do(t, ctx, "open the marketplace", chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS("#setup")))
 		// The buyer uses the keyboard: focus the button and press Enter.
 		do(t, ctx, "set up the account", chromedp.Focus(chromedp.CSS("#setup")), chromedp.KeyEvent("\r"))
-		h1, text := pageText(t, ctx)
-		if h1 != "Your subscription is active" {
-			t.Errorf("heading %q\n%s", h1, d.logs())
-		}
-		for _, want := range []string{"AWS Marketplace", "prod-demo", buyer.ID, "Active"} {
-			if !strings.Contains(text, want) {
-				t.Errorf("the page does not show %q:\n%s", want, text)
-			}
-		}
-		if value(t, ctx, "lang", chromedp.Evaluate[string](`document.documentElement.lang`)) == "" {
-			t.Error("the page has no language")
-		}
-		screenshot(t, ctx, "aws-landing", true)
+		landed(t, ctx, "aws-landing", "Your subscription is active", "AWS Marketplace", "prod-demo", buyer.ID, "Active")
 		var sub map[string]any
 		if st := getJSON(t, "GET", d.url+"/v1/subscriptions/aws/"+url.PathEscape(buyer.ID), "", &sub); st != 200 || sub["status"] != "active" {
 			t.Errorf("subscription after landing: %d %v", st, sub)
@@ -201,29 +307,64 @@ func TestBrowserLandingAndDashboard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.Status != http.StatusBadRequest || !strings.HasPrefix(resp.MimeType, "text/html") {
-			t.Errorf("forged token: %d %s", resp.Status, resp.MimeType)
+		refused(t, ctx, "aws-forged-token", resp, http.StatusBadRequest, "We could not complete your sign-up", "not valid")
+	})
+
+	t.Run("azure landing", func(t *testing.T) {
+		buyer := e.newBuyer(t, "azure")
+		// Azure sends the buyer's browser to the landing URL with the token.
+		resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/azure/landing?token="+url.QueryEscape(buyer.Token)))
+		if err != nil {
+			t.Fatal(err)
 		}
-		h1, text := pageText(t, ctx)
-		if h1 != "We could not complete your sign-up" || !strings.Contains(text, "not valid") || !strings.Contains(text, "What to do now") {
-			t.Errorf("error page: %q\n%s", h1, text)
+		if resp.Status != 200 {
+			t.Errorf("landing: %d\n%s", resp.Status, d.logs())
 		}
-		screenshot(t, ctx, "aws-forged-token", true)
+		landed(t, ctx, "azure-landing", "Your subscription is active", "Azure Marketplace", "basic", buyer.ID)
+	})
+
+	t.Run("azure bad token", func(t *testing.T) {
+		resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/azure/landing?token=not-a-token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused(t, ctx, "azure-bad-token", resp, http.StatusBadRequest, "We could not complete your sign-up", "invalid or has expired")
+	})
+
+	t.Run("gcp landing", func(t *testing.T) {
+		buyer := e.newBuyer(t, "gcp")
+		page := marketplacePage(t, d.url+"/gcp/landing", "x-gcp-marketplace-token", buyer.Token)
+		do(t, ctx, "open the marketplace", chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS("#setup")),
+			chromedp.Click(chromedp.CSS("#setup")))
+		// Google approves the entitlement afterwards (through Pub/Sub): the
+		// buyer sees it received, on the plan bought.
+		landed(t, ctx, "gcp-landing", "Google Cloud Marketplace", "standard")
+	})
+
+	t.Run("gcp forged token", func(t *testing.T) {
+		page := marketplacePage(t, d.url+"/gcp/landing", "x-gcp-marketplace-token", "not.a.jwt")
+		do(t, ctx, "open the marketplace", chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS("#setup")))
+		resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#setup")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused(t, ctx, "gcp-forged-token", resp, http.StatusUnauthorized, "We could not confirm this sign-up", "not authentic")
 	})
 
 	t.Run("dashboard", func(t *testing.T) {
-		var buyer admin.Buyer
-		getJSON(t, "POST", awsURL+"/emulator/buyers", `{"product":"prod-demo"}`, &buyer)
-		if resp, err := http.PostForm(d.url+"/aws/landing", url.Values{"x-amzn-marketplace-token": {buyer.Token}}); err != nil || resp.StatusCode != 200 {
-			t.Fatalf("landing: %v %v", resp, err)
-		}
-		postUsage := func(id string, q int64) {
-			body := `{"records":[{"event_id":"` + id + `","provider":"aws","customer":"` + buyer.ID + `","metric":"tokens","quantity":` + strconv.FormatInt(q, 10) + `}]}`
+		usage := map[string]int64{"aws": 4_000_000, "azure": 3_000_000, "gcp": 2_000}
+		n := 0
+		postUsage := func(cloud string, q int64) {
+			n++
+			body := `{"records":[{"event_id":"browser-` + strconv.Itoa(n) + `","provider":"` + cloud + `","customer":"` + e.customer(t, cloud) +
+				`","metric":"tokens","quantity":` + strconv.FormatInt(q, 10) + `}]}`
 			if st := getJSON(t, "POST", d.url+"/v1/usage", body, nil); st != 200 {
-				t.Fatalf("usage: %d", st)
+				t.Fatalf("%s usage: %d", cloud, st)
 			}
 		}
-		postUsage("browser-1", 4_000_000)
+		for cloud, q := range usage {
+			postUsage(cloud, q)
+		}
 
 		// Signed out: the sign-in form, operated with the keyboard.
 		do(t, ctx, "open the dashboard", chromedp.Navigate(d.url+"/dashboard/"), chromedp.WaitVisible(chromedp.CSS("#secret")))
@@ -232,33 +373,43 @@ func TestBrowserLandingAndDashboard(t *testing.T) {
 			t.Error("the key field has no label")
 		}
 		do(t, ctx, "sign in", chromedp.SendKeys(chromedp.CSS("#secret"), serveKey+"\r"),
-			chromedp.WaitVisible(chromedp.CSS(`#usage-chart rect.bar[data-provider="aws"]`)))
+			chromedp.WaitVisible(chromedp.CSS(`#usage-chart rect.bar`)))
 
-		subsText := value(t, ctx, "subscriptions", chromedp.Text(chromedp.CSS("#subscriptions tbody")))
-		if !strings.Contains(subsText, "AWS") || !strings.Contains(subsText, "2") {
-			t.Errorf("subscriptions table: %q", subsText)
+		rows := value(t, ctx, "subscriptions", chromedp.Evaluate[[][]string](`Array.from(document.querySelectorAll("#subscriptions tbody tr")).map(r => Array.from(r.cells).map(c => c.textContent))`))
+		want := map[string]string{"AWS": "1", "Azure": "1", "Google Cloud": "0"} // active; Google's awaits its approval
+		if len(rows) != 3 {
+			t.Errorf("subscriptions table: %v", rows)
 		}
-		chartSum := func() int64 {
-			return value(t, ctx, "read the chart", chromedp.Evaluate[int64](`Array.from(document.querySelectorAll('#usage-chart rect.bar[data-provider="aws"]')).reduce((a, r) => a + Number(r.dataset.value), 0)`))
+		for _, r := range rows {
+			if len(r) != 7 || r[1] != want[r[0]] || r[6] != "1" {
+				t.Errorf("subscriptions row %v: want %s active of 1", r, want[r[0]])
+			}
 		}
-		if got := chartSum(); got != 4_000_000 {
-			t.Errorf("the chart shows %d for AWS, want 4000000", got)
+		chartSum := func(cloud string) int64 {
+			return value(t, ctx, "read the chart", chromedp.Evaluate[int64](`Array.from(document.querySelectorAll('#usage-chart rect.bar[data-provider="`+cloud+`"]')).reduce((a, r) => a + Number(r.dataset.value), 0)`))
+		}
+		for cloud, q := range usage {
+			if got := chartSum(cloud); got != q {
+				t.Errorf("the chart shows %d for %s, want %d", got, cloud, q)
+			}
 		}
 		health := value(t, ctx, "health", chromedp.Text(chromedp.CSS("#health tbody")))
-		if !strings.Contains(health, "AWS") {
-			t.Errorf("reporter health: %q", health)
+		for _, c := range []string{"AWS", "Azure", "Google Cloud"} {
+			if !strings.Contains(health, c) {
+				t.Errorf("reporter health lacks %s: %q", c, health)
+			}
 		}
 		screenshot(t, ctx, "dashboard", true)
 
 		// New usage shows without a reload: a mark set on the page survives.
 		value(t, ctx, "mark the page", chromedp.Evaluate[bool](`window.notReloaded = true`))
-		postUsage("browser-2", 1_500_000)
+		postUsage("aws", 1_500_000)
 		deadline := time.Now().Add(20 * time.Second)
-		for chartSum() != 5_500_000 && time.Now().Before(deadline) {
+		for chartSum("aws") != 5_500_000 && time.Now().Before(deadline) {
 			time.Sleep(250 * time.Millisecond)
 		}
-		if got := chartSum(); got != 5_500_000 {
-			t.Errorf("after more usage the chart shows %d, want 5500000", got)
+		if got := chartSum("aws"); got != 5_500_000 {
+			t.Errorf("after more usage the chart shows %d for AWS, want 5500000", got)
 		}
 		if !value(t, ctx, "the mark", chromedp.Evaluate[bool](`window.notReloaded === true`)) {
 			t.Error("the page was reloaded to refresh")

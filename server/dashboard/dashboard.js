@@ -101,53 +101,51 @@
     return 10 * p;
   }
 
-  function renderChart(d) {
-    const data = perProvider(d);
-    const provs = Object.keys(data);
-    const W = 720, H = 260, L = 56, R = 8, T = 10, B = 34;
+  // oneChart draws one cloud's usage per hour as bars on its own scale:
+  // the clouds' dimensions differ, so they share no axis.
+  function oneChart(d, p, vals) {
+    const W = 720, H = 150, L = 56, R = 8, T = 10, B = 30;
     const n = d.hours.length;
-    let max = 0;
-    for (const p of provs) for (const v of data[p]) max = Math.max(max, v);
+    const max = Math.max(0, ...vals);
+    const sum = vals.reduce((a, b) => a + b, 0);
     const top = niceMax(max);
     const slot = (W - L - R) / n;
-    const bw = Math.max(1, (slot - 2) / Math.max(1, provs.length));
     const y = (v) => T + (H - T - B) * (1 - v / top);
 
-    const total = provs.reduce((a, p) => a + data[p].reduce((x, z) => x + z, 0), 0);
-    const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "chart-title chart-desc", id: "usage-chart" });
-    s.append(svg("title", { id: "chart-title" }, "Usage per hour and cloud"));
-    s.append(svg("desc", { id: "chart-desc" }, provs.map((p) => `${name(p)}: ${fmtNum(data[p].reduce((a, b) => a + b, 0))}`).join("; ") +
-      ` in the last ${n} hours; the largest hour holds ${fmtNum(max)}.`));
-    for (const f of [0, 0.25, 0.5, 0.75, 1]) {
+    const fig = el("figure", null, "chart-one");
+    const cap = el("figcaption");
+    cap.append(el("span", null, "swatch " + p), document.createTextNode(`${name(p)}: ${fmtNum(sum)} in ${n} hours`));
+    const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-provider": p,
+      "aria-label": `${name(p)} usage per hour: ${fmtNum(sum)} in the last ${n} hours; the largest hour holds ${fmtNum(max)}.` });
+    for (const f of [0, 0.5, 1]) {
       const gy = y(top * f);
       s.append(svg("line", { x1: L, x2: W - R, y1: gy, y2: gy, class: f === 0 ? "axis" : "grid" }));
       s.append(svg("text", { x: L - 6, y: gy + 4, "text-anchor": "end", class: "tick" }, fmtShort(top * f)));
     }
     d.hours.forEach((h, i) => {
       const x0 = L + i * slot + 1;
-      provs.forEach((p, j) => {
-        const v = data[p][i];
-        if (v <= 0) return;
-        const r = svg("rect", { x: x0 + j * bw, y: y(v), width: Math.max(1, bw - 1), height: Math.max(1, y(0) - y(v)),
+      const v = vals[i];
+      if (v > 0) {
+        const r = svg("rect", { x: x0, y: y(v), width: Math.max(1, slot - 2), height: Math.max(1, y(0) - y(v)),
           class: "bar " + p, "data-provider": p, "data-hour": h, "data-value": v });
         r.append(svg("title", {}, `${name(p)}, ${fmtHour(h)} UTC: ${fmtNum(v)}`));
         s.append(r);
-      });
+      }
       if (i % 3 === 0) {
         s.append(svg("text", { x: x0 + slot / 2, y: H - B + 16, "text-anchor": "middle", class: "tick" }, h.slice(11, 16)));
       }
     });
-    s.append(svg("text", { x: W - R, y: H - 4, "text-anchor": "end", class: "tick" }, "hour (UTC)"));
-    $("chart-svg").replaceChildren(s);
-    $("chart").dataset.total = String(total);
+    fig.append(cap, s);
+    return fig;
+  }
 
-    const legend = $("legend");
-    legend.replaceChildren();
-    for (const p of provs) {
-      const item = el("span");
-      item.append(el("span", null, "swatch " + p), document.createTextNode(name(p)));
-      legend.append(item);
-    }
+  function renderChart(d) {
+    const data = perProvider(d);
+    const provs = Object.keys(data);
+    const wrap = el("div");
+    wrap.id = "usage-chart";
+    for (const p of provs) wrap.append(oneChart(d, p, data[p]));
+    $("chart").replaceChildren(wrap);
 
     const t = $("usage-table");
     const head = el("tr");
