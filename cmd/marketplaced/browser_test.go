@@ -354,17 +354,21 @@ func TestBrowser(t *testing.T) {
 	t.Run("dashboard", func(t *testing.T) {
 		usage := map[string]int64{"aws": 4_000_000, "azure": 3_000_000, "gcp": 2_000}
 		n := 0
-		postUsage := func(cloud string, q int64) {
+		postUsageAt := func(cloud string, q int64, at time.Time) {
 			n++
 			body := `{"records":[{"event_id":"browser-` + strconv.Itoa(n) + `","provider":"` + cloud + `","customer":"` + e.customer(t, cloud) +
-				`","metric":"tokens","quantity":` + strconv.FormatInt(q, 10) + `}]}`
+				`","metric":"tokens","quantity":` + strconv.FormatInt(q, 10) + `,"time":"` + at.UTC().Format(time.RFC3339) + `"}]}`
 			if st := getJSON(t, "POST", d.url+"/v1/usage", body, nil); st != 200 {
 				t.Fatalf("%s usage: %d", cloud, st)
 			}
 		}
+		postUsage := func(cloud string, q int64) { postUsageAt(cloud, q, time.Now()) }
 		for cloud, q := range usage {
 			postUsage(cloud, q)
 		}
+		// An hour that has ended is sealed and reported to Azure's emulator.
+		postUsageAt("azure", 2_500_000, time.Now().Add(-2*time.Hour))
+		usage["azure"] += 2_500_000
 
 		// Signed out: the sign-in form, operated with the keyboard.
 		do(t, ctx, "open the dashboard", chromedp.Navigate(d.url+"/dashboard/"), chromedp.WaitVisible(chromedp.CSS("#secret")))
@@ -393,18 +397,29 @@ func TestBrowser(t *testing.T) {
 				t.Errorf("the chart shows %d for %s, want %d", got, cloud, q)
 			}
 		}
-		health := value(t, ctx, "health", chromedp.Text(chromedp.CSS("#health tbody")))
-		for _, c := range []string{"AWS", "Azure", "Google Cloud"} {
-			if !strings.Contains(health, c) {
-				t.Errorf("reporter health lacks %s: %q", c, health)
+		health := func() map[string][]string {
+			rows := value(t, ctx, "health", chromedp.Evaluate[[][]string](`Array.from(document.querySelectorAll("#health tbody tr")).map(r => Array.from(r.cells).map(c => c.textContent))`))
+			m := map[string][]string{}
+			for _, r := range rows {
+				m[r[0]] = r
 			}
+			return m
+		}
+		// Columns: cloud, pending, oldest unreported, retried, reported, rejected, conflict.
+		deadline := time.Now().Add(60 * time.Second)
+		for health()["Azure"][4] != "1" && time.Now().Before(deadline) {
+			time.Sleep(250 * time.Millisecond)
+		}
+		h := health()
+		if len(h) != 3 || h["Azure"][4] != "1" || h["Azure"][1] != "0" || h["AWS"][4] != "0" {
+			t.Errorf("reporter health: %v, want Azure's ended hour reported\n%s", h, d.logs())
 		}
 		screenshot(t, ctx, "dashboard", true)
 
 		// New usage shows without a reload: a mark set on the page survives.
 		value(t, ctx, "mark the page", chromedp.Evaluate[bool](`window.notReloaded = true`))
 		postUsage("aws", 1_500_000)
-		deadline := time.Now().Add(20 * time.Second)
+		deadline = time.Now().Add(20 * time.Second)
 		for chartSum("aws") != 5_500_000 && time.Now().Before(deadline) {
 			time.Sleep(250 * time.Millisecond)
 		}
