@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -361,6 +362,80 @@ func TestEventBridgeLifecycle(t *testing.T) {
 	}
 	if n, err := a.store.ListNotifications(t.Context(), marketplace.AWS, "", 0); err != nil || len(n) != 3 {
 		t.Errorf("inbox holds %d notifications (%v), want the 3 distinct authentic events of this source", len(n), err)
+	}
+}
+
+// TestLicenseEventBeforeLanding: in license mode a License event about a
+// license nobody registered makes its subscription (under the event's form
+// of the ARN); the landing page then finds it by license id and gives it
+// ResolveCustomer's identity instead of making a second one.
+func TestLicenseEventBeforeLanding(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	a := licenseApp(t, e)
+	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product, LicenseArn: "new"})
+	a.deliver(t, event(t, e, "License Deprovisioned - Manufacturer", b))
+	subs, _ := e.store.ListSubscriptions(t.Context(), marketplace.SubscriptionFilter{Provider: marketplace.AWS})
+	if len(subs) != 1 || subs[0].Status != marketplace.StatusCancelled || subs[0].ID == b.LicenseArn {
+		t.Fatalf("after the event: %+v, want one cancelled subscription under the event's ARN", subs)
+	}
+	eventID := subs[0].ID
+	e.clock.Advance(time.Minute)
+	land(t, e, a.Provider, b)
+	subs, _ = e.store.ListSubscriptions(t.Context(), marketplace.SubscriptionFilter{Provider: marketplace.AWS})
+	if len(subs) != 1 {
+		t.Fatalf("%d subscriptions after landing, want the event's one taken over", len(subs))
+	}
+	s := subs[0]
+	if s.ID != eventID || s.CustomerID != customer(b, true) || s.Status != marketplace.StatusActive || s.Attributes["license_arn"] != b.LicenseArn {
+		t.Errorf("after landing: %+v", s)
+	}
+}
+
+// TestProcessSettles: what Process makes of notifications it cannot or
+// need not apply: not an event (parked, with its reason), another product,
+// an unknown kind, and an agreement event of an account with two licenses
+// (acknowledged, nothing changed).
+func TestProcessSettles(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	a := licenseApp(t, e)
+	b1 := e.emu.AddBuyer(emu.Buyer{ProductCode: product, LicenseArn: "new"})
+	b2 := e.emu.AddBuyer(emu.Buyer{ProductCode: product, LicenseArn: "new", CustomerAWSAccountId: b1.CustomerAWSAccountId})
+	land(t, e, a.Provider, b1)
+	land(t, e, a.Provider, b2)
+	e.clock.Advance(time.Minute)
+	agreement, _ := aws.DecodeEventBridge(event(t, e, "Purchase Agreement Ended - Manufacturer", b1))
+	ev := func(id, kind, product string) []byte {
+		body, _ := json.Marshal(aws.Event{ID: id, Kind: kind, ProductCode: product, CustomerAWSAccountId: b1.CustomerAWSAccountId, Time: e.clock.Now()})
+		return body
+	}
+	if err := a.SubmitUsage(t.Context(), []marketplace.UsageRecord{{CustomerID: customer(b1, true), Dimension: "d", Quantity: 1, Timestamp: e.clock.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	agreementPayload, _ := json.Marshal(agreement)
+	for _, tc := range []struct {
+		id      string
+		payload []byte
+		state   string
+	}{
+		{"garbage", []byte("{"), marketplace.NotificationParked},
+		{"other-product", ev("other-product", "License Deprovisioned - Manufacturer", "prod-other"), marketplace.NotificationDone},
+		{"unknown-kind", ev("unknown-kind", "Something New - Manufacturer", product), marketplace.NotificationDone},
+		{agreement.ID, agreementPayload, marketplace.NotificationDone},
+	} {
+		if _, err := a.eng.Accept(t.Context(), marketplace.Notification{Provider: marketplace.AWS, ID: tc.id, Payload: tc.payload}); err != nil {
+			t.Fatal(err)
+		}
+		a.drain(t)
+		n, err := a.store.GetNotification(t.Context(), marketplace.AWS, tc.id)
+		if err != nil || n.State != tc.state {
+			t.Errorf("%s: %+v, %v; want %s", tc.id, n, err, tc.state)
+		}
+	}
+	if parked, _ := a.eng.Parked(t.Context(), marketplace.AWS); len(parked) != 1 || !strings.Contains(parked[0].Reason, "not an AWS event") {
+		t.Errorf("parked: %+v", parked)
+	}
+	if bs, _ := e.ledger.Buckets(t.Context(), ledger.BucketFilter{States: []ledger.State{ledger.StateSealed}}); len(bs) != 0 {
+		t.Errorf("an ambiguous agreement event sealed %d buckets", len(bs))
 	}
 }
 
