@@ -52,7 +52,7 @@ func BenchmarkPostUsageHandler(b *testing.B) {
 	b.ReportMetric(float64(b.N)*1000/time.Since(start).Seconds(), "records/s")
 }
 
-func newBenchServer(b *testing.B) http.Handler {
+func newBenchServer(b testing.TB) http.Handler {
 	cfg := testConfig(b)
 	cfg.MaxInFlight = 64
 	store, err := sqlite.Open(b.Context(), cfg.DBPath())
