@@ -165,7 +165,9 @@ func baseConfig(e *env) gcp.Config {
 }
 
 // flakyStore fails AddNotification and PutSubscription while their
-// counters are above zero.
+// counters are above zero, and ListSubscriptions always: nothing on a
+// request or notification path may list subscriptions (lookups use the
+// attribute index).
 type flakyStore struct {
 	*sqlite.Store
 	failAdd, failPut atomic.Int32
@@ -178,6 +180,10 @@ func (f *flakyStore) AddNotification(ctx context.Context, n marketplace.Notifica
 		return false, errStoreDown
 	}
 	return f.Store.AddNotification(ctx, n)
+}
+
+func (f *flakyStore) ListSubscriptions(context.Context, marketplace.SubscriptionFilter) ([]marketplace.Subscription, error) {
+	return nil, errors.New("test store: ListSubscriptions called; look subscriptions up by attribute")
 }
 
 func (f *flakyStore) PutSubscription(ctx context.Context, s marketplace.Subscription) (*marketplace.Subscription, error) {
