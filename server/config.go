@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/pages"
 )
 
 // Config is marketplaced serve's configuration. Every field comes from a flag
@@ -44,6 +46,9 @@ type Config struct {
 	// DashboardPassword, when set, signs in to /dashboard/ besides the API
 	// keys. Secret.
 	DashboardPassword string
+	// PagesDir, when set, is a folder of the seller's landing-page
+	// templates (package pages), checked at start.
+	PagesDir string
 
 	LogLevel slog.Level
 
@@ -129,6 +134,12 @@ func (c Config) LogValue() slog.Value {
 			slog.String("region", c.AWS.Region), slog.Bool("entitlements", c.AWS.Entitlements),
 			slog.Bool("eventbridge_secret_set", c.AWS.EventBridgeSecret != ""), slog.String("sqs_queue_url", c.AWS.SQSQueueURL),
 			slog.Int("sns_topics", len(c.AWS.SNSTopicARNs))),
+		slog.Group("gcp", slog.String("service", c.GCP.Service), slog.String("provider_id", c.GCP.ProviderID),
+			slog.String("signup_audience", c.GCP.SignupAudience), slog.String("push_service_account", c.GCP.PushServiceAccount),
+			slog.String("pubsub_subscription", c.GCP.Subscription), slog.String("emulator_url", c.GCP.EmulatorURL)),
+		slog.Group("azure", slog.String("tenant_id", c.Azure.TenantID), slog.String("app_id", c.Azure.AppID),
+			slog.Bool("client_secret_set", c.Azure.ClientSecret != ""), slog.Bool("managed_identity", c.Azure.ManagedIdentity),
+			slog.String("emulator_url", c.Azure.EmulatorURL)),
 	)
 }
 
@@ -267,6 +278,17 @@ func settings() []setting {
 						c.AWS.SNSTopicARNs = append(c.AWS.SNSTopicARNs, a)
 					}
 				}
+				return nil
+			}},
+		{flag: "pages", usage: "a folder of your own landing-page templates (layout.html, landing.html, error.html; see docs/pages.md) that replace the built-in ones; checked at start",
+			apply: func(c *Config, v string) error {
+				if v == "" {
+					return nil
+				}
+				if _, err := pages.New(os.DirFS(v), slog.New(slog.DiscardHandler)); err != nil {
+					return fmt.Errorf("%s: %w", v, err)
+				}
+				c.PagesDir = v
 				return nil
 			}},
 		{flag: "dashboard-password", secret: true, usage: "a password that signs in to the dashboard (/dashboard/) besides the API keys; at least 12 characters. Secret",

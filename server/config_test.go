@@ -100,11 +100,13 @@ func TestSecretsNeverEchoed(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "tiny") {
 		t.Fatalf("error echoes a key: %v", err)
 	}
-	c, err := ParseConfig(nil, env(map[string]string{"MARKETPLACED_API_KEYS": secret, "MARKETPLACED_CATALOGUE": catalogueFile}), &out)
+	c, err := ParseConfig(nil, env(map[string]string{"MARKETPLACED_API_KEYS": secret, "MARKETPLACED_CATALOGUE": catalogueFile,
+		"MARKETPLACED_AZURE_TENANT_ID": "tenant", "MARKETPLACED_AZURE_APP_ID": "app", "MARKETPLACED_AZURE_CLIENT_SECRET": secret,
+		"MARKETPLACED_AWS_PRODUCT_CODE": "prod-inference", "MARKETPLACED_AWS_REGION": "us-east-1", "MARKETPLACED_AWS_EVENTBRIDGE_SECRET": secret}), &out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := c.LogValue().String(); strings.Contains(v, secret) || !strings.Contains(v, "api_keys=1") {
+	if v := c.LogValue().String(); strings.Contains(v, secret) || !strings.Contains(v, "api_keys=1") || !strings.Contains(v, "client_secret_set=true") {
 		t.Fatalf("log value %s", v)
 	}
 }
