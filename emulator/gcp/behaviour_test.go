@@ -127,3 +127,59 @@ func TestServiceControlAsGoogle(t *testing.T) {
 		t.Errorf("unknown field: %d %s", code, body)
 	}
 }
+
+// TestListFilter: the filter grammar the discovery document points to
+// (AIP-160), through the official client.
+func TestListFilter(t *testing.T) {
+	e, srv := start(t, gcp.Config{})
+	ctx := t.Context()
+	svc, err := cloudcommerceprocurement.NewService(ctx, option.WithEndpoint(srv.URL+"/"), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.Purchase(ctx, "acc-a", "prod", "basic")
+	b := e.Purchase(ctx, "acc-b", "prod", "pro plan")
+	c := e.Purchase(ctx, "acc-c", "other", "basic")
+	if err := e.Cancel(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	_, _, usage, _ := e.Entitlement(b)
+	cases := []struct {
+		filter string
+		want   []string
+	}{
+		{"", []string{a, b, c}},
+		{"plan=basic", []string{a, c}},
+		{`plan="pro plan"`, []string{b}},
+		{"plan=basic AND product_external_name=prod", []string{a}},
+		{"plan=basic product_external_name=prod", []string{a}},
+		{"account=acc-a OR account=acc-b", []string{a, b}},
+		{"NOT state=cancelled", []string{a, b}},
+		{"-plan=basic", []string{b}},
+		{"(account=acc-a OR account=acc-c) AND NOT state=ENTITLEMENT_CANCELLED", []string{a}},
+		{"consumers.project=" + strings.TrimPrefix(usage, "project_number:"), []string{b}},
+		{"customer_billing_account=x", nil},
+		{"new_pending_offer!=x quote_external_name!=y services!=z change_history.new_offer!=w", []string{a, b, c}},
+	}
+	for _, tc := range cases {
+		out, err := svc.Providers.Entitlements.List("providers/" + e.ProviderID()).Filter(tc.filter).Context(ctx).Do()
+		if err != nil {
+			t.Errorf("%q: %v", tc.filter, err)
+			continue
+		}
+		var got []string
+		for _, ent := range out.Entitlements {
+			got = append(got, ent.Name[strings.LastIndex(ent.Name, "/")+1:])
+		}
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%q: %v, want %v", tc.filter, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"(plan=basic", "plan=basic)", "plan", "colour=red", `plan="open`, "AND plan=basic", "plan=basic OR"} {
+		_, err := svc.Providers.Entitlements.List("providers/" + e.ProviderID()).Filter(bad).Context(ctx).Do()
+		var ge *googleapi.Error
+		if !errors.As(err, &ge) || ge.Code != 400 {
+			t.Errorf("%q: %v, want 400", bad, err)
+		}
+	}
+}

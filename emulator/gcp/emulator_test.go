@@ -219,7 +219,7 @@ func TestPagingAndFilterErrors(t *testing.T) {
 		e.Purchase(t.Context(), "acc", "prod", "plan")
 	}
 	base := srv.URL + "/v1/providers/" + e.ProviderID() + "/entitlements"
-	for _, q := range []string{"?pageToken=garbage", "?pageSize=-1", "?filter=state%3Dactive%20OR%20plan%3Dx", "?filter=color%3Dred"} {
+	for _, q := range []string{"?pageToken=garbage", "?pageSize=-1", "?filter=%28state%3Dactive%20OR%20plan%3Dx", "?filter=color%3Dred"} {
 		resp, err := http.Get(base + q)
 		if err != nil {
 			t.Fatal(err)

@@ -393,74 +393,222 @@ func (e *Emulator) transitionLocked(ent *entitlement, verb, plan, reason, msg, m
 	return nil
 }
 
-// parseFilter compiles the subset of the list filter syntax the emulator
-// understands: predicates attr=value, attr!=value and attr:value joined by
-// AND (or by a space). OR, NOT and parentheses are refused.
+// parseFilter compiles a list filter, as in AIP-160: restrictions
+// attr=value, attr!=value and attr:value (values bare or double-quoted,
+// quotes allowing spaces), joined by AND (or a space), OR (which binds
+// tighter than AND), NOT or '-', and parentheses.
 func parseFilter(f string) (func(*entitlement) bool, error) {
-	type pred struct {
-		attr, op, val string
+	toks, err := filterTokens(f)
+	if err != nil {
+		return nil, err
 	}
-	var preds []pred
-	for tok := range strings.FieldsSeq(f) {
-		if tok == "AND" {
+	p := &filterParser{f: f, toks: toks}
+	if len(toks) == 0 {
+		return func(*entitlement) bool { return true }, nil
+	}
+	m, err := p.expression()
+	if err != nil {
+		return nil, err
+	}
+	if p.i < len(p.toks) {
+		return nil, badRequest("filter %q: unexpected %q", f, p.toks[p.i].text)
+	}
+	return m, nil
+}
+
+type filterToken struct {
+	text      string // "(", ")", "AND", "OR", "NOT", "-" or a restriction
+	attr, val string
+	neq       bool
+}
+
+func filterTokens(f string) ([]filterToken, error) {
+	var toks []filterToken
+	for i := 0; i < len(f); {
+		c := f[i]
+		switch {
+		case c == ' ' || c == '\t':
+			i++
+			continue
+		case c == '(' || c == ')' || c == '-':
+			toks = append(toks, filterToken{text: string(c)})
+			i++
 			continue
 		}
-		if tok == "OR" || tok == "NOT" || strings.ContainsAny(tok, "()") {
-			return nil, badRequest("filter %q: the emulator supports only predicates joined by AND", f)
+		start := i
+		for i < len(f) && !strings.ContainsRune(" \t()=:!", rune(f[i])) {
+			i++
 		}
-		var p pred
-		switch {
-		case strings.Contains(tok, "!="):
-			p.attr, p.val, _ = strings.Cut(tok, "!=")
-			p.op = "!="
-		case strings.Contains(tok, "="):
-			p.attr, p.val, _ = strings.Cut(tok, "=")
-			p.op = "="
-		case strings.Contains(tok, ":"):
-			p.attr, p.val, _ = strings.Cut(tok, ":")
-			p.op = "="
-		default:
-			return nil, badRequest("filter %q: %q is not a predicate", f, tok)
-		}
-		if uq, err := strconv.Unquote(p.val); err == nil {
-			p.val = uq
-		}
-		switch p.attr {
-		case "account", "plan", "newPendingPlan", "new_pending_plan", "state", "product_external_name", "offer", "product":
-		default:
-			return nil, badRequest("filter %q: unsupported attribute %q", f, p.attr)
-		}
-		preds = append(preds, p)
-	}
-	return func(ent *entitlement) bool {
-		for _, p := range preds {
-			var got string
-			switch p.attr {
-			case "account":
-				got = path.Base(ent.Account)
-			case "plan":
-				got = ent.Plan
-			case "newPendingPlan", "new_pending_plan":
-				got = ent.NewPendingPlan
-			case "product_external_name", "product":
-				got = ent.ProductExternal
-			case "offer":
-				got = ent.Offer
-			case "state":
-				got = ent.State
-				want := strings.ToUpper(p.val)
-				if !strings.HasPrefix(want, "ENTITLEMENT_") {
-					want = "ENTITLEMENT_" + want
-				}
-				if (got == want) != (p.op == "=") {
-					return false
-				}
+		word := f[start:i]
+		if i == len(f) || f[i] == ' ' || f[i] == '\t' || f[i] == '(' || f[i] == ')' {
+			if word == "AND" || word == "OR" || word == "NOT" {
+				toks = append(toks, filterToken{text: word})
 				continue
 			}
-			if (got == p.val) != (p.op == "=") {
+			return nil, badRequest("filter %q: %q is not a restriction (attr=value)", f, word)
+		}
+		t := filterToken{attr: word}
+		switch {
+		case strings.HasPrefix(f[i:], "!="):
+			t.neq, i = true, i+2
+		case f[i] == '=' || f[i] == ':':
+			i++
+		default:
+			return nil, badRequest("filter %q: bad operator after %q", f, word)
+		}
+		if i < len(f) && f[i] == '"' {
+			end := i + 1
+			for end < len(f) && f[end] != '"' {
+				if f[end] == '\\' {
+					end++
+				}
+				end++
+			}
+			if end >= len(f) {
+				return nil, badRequest("filter %q: unterminated quote", f)
+			}
+			v, err := strconv.Unquote(f[i : end+1])
+			if err != nil {
+				return nil, badRequest("filter %q: %v", f, err)
+			}
+			t.val, i = v, end+1
+		} else {
+			vs := i
+			for i < len(f) && !strings.ContainsRune(" \t()", rune(f[i])) {
+				i++
+			}
+			t.val = f[vs:i]
+		}
+		if _, ok := filterAttrs[t.attr]; !ok {
+			return nil, badRequest("filter %q: unsupported attribute %q", f, t.attr)
+		}
+		t.text = f[start:i]
+		toks = append(toks, t)
+	}
+	return toks, nil
+}
+
+// filterAttrs are the filterable attributes of an entitlement. Those the
+// emulator holds no data for read as empty, so they match only "".
+var filterAttrs = map[string]func(*entitlement) string{
+	"account":                  func(e *entitlement) string { return path.Base(e.Account) },
+	"plan":                     func(e *entitlement) string { return e.Plan },
+	"newPendingPlan":           func(e *entitlement) string { return e.NewPendingPlan },
+	"new_pending_plan":         func(e *entitlement) string { return e.NewPendingPlan },
+	"product_external_name":    func(e *entitlement) string { return e.ProductExternal },
+	"product":                  func(e *entitlement) string { return e.ProductExternal },
+	"offer":                    func(e *entitlement) string { return e.Offer },
+	"state":                    func(e *entitlement) string { return e.State },
+	"consumers.project":        func(e *entitlement) string { return strings.TrimPrefix(e.UsageReportingID, "project_number:") },
+	"customer_billing_account": func(*entitlement) string { return "" },
+	"quote_external_name":      func(*entitlement) string { return "" },
+	"new_pending_offer":        func(*entitlement) string { return "" },
+	"services":                 func(*entitlement) string { return "" },
+	"change_history.new_offer": func(*entitlement) string { return "" },
+}
+
+type filterParser struct {
+	f    string
+	toks []filterToken
+	i    int
+}
+
+type matcher = func(*entitlement) bool
+
+func (p *filterParser) peek() string {
+	if p.i < len(p.toks) {
+		return p.toks[p.i].text
+	}
+	return ""
+}
+
+// expression := sequence {AND sequence}; a sequence is factors side by
+// side (an implicit AND).
+func (p *filterParser) expression() (matcher, error) {
+	var all []matcher
+	for {
+		m, err := p.factor()
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, m)
+		if p.peek() == "AND" {
+			p.i++
+			continue
+		}
+		if t := p.peek(); t == "" || t == ")" {
+			break
+		}
+	}
+	return func(e *entitlement) bool {
+		for _, m := range all {
+			if !m(e) {
 				return false
 			}
 		}
 		return true
 	}, nil
+}
+
+// factor := term {OR term}
+func (p *filterParser) factor() (matcher, error) {
+	var any []matcher
+	for {
+		m, err := p.term()
+		if err != nil {
+			return nil, err
+		}
+		any = append(any, m)
+		if p.peek() != "OR" {
+			break
+		}
+		p.i++
+	}
+	return func(e *entitlement) bool {
+		for _, m := range any {
+			if m(e) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// term := [NOT | -] (restriction | "(" expression ")")
+func (p *filterParser) term() (matcher, error) {
+	if t := p.peek(); t == "NOT" || t == "-" {
+		p.i++
+		m, err := p.term()
+		if err != nil {
+			return nil, err
+		}
+		return func(e *entitlement) bool { return !m(e) }, nil
+	}
+	if p.i >= len(p.toks) {
+		return nil, badRequest("filter %q: ends too early", p.f)
+	}
+	t := p.toks[p.i]
+	p.i++
+	switch t.text {
+	case "(":
+		m, err := p.expression()
+		if err != nil {
+			return nil, err
+		}
+		if p.peek() != ")" {
+			return nil, badRequest("filter %q: missing )", p.f)
+		}
+		p.i++
+		return m, nil
+	case ")", "AND", "OR":
+		return nil, badRequest("filter %q: unexpected %q", p.f, t.text)
+	}
+	get, want := filterAttrs[t.attr], t.val
+	if t.attr == "state" {
+		want = strings.ToUpper(want)
+		if !strings.HasPrefix(want, "ENTITLEMENT_") {
+			want = "ENTITLEMENT_" + want
+		}
+	}
+	return func(e *entitlement) bool { return (get(e) == want) != t.neq }, nil
 }
