@@ -29,6 +29,7 @@ import (
 	"github.com/saasmarket/marketplace/gcp"
 	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/lifecycle"
+	"github.com/saasmarket/marketplace/pages"
 	"github.com/saasmarket/marketplace/server"
 	"github.com/saasmarket/marketplace/sqlite"
 )
@@ -67,7 +68,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer led.Close() // before the store: it commits what is queued
 	cache := entitlement.New(entitlement.StoreLoader{Subscriptions: store, Entitlements: store}.Load,
 		entitlement.Config{TTL: cfg.EntitlementTTL})
-	engine, err := lifecycle.New(lifecycle.Deps{Store: store, Ledger: led, Entitlements: cache, Logger: logger}, lifecycle.Config{})
+	var pg *pages.Pages // nil: the built-in landing pages
+	if cfg.PagesDir != "" {
+		if pg, err = pages.New(os.DirFS(cfg.PagesDir), logger); err != nil {
+			return fmt.Errorf("serve: setting -pages: %w", err)
+		}
+	}
+	engine, err := lifecycle.New(lifecycle.Deps{Store: store, Ledger: led, Entitlements: cache, Logger: logger, Pages: pg}, lifecycle.Config{})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
