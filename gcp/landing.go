@@ -29,9 +29,9 @@ func SignupFromContext(ctx context.Context) (*Signup, bool) {
 // LandingHandler serves the sign-up URL: Google's POST with the form field
 // x-gcp-marketplace-token, a JWT naming the buyer's procurement account.
 //
-// It verifies the token, or answers 401 "not authentic" (the detail is
-// logged; 503 when Google's keys cannot be fetched now), and changes
-// nothing. It finds the account's stored subscriptions from the store's
+// It verifies the token, or answers 401 with one error page that says the
+// token is not authentic (the detail is logged; 503 when Google's keys
+// cannot be fetched now), and changes nothing. It finds the account's stored subscriptions from the store's
 // index (reading the account's entitlements from the Procurement API, and
 // storing them, when none is stored yet). Unless one of them is linked
 // already, it calls Config.Link with the newest of them (or, for an
@@ -40,9 +40,9 @@ func SignupFromContext(ctx context.Context) (*Signup, bool) {
 // (SignupFromContext), and stores the seller's account id on all of them
 // through the engine's Update. Only then does it approve the account's
 // "signup" approval, and answer with what Link wrote (held until now), or
-// a short confirmation. A failed Link answers 500, a failed store or
-// Procurement call 502, and nothing is approved; a reload repeats the
-// steps harmlessly.
+// the confirmation page (lifecycle.Deps.Pages). A failed Link answers 500,
+// a failed store or Procurement call 502 (error pages), and nothing is
+// approved; a reload repeats the steps harmlessly.
 func (p *Provider) LandingHandler() http.Handler { return landing{p} }
 
 type landing struct{ p *Provider }
