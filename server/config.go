@@ -52,6 +52,17 @@ type Config struct {
 
 	LogLevel slog.Level
 
+	// Testing and demos only: the ledger's clock and sealing schedule, so
+	// that a test or a demo sees hours end, seal and bill within minutes.
+	// The clock reads ClockAnchor + ClockOffset + (now − ClockAnchor) ×
+	// ClockRate; the anchor is a fixed instant so that a restarted daemon
+	// reads the same time as the one it replaced.
+	ClockOffset time.Duration
+	ClockRate   float64
+	ClockAnchor time.Time
+	SealEvery   time.Duration // how often ended hours are sealed
+	SealGrace   time.Duration // how long after an hour ends it seals
+
 	// AWS is set up when AWS.ProductCode is set.
 	AWS AWSConfig
 	// GCP is set up when GCP.Service is set.
@@ -114,6 +125,22 @@ func (a AzureConfig) Enabled() bool { return a.TenantID != "" }
 
 // Enabled reports whether GCP is configured.
 func (g GCPConfig) Enabled() bool { return g.Service != "" }
+
+// Clock returns the ledger's clock (see ClockOffset); time.Now unless a
+// test or demo setting is given.
+func (c Config) Clock() func() time.Time {
+	if c.ClockOffset == 0 && (c.ClockRate == 0 || c.ClockRate == 1) {
+		return time.Now
+	}
+	rate, anchor, offset := c.ClockRate, c.ClockAnchor, c.ClockOffset
+	if rate == 0 {
+		rate = 1
+	}
+	return func() time.Time {
+		now := time.Now()
+		return anchor.Add(offset + time.Duration(float64(now.Sub(anchor))*rate))
+	}
+}
 
 // DBPath is the SQLite file in the data folder.
 func (c Config) DBPath() string { return filepath.Join(c.DataDir, "marketplace.db") }
@@ -343,6 +370,41 @@ func settings() []setting {
 			}},
 		{flag: "azure-emulator-ca-file", cloud: "azure", usage: "Azure Marketplace: the Azure emulator's TLS certificate (PEM), trusted for its URL only",
 			apply: func(c *Config, v string) error { c.Azure.EmulatorCAFile = v; return nil }},
+		{flag: "seal-every", def: "15s", usage: "how often the ledger seals the hours that have ended", apply: dur(func(c *Config) *time.Duration { return &c.SealEvery })},
+		{flag: "seal-grace", def: "5m", usage: "how long after an hour ends its usage is sealed (records arriving later go to the earliest open hour)", apply: dur(func(c *Config) *time.Duration { return &c.SealGrace })},
+		{flag: "clock-offset", def: "0s", usage: "testing and demos only: added to the ledger's clock, which decides when hours end (e.g. -1h)",
+			apply: func(c *Config, v string) error {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					return fmt.Errorf("want a duration such as -6h, got %q", v)
+				}
+				c.ClockOffset = d
+				return nil
+			}},
+		{flag: "clock-rate", def: "1", usage: "testing and demos only: how fast the ledger's clock runs (60: an hour ends, seals and bills every minute); needs -clock-anchor when not 1",
+			apply: func(c *Config, v string) error {
+				r, err := strconv.ParseFloat(v, 64)
+				if err != nil || !(r >= 1 && r <= 3600) {
+					return fmt.Errorf("want a rate from 1 to 3600, got %q", v)
+				}
+				c.ClockRate = r
+				return nil
+			}},
+		{flag: "clock-anchor", usage: "testing and demos only: the instant (RFC 3339) from which -clock-rate counts; give every restart the same one",
+			apply: func(c *Config, v string) error {
+				if v == "" {
+					if c.ClockRate != 1 {
+						return errors.New("is required when -clock-rate is not 1")
+					}
+					return nil
+				}
+				t, err := time.Parse(time.RFC3339, v)
+				if err != nil {
+					return fmt.Errorf("want an RFC 3339 time such as 2026-01-01T00:00:00Z, got %q", v)
+				}
+				c.ClockAnchor = t
+				return nil
+			}},
 		{flag: "log-level", def: "info", usage: "log level: debug, info, warn or error (logs are JSON on stderr)",
 			apply: func(c *Config, v string) error {
 				return c.LogLevel.UnmarshalText([]byte(v))

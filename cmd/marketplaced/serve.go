@@ -64,7 +64,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer store.Close()
 	metrics := server.NewMetrics()
-	led := ledger.New(store, ledger.Config{Units: cfg.Catalogue.Units(), Metrics: metrics, Logger: logger})
+	led := ledger.New(store, ledger.Config{Units: cfg.Catalogue.Units(), Metrics: metrics, Logger: logger,
+		Grace: cfg.SealGrace, Clock: cfg.Clock()})
 	defer led.Close() // before the store: it commits what is queued
 	cache := entitlement.New(entitlement.StoreLoader{Subscriptions: store, Entitlements: store}.Load,
 		entitlement.Config{TTL: cfg.EntitlementTTL})
@@ -91,7 +92,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			ns, err := engine.Parked(ctx, p)
 			return len(ns), err
 		},
-		Metrics: metrics, Logger: logger,
+		Maintain: ledger.MaintainConfig{SealEvery: cfg.SealEvery},
+		Metrics:  metrics, Logger: logger,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
