@@ -32,6 +32,7 @@ func snsApp(t *testing.T, e *env) (a *app, certURL string, confirms, certFetches
 		e.emu.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/confirm", func(w http.ResponseWriter, _ *http.Request) { confirms.Add(1) })
+	mux.HandleFunc("/unavailable.pem", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "try later", http.StatusServiceUnavailable) })
 	mux.HandleFunc("/redirect.pem", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "https://attacker.example.com/SimpleNotificationService-x.pem", http.StatusFound)
 	})
@@ -198,5 +199,34 @@ func TestSNSLifecycle(t *testing.T) {
 	a.drain(t)
 	if ok, _ := a.IsActive(t.Context(), b.Key()); ok {
 		t.Error("a late redelivery reactivated the buyer")
+	}
+}
+
+// TestSNSCertificateFaults: a certificate URL that fails now answers 503
+// (SNS delivers again; nothing is stored), and an expired certificate, by
+// the injected clock, is not authentic.
+func TestSNSCertificateFaults(t *testing.T) {
+	e := newEnv(t, emu.Config{})
+	a, certURL, _, _ := snsApp(t, e)
+	h := a.NotificationHandler()
+	b := e.emu.AddBuyer(emu.Buyer{ProductCode: product})
+	unavailable := strings.TrimSuffix(certURL, emu.SNSCertPath) + "/unavailable.pem"
+	m, err := e.emu.SNSNotification(topic, "subscribe-success", b.Key(), 2, unavailable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := post(t, h, m); got != http.StatusServiceUnavailable {
+		t.Errorf("certificate URL answering 503: %d, want 503", got)
+	}
+	e.clock.Set(time.Now().Add(2 * 365 * 24 * time.Hour))
+	m, err = e.emu.SNSNotification(topic, "subscribe-success", b.Key(), 2, certURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := post(t, h, m); got != http.StatusUnauthorized {
+		t.Errorf("expired certificate: %d, want 401", got)
+	}
+	if ns, _ := e.store.ListNotifications(t.Context(), marketplace.AWS, "", 0); len(ns) != 0 {
+		t.Errorf("%d notifications stored", len(ns))
 	}
 }
