@@ -32,7 +32,9 @@ func snsApp(t *testing.T, e *env) (a *app, certURL string, confirms, certFetches
 		e.emu.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/confirm", func(w http.ResponseWriter, _ *http.Request) { confirms.Add(1) })
-	mux.HandleFunc("/unavailable.pem", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "try later", http.StatusServiceUnavailable) })
+	mux.HandleFunc("/unavailable.pem", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+	})
 	mux.HandleFunc("/redirect.pem", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "https://attacker.example.com/SimpleNotificationService-x.pem", http.StatusFound)
 	})
