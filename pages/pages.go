@@ -204,8 +204,11 @@ func (p *Pages) Landing(w http.ResponseWriter, r *http.Request, sub *marketplace
 	p.RenderLanding(w, r, LandingFor(sub))
 }
 
-// LandingFor is the page data of sub.
+// LandingFor is the page data of sub (nil: an empty subscription).
 func LandingFor(sub *marketplace.Subscription) LandingData {
+	if sub == nil {
+		sub = &marketplace.Subscription{}
+	}
 	st := statusText[sub.Status]
 	if st == "" {
 		st = sub.Status

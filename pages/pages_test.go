@@ -222,3 +222,11 @@ func TestRenderFailureFallsBack(t *testing.T) {
 		t.Errorf("fallback: %d %q %q", w.Code, w.Header().Get("Content-Type"), w.Body.String())
 	}
 }
+
+// A handler with no subscription to show still answers a page.
+func TestLandingWithoutSubscription(t *testing.T) {
+	w := landing(t, mustNew(t, nil), nil)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "<h1>We have your subscription</h1>") {
+		t.Errorf("%d\n%s", w.Code, w.Body)
+	}
+}

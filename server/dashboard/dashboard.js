@@ -193,20 +193,28 @@
     document.body.dataset.generated = d.generated;
   }
 
+  // say shows the refresh status; a screen reader hears it only when
+  // something is wrong, not on every refresh.
+  function say(node, text, loud) {
+    node.setAttribute("aria-live", loud ? "assertive" : "off");
+    node.textContent = text;
+    node.classList.toggle("bad", loud);
+  }
+
   async function refresh() {
     clearTimeout(timer);
     const status = $("status");
     try {
       const res = await fetch("/dashboard/data", { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (res.status === 401) {
-        status.textContent = "Your sign-in has ended: reload the page to sign in again.";
+        say(status, "Your sign-in has ended: reload the page to sign in again.", true);
         return;
       }
       if (!res.ok) throw new Error("the daemon answered " + res.status);
       render(await res.json());
-      status.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + "; refreshes every " + REFRESH_MS / 1000 + " s.";
+      say(status, "Updated " + new Date().toLocaleTimeString("en-GB") + "; refreshes every " + REFRESH_MS / 1000 + " s.", false);
     } catch (err) {
-      status.textContent = "Could not refresh (" + err.message + "); trying again.";
+      say(status, "Could not refresh (" + err.message + "); trying again.", true);
     }
     timer = setTimeout(refresh, REFRESH_MS);
   }
