@@ -14,24 +14,14 @@ import (
 // TokenField is the form field AWS posts the registration token in.
 const TokenField = "x-amzn-marketplace-token"
 
-// recorder notes whether the seller's hook wrote a response.
-type recorder struct {
-	http.ResponseWriter
-	wrote bool
-}
-
-func (r *recorder) WriteHeader(code int) { r.wrote = true; r.ResponseWriter.WriteHeader(code) }
-func (r *recorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	return r.ResponseWriter.Write(b)
-}
-
 // LandingHandler serves the seller's registration URL: AWS Marketplace
 // sends the buyer's browser there with a POST carrying the form field
 // x-amzn-marketplace-token. The handler resolves the token with AWS
 // (ResolveCustomer), stores the subscription as pending, calls Config.Link
 // so the seller links it to an account of its own, then marks it active;
-// every change goes through the lifecycle engine's Update. An invalid or
+// every change goes through the lifecycle engine's Update. What Link writes
+// (a redirect, a page, a cookie) is held until the subscription is active,
+// as on every cloud; a failure shows the error page instead. An invalid or
 // expired token gets a 400 that says so, and nothing is stored. A reload
 // repeats the steps harmlessly.
 func (p *Provider) LandingHandler() http.Handler {
@@ -82,15 +72,13 @@ func (p *Provider) LandingHandler() http.Handler {
 			p.problem(w, r, http.StatusInternalServerError, "", "Your registration could not be stored; please try again.")
 			return
 		}
-		rec := &recorder{ResponseWriter: w}
+		held := lifecycle.NewHeldResponse()
 		account := sub.AccountID
 		if p.cfg.Link != nil {
-			account, err = p.cfg.Link(ctx, rec, r, sub)
+			account, err = p.cfg.Link(ctx, held, r, sub)
 			if err != nil {
 				p.deps.Logger.Error("link AWS subscription to an account", "customer", cust, "err", err)
-				if !rec.wrote {
-					p.problem(w, r, http.StatusInternalServerError, "", "Your account could not be linked; please try again.")
-				}
+				p.problem(w, r, http.StatusInternalServerError, "", "Your account could not be linked; please try again.")
 				return
 			}
 		}
@@ -106,12 +94,10 @@ func (p *Provider) LandingHandler() http.Handler {
 		}})
 		if err != nil {
 			p.deps.Logger.Error("activate AWS subscription", "customer", cust, "err", err)
-			if !rec.wrote {
-				p.problem(w, r, http.StatusInternalServerError, "", "Your subscription could not be activated; please try again.")
-			}
+			p.problem(w, r, http.StatusInternalServerError, "", "Your subscription could not be activated; please try again.")
 			return
 		}
-		if !rec.wrote {
+		if !held.Release(w) { // what Link wrote goes out only once the subscription is active
 			p.deps.Pages.Landing(w, r, done.Subscription)
 		}
 	})

@@ -168,8 +168,10 @@ func TestLanding(t *testing.T) {
 			var linked *marketplace.Subscription
 			cfg := baseConfig(e)
 			cfg.LicenseMode = licenseMode
-			cfg.Link = func(_ context.Context, _ http.ResponseWriter, _ *http.Request, s *marketplace.Subscription) (string, error) {
+			cfg.Link = func(_ context.Context, w http.ResponseWriter, _ *http.Request, s *marketplace.Subscription) (string, error) {
 				linked = s
+				w.Header().Set("Location", "/app")
+				w.WriteHeader(http.StatusSeeOther)
 				return "acct-42", nil
 			}
 			a := newApp(t, e, cfg)
@@ -183,8 +185,8 @@ func TestLanding(t *testing.T) {
 				t.Fatal(err)
 			}
 			w := postToken(t, a.LandingHandler(), tok)
-			if w.Code != http.StatusOK {
-				t.Fatalf("landing: %d %s", w.Code, w.Body)
+			if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/app" {
+				t.Fatalf("landing: %d %s; want Link's redirect, released once active", w.Code, w.Body)
 			}
 			cust := customer(b, licenseMode)
 			if linked == nil || linked.Status != marketplace.StatusPending || linked.CustomerID != cust {
@@ -207,7 +209,7 @@ func TestLanding(t *testing.T) {
 				t.Errorf("active buyer not entitled: %v", err)
 			}
 			// A reload changes nothing.
-			if w := postToken(t, a.LandingHandler(), tok); w.Code != http.StatusOK {
+			if w := postToken(t, a.LandingHandler(), tok); w.Code != http.StatusSeeOther {
 				t.Fatalf("reload: %d %s", w.Code, w.Body)
 			}
 			again, _ := a.ResolveSubscription(t.Context(), cust)

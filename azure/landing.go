@@ -1,11 +1,9 @@
 package azure
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -80,7 +78,7 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.problem(w, r, http.StatusBadRequest, "This page opens from Azure Marketplace after a purchase, with a token; this link has none that is valid.")
 		return
 	}
-	held := &heldResponse{header: http.Header{}}
+	held := lifecycle.NewHeldResponse()
 	sub, err := p.signUp(r.Context(), held, r, tok)
 	if err != nil {
 		p.deps.Logger.Warn("azure landing failed", "err", err)
@@ -98,10 +96,7 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	maps.Copy(w.Header(), held.header) // a cookie Link set, say
-	if held.status != 0 {
-		w.WriteHeader(held.status)
-		w.Write(held.body.Bytes())
+	if held.Release(w) { // with a cookie Link set, say
 		return
 	}
 	p.deps.Pages.Landing(w, r, sub)
@@ -179,26 +174,4 @@ func (p *Provider) signUp(ctx context.Context, w http.ResponseWriter, r *http.Re
 		}
 	}
 	return sub, nil
-}
-
-// heldResponse keeps what Link writes until the sign-up is complete, so
-// that a buyer is sent on (redirected, shown a page) only once the
-// subscription is active, and gets an error page otherwise.
-type heldResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (h *heldResponse) Header() http.Header { return h.header }
-
-func (h *heldResponse) WriteHeader(status int) {
-	if h.status == 0 {
-		h.status = status
-	}
-}
-
-func (h *heldResponse) Write(b []byte) (int, error) {
-	h.WriteHeader(http.StatusOK)
-	return h.body.Write(b)
 }

@@ -1,11 +1,9 @@
 package gcp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 
 	"github.com/saasmarket/marketplace"
@@ -83,7 +81,7 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = r.WithContext(context.WithValue(r.Context(), signupKey{}, su))
-	held := &heldResponse{header: http.Header{}}
+	held := lifecycle.NewHeldResponse()
 	sub, err := p.signUp(r.Context(), held, r, su.AccountID)
 	if err != nil {
 		p.deps.Logger.Error("Google sign-up failed", "account", su.AccountID, "err", err)
@@ -96,10 +94,7 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.deps.Logger.Info("Google sign-up complete", "account", su.AccountID)
-	maps.Copy(w.Header(), held.header) // a cookie Link set, say
-	if held.status != 0 {
-		w.WriteHeader(held.status)
-		w.Write(held.body.Bytes())
+	if held.Release(w) { // with a cookie Link set, say
 		return
 	}
 	p.deps.Pages.Landing(w, r, sub)
@@ -185,26 +180,4 @@ func (p *Provider) accountSubscriptions(ctx context.Context, account string) ([]
 		}
 	}
 	return subs, nil
-}
-
-// heldResponse keeps what Link writes until the sign-up is complete, so
-// that a buyer is sent on (redirected, shown a page) only once the account
-// is approved, and gets an error page otherwise.
-type heldResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (h *heldResponse) Header() http.Header { return h.header }
-
-func (h *heldResponse) WriteHeader(status int) {
-	if h.status == 0 {
-		h.status = status
-	}
-}
-
-func (h *heldResponse) Write(b []byte) (int, error) {
-	h.WriteHeader(http.StatusOK)
-	return h.body.Write(b)
 }
