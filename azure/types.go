@@ -117,6 +117,45 @@ type Plan struct {
 	IsPricePerSeat bool   `json:"isPricePerSeat"`
 	IsStopSell     bool   `json:"isStopSell"`
 	Market         string `json:"market,omitempty"`
+	// PlanComponents are the plan's prices: its billing terms and the
+	// dimensions it meters.
+	PlanComponents PlanComponents `json:"planComponents"`
+	SourceOffers   []SourceOffer  `json:"sourceOffers,omitempty"`
+}
+
+// PlanComponents is a plan's pricing, as saasapi.v2.json's Plan.planComponents.
+type PlanComponents struct {
+	RecurrentBillingTerms []RecurrentBillingTerm `json:"recurrentBillingTerms,omitempty"`
+	MeteringDimensions    []MeteringDimension    `json:"meteringDimensions,omitempty"`
+}
+
+// RecurrentBillingTerm is one billing term of a plan.
+type RecurrentBillingTerm struct {
+	Currency                string                    `json:"currency,omitempty"`
+	Price                   float64                   `json:"price"`
+	TermUnit                string                    `json:"termUnit,omitempty"` // P1M, P1Y, …
+	TermDescription         string                    `json:"termDescription,omitempty"`
+	MeteredQuantityIncluded []MeteredQuantityIncluded `json:"meteredQuantityIncluded,omitempty"`
+}
+
+// MeteredQuantityIncluded is usage of a dimension that a term's price includes.
+type MeteredQuantityIncluded struct {
+	DimensionID string `json:"dimensionId"`
+	Units       string `json:"units"`
+}
+
+// MeteringDimension is a custom meter of a plan.
+type MeteringDimension struct {
+	ID            string  `json:"id"`
+	Currency      string  `json:"currency,omitempty"`
+	PricePerUnit  float64 `json:"pricePerUnit"`
+	UnitOfMeasure string  `json:"unitOfMeasure,omitempty"`
+	DisplayName   string  `json:"displayName,omitempty"`
+}
+
+// SourceOffer names an offer a plan comes from.
+type SourceOffer struct {
+	ExternalID string `json:"externalId"`
 }
 
 // Operation actions.

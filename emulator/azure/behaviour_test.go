@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/saasmarket/marketplace/azure"
 	"github.com/saasmarket/marketplace/emulator/admin"
 	emu "github.com/saasmarket/marketplace/emulator/azure"
 )
@@ -120,5 +121,24 @@ func TestFulfillmentAsAzure(t *testing.T) {
 	resp.Body.Close()
 	if resp.Header.Get("x-ms-requestid") != "req-1" || resp.Header.Get("x-ms-correlationid") != "corr-1" {
 		t.Errorf("ids not echoed: %v", resp.Header)
+	}
+}
+
+// TestPlanComponents: listAvailablePlans carries each plan's
+// planComponents, and the azure package's Plan decodes them.
+func TestPlanComponents(t *testing.T) {
+	f := newFixture(t, emu.Config{Plans: []emu.Plan{{ID: "basic", Dimensions: []string{"tokens", "gpu_hours"}}}})
+	id := f.subscribed(t, "basic")
+	st, _, body := f.call(t, "GET", "/saas/subscriptions/"+id+"/listAvailablePlans", f.token, nil)
+	var out struct{ Plans []azure.Plan }
+	if err := json.Unmarshal(body, &out); st != 200 || err != nil || len(out.Plans) != 1 {
+		t.Fatalf("%d %s %v", st, body, err)
+	}
+	pc := out.Plans[0].PlanComponents
+	if len(pc.MeteringDimensions) != 2 || pc.MeteringDimensions[1].ID != "gpu_hours" || len(pc.RecurrentBillingTerms) != 1 || pc.RecurrentBillingTerms[0].TermUnit != "P1M" {
+		t.Errorf("planComponents %+v", pc)
+	}
+	if out.Plans[0].SourceOffers == nil {
+		t.Error("sourceOffers not decoded")
 	}
 }

@@ -451,8 +451,18 @@ func (e *Emulator) servePlans(w http.ResponseWriter, r *http.Request) bool {
 		if f := r.URL.Query().Get("planId"); f != "" && f != p.ID {
 			continue
 		}
+		dims := []map[string]any{}
+		for _, d := range p.Dimensions {
+			dims = append(dims, map[string]any{"id": d, "currency": "USD", "pricePerUnit": 0.01, "unitOfMeasure": "unit", "displayName": d})
+		}
 		plans = append(plans, map[string]any{"planId": p.ID, "displayName": p.DisplayName, "isPrivate": false,
-			"description": p.DisplayName + " plan", "hasFreeTrials": false, "isPricePerSeat": false, "isStopSell": false, "market": "US"})
+			"description": p.DisplayName + " plan", "hasFreeTrials": false, "isPricePerSeat": false, "isStopSell": false, "market": "US",
+			"planComponents": map[string]any{
+				"recurrentBillingTerms": []map[string]any{{"currency": "USD", "price": 100, "termUnit": "P1M", "termDescription": "monthly",
+					"meteredQuantityIncluded": []map[string]any{}}},
+				"meteringDimensions": dims,
+			},
+			"sourceOffers": []map[string]any{}})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"plans": plans})
 	return false
