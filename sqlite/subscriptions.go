@@ -145,10 +145,14 @@ func (s *Store) ListSubscriptions(ctx context.Context, f marketplace.Subscriptio
 
 // FindSubscriptionsByAttribute implements marketplace.SubscriptionStore.
 func (s *Store) FindSubscriptionsByAttribute(ctx context.Context, p marketplace.CloudProvider, name, value string) ([]marketplace.Subscription, error) {
-	return s.querySubs(ctx, "find subscriptions by "+name, `SELECT `+prefixed("s.", subCols)+` FROM subscription_attrs a
-		JOIN subscriptions s ON s.provider = a.provider AND s.id = a.id
-		WHERE a.provider = ? AND a.name = ? AND a.value = ? ORDER BY a.id`, p, name, value) // a.id, not s.id: ordering by s.id makes SQLite scan every subscription of p
+	return s.querySubs(ctx, "find subscriptions by "+name, findByAttrQuery, p, name, value)
 }
+
+// findByAttrQuery orders by a.id, not s.id: ordering by s.id makes SQLite
+// scan every subscription of the provider (TestIndexedQueryPlans).
+var findByAttrQuery = `SELECT ` + prefixed("s.", subCols) + ` FROM subscription_attrs a
+	JOIN subscriptions s ON s.provider = a.provider AND s.id = a.id
+	WHERE a.provider = ? AND a.name = ? AND a.value = ? ORDER BY a.id`
 
 func (s *Store) querySubs(ctx context.Context, what, q string, args ...any) ([]marketplace.Subscription, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
