@@ -44,9 +44,6 @@ func (a *awsEmulator) RegisterFlags(fs *flag.FlagSet) {
 }
 
 func (a *awsEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
-	if err := a.faults.Validate(); err != nil {
-		return "", fmt.Errorf("the -aws-… fault flags: %w", err)
-	}
 	host, _, err := net.SplitHostPort(a.listen)
 	if err != nil {
 		return "", fmt.Errorf("-aws-listen: %w", err)
@@ -59,7 +56,11 @@ func (a *awsEmulator) Start(ctx context.Context, logger *slog.Logger) (string, e
 		return "", err
 	}
 	base := "http://" + ln.Addr().String()
-	cfg := awsemu.Config{Faults: awsemu.FaultsFrom(a.faults), Products: a.products, Logger: logger, Notify: awsemu.NotifyConfig{
+	faults, err := awsemu.FaultsFrom(a.faults)
+	if err != nil {
+		return "", fmt.Errorf("the -aws-… fault flags: %w", err)
+	}
+	cfg := awsemu.Config{Faults: faults, Products: a.products, Logger: logger, Notify: awsemu.NotifyConfig{
 		EventBridgeEndpoint: a.ebEndpoint, EventBridgeHeader: a.ebHeader, EventBridgeSecret: a.ebSecret,
 		SNSEndpoint: a.snsEndpoint, SNSTopicArn: a.topic, SNSCertURL: base + awsemu.SNSCertPath,
 	}}

@@ -40,12 +40,9 @@ func (a *azureEmulator) RegisterFlags(fs *flag.FlagSet) {
 }
 
 func (a *azureEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
-	if err := a.faults.Validate(); err != nil {
-		return "", fmt.Errorf("the -azure-… fault flags: %w", err)
-	}
 	faults, err := emu.FaultsFrom(a.faults)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("the -azure-… fault flags: %w", err)
 	}
 	cfg := emu.Config{WebhookURL: a.webhook, Faults: faults, OperationDelay: a.opDelay, PatchDelay: a.patchDelay, Logger: logger}
 	if a.secret != "" {

@@ -41,12 +41,9 @@ func (g *gcpEmulator) RegisterFlags(fs *flag.FlagSet) {
 }
 
 func (g *gcpEmulator) Start(ctx context.Context, logger *slog.Logger) (string, error) {
-	if err := g.faults.Validate(); err != nil {
-		return "", fmt.Errorf("the -gcp-… fault flags: %w", err)
-	}
 	faults, err := emu.FaultsFrom(g.faults)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("the -gcp-… fault flags: %w", err)
 	}
 	cfg := emu.Config{ProviderID: g.provider, ServiceName: g.service, Audience: g.audience, Faults: faults, Logger: logger}
 	if g.metrics != "" {

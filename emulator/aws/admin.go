@@ -145,12 +145,20 @@ func (a adminAPI) Faults() admin.Faults {
 }
 
 func (a adminAPI) SetFaults(f admin.Faults) error {
-	a.e.SetFaults(FaultsFrom(f))
+	nf, err := FaultsFrom(f)
+	if err != nil {
+		return err
+	}
+	a.e.SetFaults(nf)
 	return nil
 }
 
-// FaultsFrom converts the shared fault settings to this emulator's.
-func FaultsFrom(f admin.Faults) Faults {
+// FaultsFrom converts the shared fault settings to this emulator's. AWS
+// sends no Retry-After, so RetryAfter is not kept.
+func FaultsFrom(f admin.Faults) (Faults, error) {
+	if err := f.Validate(); err != nil {
+		return Faults{}, err
+	}
 	return Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, ErrorRate: f.ErrorRate, DropRate: f.DropRate,
-		UnprocessedRate: f.UnprocessedRate, Latency: time.Duration(f.Latency), AllCalls: !f.MeteringOnly()}
+		UnprocessedRate: f.UnprocessedRate, Latency: time.Duration(f.Latency), AllCalls: !f.MeteringOnly()}, nil
 }

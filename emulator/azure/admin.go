@@ -124,6 +124,9 @@ func (a adminAPI) SetFaults(f admin.Faults) error {
 
 // FaultsFrom converts the shared fault settings to this emulator's.
 func FaultsFrom(f admin.Faults) (Faults, error) {
+	if err := f.Validate(); err != nil {
+		return Faults{}, err
+	}
 	if f.UnprocessedRate != 0 {
 		return Faults{}, fmt.Errorf("%w: unprocessedRate is AWS's only; Azure answers each batch event with its own status", admin.ErrBadRequest)
 	}

@@ -168,6 +168,9 @@ func (a adminAPI) SetFaults(f admin.Faults) error {
 // FaultsFrom converts the shared fault settings to this emulator's:
 // scope "metering" is Service Control.
 func FaultsFrom(f admin.Faults) (Faults, error) {
+	if err := f.Validate(); err != nil {
+		return Faults{}, err
+	}
 	if f.UnprocessedRate != 0 {
 		return Faults{}, fmt.Errorf("%w: unprocessedRate is AWS's only; Service Control reports each operation's error", admin.ErrBadRequest)
 	}
