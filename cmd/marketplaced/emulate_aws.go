@@ -36,7 +36,7 @@ func (a *awsEmulator) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&a.secretKey, "aws-secret-key", "emulator-secret", "AWS emulator: the secret access key of -aws-access-key")
 	a.faults.RegisterFlags(fs, "aws")
 	fs.Var(&a.products, "aws-dimensions", "AWS emulator: the dimension catalogue, `product=dim,dim;product=dim` (empty: any product code and dimension)")
-	fs.StringVar(&a.ebEndpoint, "aws-eventbridge-endpoint", "", "AWS emulator: `URL` that receives EventBridge events (POST /emulator/events)")
+	fs.StringVar(&a.ebEndpoint, "aws-eventbridge-endpoint", "", "AWS emulator: `URL` that receives EventBridge events (POST /emulator/buyers/{id}/events)")
 	fs.StringVar(&a.ebHeader, "aws-eventbridge-header", "X-Marketplace-Secret", "AWS emulator: header carrying the EventBridge API destination secret")
 	fs.StringVar(&a.ebSecret, "aws-eventbridge-secret", "", "AWS emulator: the EventBridge API destination secret")
 	fs.StringVar(&a.snsEndpoint, "aws-sns-endpoint", "", "AWS emulator: `URL` that receives signed SNS messages")

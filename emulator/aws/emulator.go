@@ -14,8 +14,10 @@
 // let tests prove that a client bills exactly once.
 //
 // Buyers are created with AddBuyer, registration tokens minted with
-// MintToken (or POST /emulator/buyers for the demo); lifecycle events are
-// sent as signed SNS messages or EventBridge-shaped events (see events.go).
+// MintToken; lifecycle events are sent as signed SNS messages or
+// EventBridge-shaped events (see events.go). The admin routes that all
+// three emulators share (package emulator/admin, docs/emulators.md) do the
+// same over HTTP under /emulator/.
 package aws
 
 import (

@@ -12,7 +12,9 @@
 // meteringapi.v1.json). The Entra endpoints live at the root:
 // /{tenant}/v2.0/.well-known/openid-configuration,
 // /{tenant}/oauth2/v2.0/token (and the v1 /{tenant}/oauth2/token) and
-// /{tenant}/discovery/v2.0/keys. Emulator controls live under /emulator/.
+// /{tenant}/discovery/v2.0/keys. The admin routes that all three
+// emulators share (package emulator/admin, docs/emulators.md) live under
+// /emulator/.
 package azure
 
 import (

@@ -15,9 +15,10 @@
 // drop the response") let tests prove that a client bills exactly once. The
 // usage the emulator accepted is "the bill", served as JSON at /emulator/bill.
 //
-// Besides the Google APIs, the emulator serves a few routes under
-// /emulator/ that play the buyer and Google's side (purchase, plan change
-// request, cancellation, account deletion, sign-up tokens); see Handler.
+// Besides the Google APIs, the emulator serves the admin routes that all
+// three emulators share (package emulator/admin, docs/emulators.md) under
+// /emulator/: they play the buyer and Google's side (purchase, plan change
+// request, cancellation, account deletion) and show the bill.
 package gcp
 
 import (
