@@ -72,20 +72,6 @@ type EntitlementStore interface {
 	ListEntitlements(ctx context.Context, p CloudProvider, customerID string) ([]Entitlement, error)
 }
 
-// NotificationLog remembers which cloud notifications were applied, so that
-// a redelivery is not applied twice. Record an id after its change is
-// stored: a crash in between re-applies it, which handlers make harmless by
-// comparing versions and update times.
-type NotificationLog interface {
-	// MarkProcessed records id until expires; first is false when it was
-	// already recorded.
-	MarkProcessed(ctx context.Context, p CloudProvider, id string, expires time.Time) (first bool, err error)
-	// Processed reports whether id is recorded.
-	Processed(ctx context.Context, p CloudProvider, id string) (bool, error)
-	// PurgeNotifications forgets ids that expired before t.
-	PurgeNotifications(ctx context.Context, t time.Time) (int64, error)
-}
-
 // LookupSubscription is the ResolveSubscription of every cloud integration:
 // the customer's stored subscription, or, when none is stored, an error
 // wrapping both ErrNoActiveSubscription and ErrNotFound.

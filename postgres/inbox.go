@@ -148,7 +148,7 @@ func (s *Store) RequeueNotification(ctx context.Context, p marketplace.CloudProv
 func (s *Store) PurgeNotifications(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		for _, q := range []string{`DELETE FROM inbox WHERE state = 'done' AND expires < $1`, `DELETE FROM notifications WHERE expires < $1`} {
+		for _, q := range []string{`DELETE FROM inbox WHERE state = 'done' AND expires < $1`} {
 			tag, err := tx.Exec(ctx, q, t.UnixMilli())
 			if err != nil {
 				return err

@@ -16,7 +16,6 @@ import (
 var (
 	_ marketplace.SubscriptionStore = (*Store)(nil)
 	_ marketplace.EntitlementStore  = (*Store)(nil)
-	_ marketplace.NotificationLog   = (*Store)(nil)
 	_ marketplace.NotificationInbox = (*Store)(nil)
 )
 
@@ -241,21 +240,4 @@ func (s *Store) ListEntitlements(ctx context.Context, p marketplace.CloudProvide
 		return nil, fmt.Errorf("postgres: list entitlements: %w", err)
 	}
 	return out, nil
-}
-
-// MarkProcessed implements marketplace.NotificationLog.
-func (s *Store) MarkProcessed(ctx context.Context, p marketplace.CloudProvider, id string, expires time.Time) (bool, error) {
-	n, err := s.exec(ctx, "mark notification "+string(p)+"/"+id,
-		`INSERT INTO notifications (provider, id, expires) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, string(p), id, expires.UnixMilli())
-	return n == 1, err
-}
-
-// Processed implements marketplace.NotificationLog.
-func (s *Store) Processed(ctx context.Context, p marketplace.CloudProvider, id string) (bool, error) {
-	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifications WHERE provider = $1 AND id = $2)`, string(p), id).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("postgres: notification %s/%s: %w", p, id, err)
-	}
-	return ok, nil
 }

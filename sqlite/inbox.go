@@ -166,13 +166,12 @@ func (s *Store) RequeueNotification(ctx context.Context, p marketplace.CloudProv
 	return nil
 }
 
-// PurgeNotifications implements marketplace.NotificationInbox (and the
-// older NotificationLog): done notifications and remembered ids that
-// expired before t.
+// PurgeNotifications implements marketplace.NotificationInbox: done
+// notifications that expired before t.
 func (s *Store) PurgeNotifications(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		for _, q := range []string{`DELETE FROM inbox WHERE state = 'done' AND expires < ?`, `DELETE FROM notifications WHERE expires < ?`} {
+		for _, q := range []string{`DELETE FROM inbox WHERE state = 'done' AND expires < ?`} {
 			res, err := tx.ExecContext(ctx, q, t.UnixMilli())
 			if err != nil {
 				return err

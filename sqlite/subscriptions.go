@@ -15,7 +15,6 @@ import (
 var (
 	_ marketplace.SubscriptionStore = (*Store)(nil)
 	_ marketplace.EntitlementStore  = (*Store)(nil)
-	_ marketplace.NotificationLog   = (*Store)(nil)
 	_ marketplace.NotificationInbox = (*Store)(nil)
 )
 
@@ -281,33 +280,6 @@ func (s *Store) ListEntitlements(ctx context.Context, p marketplace.CloudProvide
 		out = append(out, e)
 	}
 	return out, rows.Err()
-}
-
-// MarkProcessed implements marketplace.NotificationLog.
-func (s *Store) MarkProcessed(ctx context.Context, p marketplace.CloudProvider, id string, expires time.Time) (bool, error) {
-	var first bool
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO notifications (provider, id, expires) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, p, id, expires.UnixMilli())
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		first = n == 1
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("sqlite: mark notification %s/%s: %w", p, id, err)
-	}
-	return first, nil
-}
-
-// Processed implements marketplace.NotificationLog.
-func (s *Store) Processed(ctx context.Context, p marketplace.CloudProvider, id string) (bool, error) {
-	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM notifications WHERE provider = ? AND id = ?`, p, id).Scan(&n); err != nil {
-		return false, fmt.Errorf("sqlite: notification %s/%s: %w", p, id, err)
-	}
-	return n > 0, nil
 }
 
 // ImportSubscriptions stores many new subscriptions in one commit (a

@@ -23,7 +23,6 @@ type Store interface {
 	ledger.Store
 	marketplace.SubscriptionStore
 	marketplace.EntitlementStore
-	marketplace.NotificationLog
 	marketplace.NotificationInbox
 }
 

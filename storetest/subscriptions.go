@@ -146,28 +146,4 @@ func runSubscriptions(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("Notifications", func(t *testing.T) {
-		s := h.Open(t, h.NewDB(t))
-		ctx := t.Context()
-		now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
-		for i, want := range []bool{true, false} {
-			first, err := s.MarkProcessed(ctx, "azure", "op-1", now.Add(time.Hour))
-			if err != nil || first != want {
-				t.Errorf("mark %d: first=%v (%v), want %v", i, first, err, want)
-			}
-		}
-		if first, _ := s.MarkProcessed(ctx, "gcp", "op-1", now.Add(time.Hour)); !first {
-			t.Error("ids are per provider")
-		}
-		if ok, err := s.Processed(ctx, "azure", "op-1"); err != nil || !ok {
-			t.Errorf("processed: %v, %v", ok, err)
-		}
-		n, err := s.PurgeNotifications(ctx, now.Add(2*time.Hour))
-		if err != nil || n != 2 {
-			t.Errorf("purge: %d, %v", n, err)
-		}
-		if ok, _ := s.Processed(ctx, "azure", "op-1"); ok {
-			t.Error("purged id still processed")
-		}
-	})
 }
