@@ -142,23 +142,8 @@ func (s *Store) RequeueNotification(ctx context.Context, p marketplace.CloudProv
 	return notFound(fmt.Sprintf("parked notification %s/%s", p, id))
 }
 
-// PurgeNotifications implements marketplace.NotificationInbox (and the
-// older NotificationLog): done notifications and remembered ids that
-// expired before t, in one transaction.
+// PurgeNotifications implements marketplace.NotificationInbox: done
+// notifications that expired before t.
 func (s *Store) PurgeNotifications(ctx context.Context, t time.Time) (int64, error) {
-	var n int64
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		for _, q := range []string{`DELETE FROM inbox WHERE state = 'done' AND expires < $1`} {
-			tag, err := tx.Exec(ctx, q, t.UnixMilli())
-			if err != nil {
-				return err
-			}
-			n += tag.RowsAffected()
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("postgres: purge notifications: %w", err)
-	}
-	return n, nil
+	return s.exec(ctx, "purge notifications", `DELETE FROM inbox WHERE state = 'done' AND expires < $1`, t.UnixMilli())
 }
