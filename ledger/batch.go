@@ -21,7 +21,8 @@ import (
 // An AppendBatch and the bytes of its Entry are valid only until Append
 // returns; a store must not keep them.
 type AppendBatch struct {
-	// EventIDs are the distinct non-empty event ids of the batch, sorted,
+	// EventIDs are the distinct non-empty event ids of the batch (and the
+	// idempotency keys of IngestOnce batches, each stored as one id), sorted,
 	// so that stores with several writers lock them in one order and cannot
 	// deadlock. Empty when no record has one: a store may then skip the
 	// event table altogether.
@@ -53,7 +54,7 @@ func (b *AppendBatch) reset(recs []Record, eventExpiry time.Time) {
 	b.recs, b.EventExpiry = recs, eventExpiry
 	b.EventIDs, b.slot, b.first = b.EventIDs[:0], b.slot[:0], b.first[:0]
 	for i := range recs {
-		if id := recs[i].EventID; id != "" {
+		if id := recs[i].dedupeID(); id != "" {
 			if _, ok := b.ids[id]; !ok {
 				b.ids[id] = int32(i) // for now, the first record with it
 				b.EventIDs = append(b.EventIDs, id)
@@ -70,7 +71,7 @@ func (b *AppendBatch) reset(recs []Record, eventExpiry time.Time) {
 	}
 	for i := range recs {
 		j := int32(-1)
-		if id := recs[i].EventID; id != "" {
+		if id := recs[i].dedupeID(); id != "" {
 			j = b.ids[id]
 		}
 		b.slot = append(b.slot, j)
@@ -88,13 +89,25 @@ func (b *AppendBatch) release() {
 
 // counts reports whether record i counts given fresh: it has no event id,
 // or it is the first record of the batch with an id that was new. Later
-// records with the same id in one batch are duplicates of the first.
+// records with the same id in one batch are duplicates of the first. A
+// batch key (IngestOnce) covers all the records of the call that brought
+// it first: a concurrent retry in the same commit does not count.
 func (b *AppendBatch) counts(i int, fresh []bool) bool {
 	if len(b.EventIDs) == 0 {
 		return true
 	}
 	j := b.slot[i]
-	return j < 0 || (fresh[j] && int(b.first[j]) == i)
+	if j < 0 {
+		return true
+	}
+	if !fresh[j] {
+		return false
+	}
+	f := int(b.first[j])
+	if b.recs[i].EventID == "" && b.recs[i].batch != "" {
+		return b.recs[i].call == b.recs[f].call
+	}
+	return f == i
 }
 
 // Entry returns the append-log entry (see EncodeDeltas) of the records that

@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -53,6 +54,27 @@ type Record struct {
 	// id is counted once within the ledger's EventWindow. Ids are global
 	// across clouds and customers; use a UUID or prefix them.
 	EventID string
+
+	// batch is the idempotency key of the IngestOnce call that brought the
+	// record (when it has no EventID of its own), and call numbers the
+	// calls of one group commit: a batch counts once, as a whole.
+	batch string
+	call  int32
+}
+
+// batchPrefix keeps batch keys apart from event ids in the store's one
+// table of ids (validate refuses event ids that start with it).
+const batchPrefix = "\x1fbatch:"
+
+// dedupeID is the id a record is deduplicated by, or "".
+func (r *Record) dedupeID() string {
+	switch {
+	case r.EventID != "":
+		return r.EventID
+	case r.batch != "":
+		return batchPrefix + r.batch
+	}
+	return ""
 }
 
 // Durability selects when Ingest returns.
@@ -268,8 +290,8 @@ func (c Config) validate(i int, r *Record, now time.Time) error {
 		return bad("quantity", fmt.Sprint(r.Quantity), "must not be negative")
 	case r.Quantity > maxQuantity:
 		return bad("quantity", fmt.Sprint(r.Quantity), "must be at most 2^53")
-	case len(r.EventID) > maxIDLen || !utf8.ValidString(r.EventID):
-		return bad("event_id", r.EventID, "must be valid UTF-8 of at most 256 bytes")
+	case len(r.EventID) > maxIDLen || !utf8.ValidString(r.EventID) || strings.HasPrefix(r.EventID, "\x1f"):
+		return bad("event_id", r.EventID, "must be valid UTF-8 of at most 256 bytes, not starting with the control character US (0x1f)")
 	}
 	if r.Time.IsZero() {
 		r.Time = now
@@ -398,6 +420,26 @@ type IngestResult struct {
 // When the context ends during the commit and the verdict comes within
 // VerdictWait, Ingest returns that verdict.
 func (l *Ledger) Ingest(ctx context.Context, recs []Record) (IngestResult, error) {
+	return l.ingest(ctx, "", recs)
+}
+
+// IngestOnce is Ingest for a batch sent under an idempotency key: the
+// records without an EventID of their own count once, as a whole, within
+// EventWindow, however often the batch is retried under key (a retry must
+// carry the same records: a different batch under a key already counted is
+// taken for its retry and not counted). It stores one id for the batch
+// instead of one per record, so it costs about what a batch without ids
+// costs. Records with an EventID are deduplicated by it, as in Ingest.
+// In Buffered mode, which may split a batch across commits, each record
+// is given the event id key:i instead.
+func (l *Ledger) IngestOnce(ctx context.Context, key string, recs []Record) (IngestResult, error) {
+	if key == "" || len(key) > maxIDLen || !utf8.ValidString(key) {
+		return IngestResult{}, fmt.Errorf("%w: idempotency key %q: must be 1 to %d bytes of UTF-8", ErrInvalidRecord, key, maxIDLen)
+	}
+	return l.ingest(ctx, key, recs)
+}
+
+func (l *Ledger) ingest(ctx context.Context, key string, recs []Record) (IngestResult, error) {
 	if len(recs) == 0 {
 		return IngestResult{}, nil
 	}
@@ -407,6 +449,13 @@ func (l *Ledger) Ingest(ctx context.Context, recs []Record) (IngestResult, error
 	for i := range own {
 		if err := l.cfg.validate(i, &own[i], now); err != nil {
 			return IngestResult{}, err
+		}
+		if key != "" && own[i].EventID == "" {
+			if l.cfg.Durability == Buffered {
+				own[i].EventID = fmt.Sprintf("%s:%d", key, i)
+			} else {
+				own[i].batch = key
+			}
 		}
 	}
 	if l.cfg.Durability == Buffered {
@@ -561,8 +610,12 @@ func (l *Ledger) durableLoop() {
 				break
 			}
 			recs = recs[:0]
-			for _, r := range reqs {
+			for ri, r := range reqs {
+				start := len(recs)
 				recs = append(recs, r.recs...)
+				for k := start; k < len(recs); k++ {
+					recs[k].call = int32(ri)
+				}
 			}
 			dup, err := l.commit(&batch, recs)
 			clear(recs) // drop references to the records' strings

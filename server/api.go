@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 
@@ -102,6 +103,11 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("records: %d records, at most %d per request", n, s.cfg.MaxRecords))
 		return
 	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxEventID || !utf8.ValidString(key) {
+		writeError(w, r, http.StatusBadRequest, "invalid_request", fmt.Sprintf("Idempotency-Key: must be 1 to %d bytes of UTF-8", maxEventID))
+		return
+	}
 	recs := make([]ledger.Record, len(req.Records))
 	for i := range req.Records {
 		if field, msg := s.toRecord(&req.Records[i], &recs[i]); field != "" {
@@ -111,8 +117,15 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// A batch that got this far is committed even if the caller goes away
-	// meanwhile: its fate is then settled, not left in doubt.
-	res, err := s.deps.Ledger.Ingest(context.WithoutCancel(r.Context()), recs)
+	// meanwhile: its fate is then settled, not left in doubt. Under an
+	// Idempotency-Key the batch counts once as a whole (one stored id).
+	ctx := context.WithoutCancel(r.Context())
+	var res ledger.IngestResult
+	if key != "" {
+		res, err = s.deps.Ledger.IngestOnce(ctx, key, recs)
+	} else {
+		res, err = s.deps.Ledger.Ingest(ctx, recs)
+	}
 	if err != nil {
 		var ve *ledger.ValidationError
 		if errors.As(err, &ve) {
@@ -129,12 +142,12 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("ingest failed", "request_id", RequestID(r.Context()), "err", err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, r, http.StatusServiceUnavailable, "unavailable",
-			"the ledger could not confirm the commit; retry the same batch (records with event ids are counted once)")
+			"the ledger could not confirm the commit; retry the same batch (with its Idempotency-Key, or its event ids, it is counted once)")
 		return
 	}
 	out := usageResponse{Accepted: res.Accepted, Duplicates: res.Duplicates, DuplicateIDs: []string{}}
 	for i, d := range res.Duplicate {
-		if d {
+		if d && req.Records[i].EventID != "" {
 			out.DuplicateIDs = append(out.DuplicateIDs, req.Records[i].EventID)
 		}
 	}

@@ -596,3 +596,42 @@ func TestMetricsHealthAndRequestIDs(t *testing.T) {
 		t.Fatal("an API key appears in the logs")
 	}
 }
+
+// TestIngestIdempotencyKey: a batch sent under an Idempotency-Key counts
+// once as a whole, however often it is retried under that key; another key
+// is another batch; a bad key is refused before anything is stored.
+func TestIngestIdempotencyKey(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	batch := usage(
+		rec{"provider": "aws", "customer": "ck", "metric": "tokens", "quantity": 100},
+		rec{"provider": "aws", "customer": "ck", "metric": "tokens", "quantity": 20},
+	)
+	for i, want := range []usageResponse{{Accepted: 2}, {Duplicates: 2}, {Duplicates: 2}} {
+		resp, body := h.do(t, "POST", "/v1/usage", batch, testKey, "Idempotency-Key", "batch-1")
+		got := decode[usageResponse](t, body)
+		if resp.StatusCode != 200 || got.Accepted != want.Accepted || got.Duplicates != want.Duplicates || len(got.DuplicateIDs) != 0 {
+			t.Fatalf("send %d: %d %+v, want %+v", i, resp.StatusCode, got, want)
+		}
+	}
+	if resp, body := h.do(t, "POST", "/v1/usage", batch, testKey, "Idempotency-Key", "batch-2"); resp.StatusCode != 200 || decode[usageResponse](t, body).Accepted != 2 {
+		t.Fatalf("another key: %d %s", resp.StatusCode, body)
+	}
+	resp, body := h.do(t, "POST", "/v1/usage", batch, testKey, "Idempotency-Key", strings.Repeat("k", 300))
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "Idempotency-Key") {
+		t.Fatalf("a 300-byte key: %d %s, want 400 naming Idempotency-Key", resp.StatusCode, body)
+	}
+	if err := h.ledger.Fold(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := h.ledger.Buckets(t.Context(), ledger.BucketFilter{Customer: "ck"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, b := range bs {
+		total += b.Quantity
+	}
+	if total != 240 {
+		t.Errorf("stored %d tokens, want 240 (two batches of 120, the first retried twice)", total)
+	}
+}

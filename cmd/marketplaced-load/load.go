@@ -23,6 +23,7 @@ type Options struct {
 	Concurrency int
 	Batch       int  // ingest: records per request
 	NoEventIDs  bool // ingest
+	BatchKeys   bool // ingest: send each batch under an Idempotency-Key (with NoEventIDs: the batch, not each record, is idempotent)
 	Customers   int
 	Provider    string
 	Metric      string
@@ -173,6 +174,9 @@ func Ingest(ctx context.Context, o Options) (Result, error) {
 		}
 		req.Header.Set("Authorization", "Bearer "+o.APIKey)
 		req.Header.Set("Content-Type", "application/json")
+		if o.BatchKeys {
+			req.Header.Set("Idempotency-Key", run+"-"+strconv.FormatInt(first, 36))
+		}
 		resp, err := c.Do(req)
 		if err != nil {
 			return 0, err

@@ -189,6 +189,7 @@ func BenchmarkHTTPIngest(b *testing.B) {
 	}{
 		{"EventIDs", Options{Concurrency: 8, Batch: 1000, Customers: 2500}},
 		{"NoEventIDs", Options{Concurrency: 8, Batch: 1000, Customers: 2500, NoEventIDs: true}},
+		{"IdempotencyKey", Options{Concurrency: 8, Batch: 1000, Customers: 2500, NoEventIDs: true, BatchKeys: true}},
 	} {
 		b.Run(c.name, func(b *testing.B) { benchLoad(b, 0, Ingest, c.o) })
 	}

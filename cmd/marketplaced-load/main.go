@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Concurrency, "concurrency", 0, "concurrent connections (default: 8 for ingest, 32 for check)")
 	fs.IntVar(&o.Batch, "batch", 1000, "ingest: records per request")
 	fs.BoolVar(&o.NoEventIDs, "no-event-ids", false, "ingest: send records without event ids")
+	fs.BoolVar(&o.BatchKeys, "idempotency-key", false, "ingest: send each batch under its own Idempotency-Key header")
 	fs.IntVar(&o.Customers, "customers", 1000, "distinct customers (check: cust-0000 … must be subscribed for grants)")
 	fs.StringVar(&o.Provider, "provider", "aws", "the provider to name")
 	fs.StringVar(&o.Metric, "metric", "tokens", "ingest: the catalogue metric to send")
