@@ -185,3 +185,32 @@ func TestSQSAsAWS(t *testing.T) {
 		t.Errorf("empty receive: %s", b)
 	}
 }
+
+// TestFaultScopeAndThrottleRate: scope "metering" spares ResolveCustomer,
+// "all" does not; a throttle rate of 1 throttles every metering call.
+func TestFaultScopeAndThrottleRate(t *testing.T) {
+	clock := ledgertest.NewClock(time.Now())
+	e, c, _ := start(t, clock, emu.Faults{ErrorRate: 1})
+	b := e.AddBuyer(emu.Buyer{ProductCode: "p"})
+	tok, err := e.MintToken(b.Key(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolve := func() error {
+		_, err := c.ResolveCustomer(t.Context(), &marketplacemetering.ResolveCustomerInput{RegistrationToken: awssdk.String(tok)})
+		return err
+	}
+	if err := resolve(); err != nil {
+		t.Errorf("metering-only faults hit ResolveCustomer: %v", err)
+	}
+	e.SetFaults(emu.Faults{ErrorRate: 1, AllCalls: true})
+	if got := code(resolve()); got != "InternalServiceErrorException" {
+		t.Errorf("faults on all calls: ResolveCustomer %q", got)
+	}
+	e.SetFaults(emu.Faults{ThrottleRate: 1})
+	_, err = c.BatchMeterUsage(t.Context(), &marketplacemetering.BatchMeterUsageInput{ProductCode: awssdk.String("p"),
+		UsageRecords: []types.UsageRecord{rec(b.CustomerIdentifier, "d", 1, clock.Now())}})
+	if got := code(err); got != "ThrottlingException" {
+		t.Errorf("throttle rate 1: %q", got)
+	}
+}

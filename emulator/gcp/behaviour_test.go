@@ -183,3 +183,16 @@ func TestListFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestThrottleTPS: requests above the rate are refused with 429.
+func TestThrottleTPS(t *testing.T) {
+	_, srv := start(t, gcp.Config{Faults: gcp.Faults{ThrottleTPS: 1}})
+	codes := map[int]int{}
+	for range 5 {
+		code, _, _ := post(t, srv.URL+"/v1/services/"+service+":report", `{"operations":[]}`)
+		codes[code]++
+	}
+	if codes[http.StatusTooManyRequests] < 3 {
+		t.Errorf("5 requests at once under 1 TPS: %v", codes)
+	}
+}
