@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/keyset"
 	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/lifecycle"
@@ -70,10 +69,13 @@ type Config struct {
 // are LicenseCustomer(CustomerAWSAccountId, LicenseArn), the pair it bills
 // by. Subscription.ID is the CustomerIdentifier or the LicenseArn.
 type Provider struct {
+	// Base gives Name, SubmitUsage, ResolveSubscription, IsActive and
+	// CheckEntitlement, the same for every cloud.
+	lifecycle.Base
+
 	e      *lifecycle.Engine
 	deps   lifecycle.Deps
 	cfg    Config
-	meter  ledger.Meter
 	target *Reporter
 	ents   EntitlementStore
 	certs  *keyset.Cache[*x509.Certificate]
@@ -123,7 +125,7 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	p := &Provider{
 		e: e, deps: deps, cfg: cfg,
-		meter:  ledger.Meter{Ledger: deps.Ledger, Provider: marketplace.AWS},
+		Base:   e.Base(marketplace.AWS),
 		target: target,
 		ents:   NewEntitlementStore(deps.Store),
 		certs:  keyset.New(keyset.PEMCertificate, keyset.Config{HTTPClient: &client, Clock: deps.Clock}),
@@ -134,9 +136,6 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 	}
 	return p, nil
 }
-
-// Name returns marketplace.AWS.
-func (*Provider) Name() marketplace.CloudProvider { return marketplace.AWS }
 
 // SubmitUsage records usage durably in the ledger; the Target reports it.
 // In license mode every CustomerID must be a LicenseCustomer id; records
@@ -149,25 +148,7 @@ func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageR
 			}
 		}
 	}
-	return p.meter.SubmitUsage(ctx, records)
-}
-
-// ResolveSubscription returns the customer's stored subscription.
-func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	return marketplace.LookupSubscription(ctx, p.deps.Store, marketplace.AWS, customerID)
-}
-
-// IsActive reports whether the customer's subscription is active.
-func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	return marketplace.HasActiveSubscription(ctx, p.deps.Store, marketplace.AWS, customerID, p.deps.Clock())
-}
-
-// CheckEntitlement answers from the shared cache: the customer needs an
-// active subscription, and for a non-empty feature either the feature
-// among the subscription's Entitlements or a valid stored entitlement
-// (from GetEntitlements) for that dimension.
-func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature string) error {
-	return p.deps.Entitlements.Check(ctx, entitlement.Key{Provider: marketplace.AWS, Customer: customerID, Feature: feature})
+	return p.Base.SubmitUsage(ctx, records)
 }
 
 // Target is the ledger's reporting target for AWS (see Reporter), made

@@ -11,7 +11,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/keyset"
 	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/lifecycle"
@@ -68,10 +67,13 @@ type Config struct {
 // page, the webhook, the ledger's target, and the lifecycle.Handler of
 // Azure's notifications.
 type Provider struct {
+	// Base gives Name, SubmitUsage, ResolveSubscription, IsActive and
+	// CheckEntitlement, the same for every cloud.
+	lifecycle.Base
+
 	e      *lifecycle.Engine
 	deps   lifecycle.Deps
 	cfg    Config
-	meter  ledger.Meter
 	target *Reporter
 	keys   *keyset.Cache[crypto.PublicKey]
 	parser *jwt.Parser
@@ -116,7 +118,7 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 	}
 	p := &Provider{
 		e: e, deps: deps, cfg: cfg,
-		meter:  ledger.Meter{Ledger: deps.Ledger, Provider: marketplace.Azure},
+		Base:   e.Base(marketplace.Azure),
 		target: target,
 		keys: keyset.New(keyset.JWKS, keyset.Config{HTTPClient: cfg.HTTPClient, RefreshInterval: cfg.KeyRefresh,
 			Clock: deps.Clock}),
@@ -127,33 +129,6 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("azure: %w", err)
 	}
 	return p, nil
-}
-
-// Name returns marketplace.Azure.
-func (*Provider) Name() marketplace.CloudProvider { return marketplace.Azure }
-
-// SubmitUsage records usage durably in the ledger; CustomerID is the SaaS
-// subscription id. The Target reports it.
-func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageRecord) error {
-	return p.meter.SubmitUsage(ctx, records)
-}
-
-// ResolveSubscription returns the stored subscription of a customer (its
-// SaaS subscription id).
-func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	return marketplace.LookupSubscription(ctx, p.deps.Store, marketplace.Azure, customerID)
-}
-
-// IsActive reports whether the customer's subscription is active.
-func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	return marketplace.HasActiveSubscription(ctx, p.deps.Store, marketplace.Azure, customerID, p.deps.Clock())
-}
-
-// CheckEntitlement answers from the shared cache: nil when entitled. A
-// subscription grants its plan id as a feature, and whatever entitlements
-// are stored for it.
-func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature string) error {
-	return p.deps.Entitlements.Check(ctx, entitlement.Key{Provider: marketplace.Azure, Customer: customerID, Feature: feature})
 }
 
 // Run returns when ctx ends: Azure pushes its notifications (see

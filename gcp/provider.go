@@ -12,7 +12,6 @@ import (
 	"google.golang.org/api/servicecontrol/v1"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/lifecycle"
 )
@@ -87,10 +86,13 @@ type Decision struct {
 // the lifecycle.Handler of Google notifications. Customer ids are
 // usageReportingIds (see the package doc).
 type Provider struct {
+	// Base gives Name, SubmitUsage, ResolveSubscription, IsActive and
+	// CheckEntitlement, the same for every cloud.
+	lifecycle.Base
+
 	e      *lifecycle.Engine
 	deps   lifecycle.Deps
 	cfg    Config
-	meter  ledger.Meter
 	target *Reporter
 	signup *SignupVerifier
 	push   *pushVerifier
@@ -129,7 +131,7 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 	}
 	p := &Provider{
 		e: e, deps: deps, cfg: cfg,
-		meter:  ledger.Meter{Ledger: deps.Ledger, Provider: marketplace.GCP},
+		Base:   e.Base(marketplace.GCP),
 		target: target,
 		signup: NewSignupVerifier(SignupVerifierConfig{Audience: cfg.SignupAudience, KeysURL: cfg.SignupKeysURL,
 			Leeway: cfg.Leeway, HTTPClient: cfg.HTTPClient, Clock: deps.Clock}),
@@ -139,34 +141,6 @@ func NewProvider(e *lifecycle.Engine, cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("gcp: %w", err)
 	}
 	return p, nil
-}
-
-// Name returns marketplace.GCP.
-func (*Provider) Name() marketplace.CloudProvider { return marketplace.GCP }
-
-// SubmitUsage records usage durably in the ledger; the Target bills it per
-// hour through Service Control. Record DimensionTokens in raw tokens.
-func (p *Provider) SubmitUsage(ctx context.Context, records []marketplace.UsageRecord) error {
-	return p.meter.SubmitUsage(ctx, records)
-}
-
-// ResolveSubscription returns the newest stored subscription of a customer
-// (a usageReportingId), or an error wrapping marketplace.ErrNoActiveSubscription
-// when there is none.
-func (p *Provider) ResolveSubscription(ctx context.Context, customerID string) (*marketplace.Subscription, error) {
-	return marketplace.LookupSubscription(ctx, p.deps.Store, marketplace.GCP, customerID)
-}
-
-// IsActive reports whether the customer's subscription is active.
-func (p *Provider) IsActive(ctx context.Context, customerID string) (bool, error) {
-	return marketplace.HasActiveSubscription(ctx, p.deps.Store, marketplace.GCP, customerID, p.deps.Clock())
-}
-
-// CheckEntitlement answers from the shared cache, which the engine
-// invalidates on every stored change: nil when entitled, else an error
-// wrapping marketplace.ErrNoActiveSubscription or ErrEntitlementDenied.
-func (p *Provider) CheckEntitlement(ctx context.Context, customerID, feature string) error {
-	return p.deps.Entitlements.Check(ctx, entitlement.Key{Provider: marketplace.GCP, Customer: customerID, Feature: feature})
 }
 
 // Target is the ledger's reporting target for Google (see Reporter), made
