@@ -194,7 +194,12 @@ type ReporterConfig struct {
 	// MinRate is the slowest pace, in calls per second, that throttling
 	// brings the reporter down to; default 0.5 (one call every 2 s).
 	MinRate float64
-	Logger  *slog.Logger // default: the ledger's
+	// Replicas is how many reporters of this cloud, in as many processes,
+	// share the seller's quota: a cloud's rate belongs to the seller's
+	// account, not to a process, so each reporter paces at Limits.Rate /
+	// Replicas. Default 1.
+	Replicas int
+	Logger   *slog.Logger // default: the ledger's
 }
 
 // Reporter reports one cloud's sealed buckets through a Target. Several
@@ -245,6 +250,9 @@ func NewReporter(l *Ledger, target Target, cfg ReporterConfig) *Reporter {
 	}
 	if lim.Burst <= 0 {
 		lim.Burst = 1
+	}
+	if cfg.Replicas > 1 {
+		lim.Rate /= float64(cfg.Replicas)
 	}
 	return &Reporter{l: l, target: target, limits: lim, cfg: cfg, pace: newPacer(lim.Rate, lim.Burst, cfg.MinRate)}
 }

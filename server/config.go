@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,14 +17,22 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/pages"
+	"github.com/saasmarket/marketplace/postgres"
 )
 
 // Config is marketplaced serve's configuration. Every field comes from a flag
 // or a MARKETPLACED_* environment variable (the flag wins), except the product
 // and dimension catalogue, which is a file.
 type Config struct {
-	Addr          string // listen address
-	DataDir       string // holds marketplace.db (SQLite)
+	Addr    string // listen address
+	DataDir string // holds marketplace.db (SQLite)
+	// Store, when set, is the PostgreSQL database (a postgres:// URL)
+	// that replaces the SQLite file, so that several daemons share one
+	// state. Secret: it may hold a password; logged only redacted.
+	Store string
+	// Replicas is how many daemons share Store, and with it the seller's
+	// quota at each cloud: each reports at 1/Replicas of a cloud's rate.
+	Replicas      int
 	CataloguePath string
 	Catalogue     *Catalogue
 	// APIKeys authenticate /v1 requests; several allow rotation. Secret:
@@ -145,11 +154,22 @@ func (c Config) Clock() func() time.Time {
 // DBPath is the SQLite file in the data folder.
 func (c Config) DBPath() string { return filepath.Join(c.DataDir, "marketplace.db") }
 
+// StoreName names the store as it may be shown: the SQLite file, or the
+// PostgreSQL URL with its password redacted.
+func (c Config) StoreName() string {
+	if c.Store == "" {
+		return "sqlite:" + c.DBPath()
+	}
+	return postgres.Redact(c.Store)
+}
+
 // LogValue keeps secrets out of logs: the API keys are shown as a count.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("addr", c.Addr),
 		slog.String("data", c.DataDir),
+		slog.String("store", c.StoreName()),
+		slog.Int("replicas", c.Replicas),
 		slog.String("catalogue", c.CataloguePath),
 		slog.Int("api_keys", len(c.APIKeys)),
 		slog.Int64("max_body_bytes", c.MaxBodyBytes),
@@ -233,6 +253,23 @@ func settings() []setting {
 				c.DataDir = v
 				return nil
 			}},
+		{flag: "store", secret: true, usage: "the database: empty for SQLite in the data folder, or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:5432/DB?sslmode=verify-full) that several daemons share; see docs/scale-out.md. Secret: prefer the environment variable, flags show in ps",
+			apply: func(c *Config, v string) error {
+				if v == "" {
+					return nil
+				}
+				if !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
+					return fmt.Errorf("want empty (SQLite in -data) or a postgres:// URL, got %q", postgres.Redact(v))
+				}
+				// url.Parse's error quotes the URL, password and all.
+				if _, err := url.Parse(v); err != nil {
+					return errors.New("is not a valid postgres:// URL (a password with special characters must be percent-encoded)")
+				}
+				c.Store = v
+				return nil
+			}},
+		{flag: "replicas", def: "1", usage: "how many daemons run on one -store database: each reports at 1/N of each cloud's rate (AWS: 10 calls/s per seller account), so that together they stay under it",
+			apply: posInt(func(c *Config) *int { return &c.Replicas })},
 		{flag: "catalogue", usage: "product and dimension catalogue file (JSON; see docs/configuration.md); required",
 			apply: func(c *Config, v string) error {
 				if v == "" {
@@ -515,6 +552,10 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		if c.Catalogue != nil && !slices.Contains(c.Catalogue.Providers(), marketplace.Azure) {
 			errs = append(errs, fmt.Errorf("setting -azure-tenant-id / %s: the catalogue %s has no azure product", envName("azure-tenant-id"), c.CataloguePath))
 		}
+	}
+	if c.Replicas > 1 && c.Store == "" {
+		errs = append(errs, fmt.Errorf("setting -replicas / %s: %d daemons need a shared database: set -store / %s to a postgres:// URL",
+			envName("replicas"), c.Replicas, envName("store")))
 	}
 	if c.AWS.SQSQueueURL != "" && !strings.HasPrefix(c.AWS.SQSQueueURL, "https://") && !strings.HasPrefix(c.AWS.SQSQueueURL, "http://") {
 		errs = append(errs, fmt.Errorf("setting -aws-sqs-queue-url / %s: want the queue's URL, got %q", envName("aws-sqs-queue-url"), c.AWS.SQSQueueURL))

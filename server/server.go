@@ -177,6 +177,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	start("maintain", func(ctx context.Context) error { return s.deps.Ledger.Maintain(ctx, s.deps.Maintain) })
 	for _, c := range s.deps.Clouds {
 		rc := s.deps.Reporter
+		if rc.Replicas == 0 {
+			rc.Replicas = s.cfg.Replicas
+		}
 		if rc.Logger == nil {
 			rc.Logger = s.log.With("provider", string(c.Name()))
 		}

@@ -31,7 +31,6 @@ import (
 	"github.com/saasmarket/marketplace/lifecycle"
 	"github.com/saasmarket/marketplace/pages"
 	"github.com/saasmarket/marketplace/server"
-	"github.com/saasmarket/marketplace/sqlite"
 )
 
 // The cloud adapters are what the server mounts.
@@ -55,10 +54,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("serve: setting -data: %w", err)
-	}
-	store, err := sqlite.Open(ctx, cfg.DBPath())
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
