@@ -57,6 +57,7 @@ type Server struct {
 	reason string // why there is no server, when admin is empty
 	dir    string // the throwaway cluster's folder, if Start made one
 	pgCtl  string
+	opts   string // the cluster's server options, for Restart
 	cred   *syscall.Credential
 }
 
@@ -71,6 +72,40 @@ func Start(ctx context.Context) *Server {
 		return &Server{reason: err.Error() + "; " + howTo}
 	}
 	return s
+}
+
+// StartCluster starts a throwaway cluster even when MARKETPLACE_TEST_POSTGRES
+// is set: for a test that restarts its server (Restart), which no other
+// test may share. Like Start it does not fail: URL and NewDB report why
+// there is no server.
+func StartCluster(ctx context.Context) *Server {
+	s, err := startCluster(ctx)
+	if err != nil {
+		return &Server{reason: err.Error() + "; " + howTo}
+	}
+	return s
+}
+
+// Restart stops the throwaway cluster (pg_ctl stop -m fast: every
+// connection breaks), keeps it down for down, and starts it again on the
+// same port: a database outage, or a failover, for the clients.
+func (s *Server) Restart(ctx context.Context, down time.Duration) error {
+	if s == nil || s.dir == "" {
+		return errors.New("pgtest: Restart needs a cluster that StartCluster made")
+	}
+	data := filepath.Join(s.dir, "data")
+	if out, err := run(ctx, s.cred, s.pgCtl, "stop", "-D", data, "-m", "fast", "-w"); err != nil {
+		return fmt.Errorf("pg_ctl stop: %w: %s", err, out)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(down):
+	}
+	if out, err := run(ctx, s.cred, s.pgCtl, "start", "-D", data, "-l", filepath.Join(s.dir, "log"), "-w", "-t", "60", "-o", s.opts); err != nil {
+		return fmt.Errorf("pg_ctl start: %w: %s", err, out)
+	}
+	return nil
 }
 
 // URL returns the URL of the server's administrative database, or skips
@@ -206,6 +241,7 @@ func startCluster(ctx context.Context) (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("pg_ctl start: %w: %s %s", err, out, log)
 	}
+	s.opts = opts
 	s.admin = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 	return s, nil
 }

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/saasmarket/marketplace/postgres/pgtest"
+)
+
+// pgDatabase returns a fresh database for t on the test server
+// (MARKETPLACE_TEST_POSTGRES, or a throwaway cluster; see pgtest), or
+// skips t without one (fails it under CI).
+func pgDatabase(t *testing.T) string {
+	t.Helper()
+	pg := pgtest.Start(t.Context())
+	t.Cleanup(func() { pg.Close() })
+	return pg.NewDB(t)
+}
+
+// withPassword returns dbURL with password set on its user: the servers
+// the tests use trust loopback connections, so any password connects.
+func withPassword(t *testing.T, dbURL, password string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password)
+	return u.String()
+}
+
+// replica is one `marketplaced serve` process of several on one database,
+// across its restarts: one address, one log file.
+type replica struct {
+	name, bin, addr string
+	args, env       []string
+	log             *os.File
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func newReplica(t *testing.T, name string, args, env []string) *replica {
+	t.Helper()
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{name: name, bin: bin, addr: freeAddr(t), args: args, env: env, log: log}
+	t.Cleanup(func() {
+		r.kill()
+		log.Close()
+	})
+	return r
+}
+
+func (r *replica) url() string { return "http://" + r.addr }
+
+var listeningLine = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
+
+// start runs the replica and waits until it listens.
+func (r *replica) start(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cmd := exec.Command(r.bin, append([]string{"serve", "-addr", r.addr, "-data", filepath.Join(filepath.Dir(r.log.Name()), r.name)}, r.args...)...)
+	cmd.Env = append(os.Environ(), append([]string{"MARKETPLACED_API_KEYS=" + serveKey}, r.env...)...)
+	cmd.Stderr = r.log
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	first := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case first <- sc.Text():
+			default:
+			}
+		}
+		done <- cmd.Wait()
+	}()
+	select {
+	case l := <-first:
+		if !listeningLine.MatchString(l) {
+			t.Fatalf("%s: unexpected first line %q", r.name, l)
+		}
+	case err := <-done:
+		t.Fatalf("%s exited at start: %v\n%s", r.name, err, r.logs())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not start within 30 s\n%s", r.name, r.logs())
+	}
+	r.cmd, r.done = cmd, done
+}
+
+// kill SIGKILLs the replica, if it runs, and waits until it is gone.
+func (r *replica) kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.done
+	r.cmd = nil
+}
+
+// stop sends SIGTERM and returns the exit error (nil for status 0).
+func (r *replica) stop(t *testing.T) error {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return nil
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-r.done:
+		r.cmd = nil
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: no exit within 30 s of SIGTERM\n%s", r.name, r.logs())
+		return nil
+	}
+}
+
+func (r *replica) logs() string {
+	b, _ := os.ReadFile(r.log.Name())
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
+	}
+	return r.name + ":\n" + string(b)
+}
+
+// post sends a usage batch to base; key, when set, is its Idempotency-Key.
+// It returns the status and Retry-After, or the transport error.
+func post(ctx context.Context, c *http.Client, base, key string, body []byte) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", base+"/v1/usage", bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+serveKey)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), nil
+}
+
+// usageRecord is a record of POST /v1/usage.
+type usageRecord struct {
+	EventID  string `json:"event_id,omitempty"`
+	Provider string `json:"provider"`
+	Customer string `json:"customer"`
+	Metric   string `json:"metric"`
+	Quantity int64  `json:"quantity"`
+	Time     string `json:"time,omitempty"`
+}
+
+func usageBody(recs []usageRecord) []byte {
+	b, _ := json.Marshal(map[string]any{"records": recs})
+	return b
+}
+
+// TestServeStorePostgres: marketplaced serve on PostgreSQL (-store, and
+// MARKETPLACED_STORE) ingests and answers from the database, and its
+// password shows nowhere: not when the database cannot be reached (the
+// error names the database redacted), not in the start-up log, not in -h.
+func TestServeStorePostgres(t *testing.T) {
+	const password = "pw-Never-Shown-7f3a9c"
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := filepath.Join("..", "..", "server", "testdata", "catalogue.json")
+
+	// A database that does not answer: the daemon stops, naming it
+	// without the password.
+	for _, how := range []string{"flag", "env"} {
+		bad := "postgres://marketplace:" + password + "@127.0.0.1:1/marketplace?sslmode=disable"
+		args := []string{"serve", "-addr", "127.0.0.1:0", "-data", t.TempDir(), "-catalogue", cat}
+		env := append(os.Environ(), "MARKETPLACED_API_KEYS="+serveKey)
+		if how == "flag" {
+			args = append(args, "-store", bad)
+		} else {
+			env = append(env, "MARKETPLACED_STORE="+bad)
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("%s: exit %v, want status 2\n%s%s", how, err, stdout.String(), stderr.String())
+		}
+		out := stdout.String() + stderr.String()
+		if strings.Contains(out, password) {
+			t.Fatalf("%s: the password is in the output:\n%s", how, out)
+		}
+		if want := "setting -store: postgres: connect to postgres://marketplace:xxxxx@127.0.0.1:1/marketplace"; !strings.Contains(out, want) {
+			t.Errorf("%s: output lacks %q:\n%s", how, want, out)
+		}
+	}
+	if help, _ := exec.Command(bin, "serve", "-h").CombinedOutput(); !strings.Contains(string(help), "MARKETPLACED_STORE") || !strings.Contains(string(help), "-replicas") {
+		t.Errorf("serve -h does not show -store and -replicas:\n%s", help)
+	}
+
+	// A real database, its URL with a password: ingest, read back, stop.
+	dbURL := withPassword(t, pgDatabase(t), password)
+	r := newReplica(t, "pg", []string{"-catalogue", cat, "-log-level", "debug"}, []string{"MARKETPLACED_STORE=" + dbURL})
+	r.start(t)
+	st, _, err := post(t.Context(), http.DefaultClient, r.url(), "", usageBody([]usageRecord{{EventID: "pg-1", Provider: "aws", Customer: "c1", Metric: "tokens", Quantity: 7}}))
+	if err != nil || st != 200 {
+		t.Fatalf("POST /v1/usage: %d %v\n%s", st, err, r.logs())
+	}
+	var usage struct {
+		Buckets []struct {
+			Quantity int64 `json:"quantity"`
+		} `json:"buckets"`
+	}
+	if st := getJSON(t, "GET", r.url()+"/v1/usage?provider=aws&customer=c1", "", &usage); st != 200 || len(usage.Buckets) != 1 || usage.Buckets[0].Quantity != 7 {
+		t.Fatalf("GET /v1/usage: %d %+v", st, usage)
+	}
+	// The record is in PostgreSQL (not in a SQLite file): read it there.
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM events WHERE id LIKE '%pg-1'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("event id in PostgreSQL: %d rows, %v", n, err)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, r.logs())
+	}
+	logs, _ := os.ReadFile(r.log.Name())
+	if bytes.Contains(logs, []byte(password)) {
+		t.Fatalf("the password is in the logs:\n%s", logs)
+	}
+	u, _ := url.Parse(dbURL)
+	u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	redacted, _ := json.Marshal(u.String())
+	if !bytes.Contains(logs, []byte(`"store":`+string(redacted))) {
+		t.Errorf("the start-up log does not name the store %s:\n%s", redacted, logs)
+	}
+	for line := range strings.SplitSeq(strings.TrimSpace(string(logs)), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Fatalf("log line is not JSON: %s", line)
+		}
+	}
+}
+
+// emulatorClient reads the Azure emulator's certificate: the client that
+// trusts it (the other emulators are plain HTTP).
+func emulatorClient(t *testing.T, certFile string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// call is a request that returns its transport error instead of failing.
+func call(ctx context.Context, c *http.Client, method, u, body string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	if strings.HasPrefix(body, "{") {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if strings.Contains(u, "/v1/") {
+		req.Header.Set("Authorization", "Bearer "+serveKey)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: %s: %w", method, u, b, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+
+// usageTotal sums the quantities GET /v1/usage shows for customer.
+func usageTotal(t *testing.T, base, provider, customer string) int64 {
+	t.Helper()
+	var usage struct {
+		Buckets []struct {
+			Quantity int64 `json:"quantity"`
+		} `json:"buckets"`
+	}
+	if st, err := call(t.Context(), http.DefaultClient, "GET", base+"/v1/usage?provider="+provider+"&customer="+url.QueryEscape(customer), "", &usage); err != nil || st != 200 {
+		t.Fatalf("GET /v1/usage for %s: %d %v", customer, st, err)
+	}
+	var n int64
+	for _, b := range usage.Buckets {
+		n += b.Quantity
+	}
+	return n
+}
+
+// TestServePostgresOutage: PostgreSQL restarts (pg_ctl stop, two seconds
+// down, start) while clients ingest. Ingest answers 503 with Retry-After
+// while it is down — never a success that was not committed — the clients
+// retry the same batches (event ids), and the daemon recovers by itself:
+// every acknowledged record is stored exactly once, and the daemon never
+// exited. The cluster is the test's own (pgtest.StartCluster), since
+// restarting a server other tests share would break them.
+func TestServePostgresOutage(t *testing.T) {
+	pg := pgtest.StartCluster(t.Context())
+	t.Cleanup(func() { pg.Close() })
+	dbURL := pg.NewDB(t)
+	r := newReplica(t, "outage", []string{"-catalogue", filepath.Join("..", "..", "server", "testdata", "catalogue.json")},
+		[]string{"MARKETPLACED_STORE=" + dbURL})
+	r.start(t)
+
+	const writers, customers = 4, 3
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	var (
+		wg                   sync.WaitGroup
+		mu                   sync.Mutex
+		acked                = map[string]int64{}
+		unavailable, batches int
+	)
+	client := &http.Client{Timeout: 20 * time.Second}
+	for w := range writers {
+		wg.Go(func() {
+			for n := 0; ctx.Err() == nil; n++ {
+				var recs []usageRecord
+				sum := map[string]int64{}
+				for i := range 10 {
+					c := fmt.Sprint("outage-", (n+i)%customers)
+					q := int64(1 + (w*7+n+i)%13)
+					recs = append(recs, usageRecord{EventID: fmt.Sprintf("o-%d-%d-%d", w, n, i), Provider: "aws", Customer: c, Metric: "tokens", Quantity: q})
+					sum[c] += q
+				}
+				body := usageBody(recs)
+				// Retry until acknowledged; a batch begun is finished
+				// even after the load stops, so that every batch sent is
+				// settled.
+				for deadline := time.Now().Add(60 * time.Second); ; {
+					st, retryAfter, err := post(t.Context(), client, r.url(), "", body)
+					if err != nil {
+						t.Errorf("writer %d: the daemon did not answer: %v", w, err)
+						return
+					}
+					if st == 200 {
+						break
+					}
+					if st != 503 || retryAfter == "" {
+						t.Errorf("writer %d: %d (Retry-After %q), want 200 or 503 with Retry-After", w, st, retryAfter)
+						return
+					}
+					mu.Lock()
+					unavailable++
+					mu.Unlock()
+					if time.Now().After(deadline) {
+						t.Errorf("writer %d: still 503 a minute after the database went down: the daemon did not recover\n%s", w, r.logs())
+						return
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				mu.Lock()
+				batches++
+				for c, q := range sum {
+					acked[c] += q
+				}
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(1500 * time.Millisecond)
+	mu.Lock()
+	before := batches
+	mu.Unlock()
+	began := time.Now()
+	if err := pg.Restart(t.Context(), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("PostgreSQL restarted in %v", time.Since(began))
+	time.Sleep(3 * time.Second) // ingest goes on after the restart
+	stop()
+	wg.Wait()
+	if t.Failed() {
+		t.Fatal(r.logs())
+	}
+	t.Logf("batches acknowledged: %d before the restart, %d in all; 503 answers: %d", before, batches, unavailable)
+	if before == 0 || batches <= before {
+		t.Fatalf("batches acknowledged: %d before the restart, %d in all: the test did not ingest across the outage", before, batches)
+	}
+	if unavailable == 0 {
+		t.Fatalf("no 503 while PostgreSQL was down: the test did not hit the outage")
+	}
+	select {
+	case err := <-r.done:
+		t.Fatalf("the daemon exited: %v\n%s", err, r.logs())
+	default:
+	}
+	for c, want := range acked {
+		if got := usageTotal(t, r.url(), "aws", c); got != want {
+			t.Errorf("%s: stored %d, acknowledged %d", c, got, want)
+		}
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, r.logs())
+	}
+}
