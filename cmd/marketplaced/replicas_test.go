@@ -327,7 +327,6 @@ func call(ctx context.Context, c *http.Client, method, u, body string, out any) 
 	return resp.StatusCode, nil
 }
 
-
 // usageTotal sums the quantities GET /v1/usage shows for customer.
 func usageTotal(t *testing.T, base, provider, customer string) int64 {
 	t.Helper()
