@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/saasmarket/marketplace/emulator/admin"
 	"github.com/saasmarket/marketplace/postgres/pgtest"
 )
 
@@ -451,5 +454,160 @@ func TestServePostgresOutage(t *testing.T) {
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, r.logs())
+	}
+}
+
+// meteringLog is a proxy in front of the AWS emulator's metering endpoint
+// that records each BatchMeterUsage call: when it came and whether AWS
+// throttled it. It watches the daemons from outside, as AWS would.
+type meteringLog struct {
+	mu        sync.Mutex
+	calls     []time.Time
+	throttled int
+}
+
+func newMeteringLog(t *testing.T, target string) (*meteringLog, string) {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &meteringLog{}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.Header.Get("X-Amz-Target"), ".BatchMeterUsage") {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.calls = append(m.calls, time.Now())
+		if bytes.Contains(body, []byte("ThrottlingException")) {
+			m.throttled++
+		}
+		return err
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return m, srv.URL
+}
+
+// busiest returns the most calls that fell in any window of length d.
+func (m *meteringLog) busiest(d time.Duration) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	best, lo := 0, 0
+	for hi, c := range m.calls {
+		for c.Sub(m.calls[lo]) >= d {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+// TestReplicasShareAWSRate: AWS's BatchMeterUsage quota (10 calls per
+// second) is the seller's, whichever daemon calls. Three daemons on one
+// database, started with -replicas 3, report a backlog of thousands of
+// sealed hours to the AWS emulator, which throttles above 10 calls per
+// second: no call is throttled, and in their busiest 10 seconds together
+// they make at least 95 % of the 100 calls the quota allows. (Without
+// -replicas each would call at 10 per second, and AWS would throttle.)
+func TestReplicasShareAWSRate(t *testing.T) {
+	const (
+		replicas  = 3
+		customers = 40
+		metrics   = 6
+		hours     = 20 // from 2 to 21 hours ago: sealed at once, inside AWS's 24 hours
+		quota     = 10.0
+		window    = 10 * time.Second
+	)
+	dbURL := pgDatabase(t)
+	emu := startEmulate(t, "-clouds", "aws", "-aws-listen", "127.0.0.1:0", "-aws-throttle-tps", fmt.Sprint(quota))
+	calls, endpoint := newMeteringLog(t, emu["aws"])
+
+	var cat strings.Builder
+	cat.WriteString(`{"products":[{"provider":"aws","product":"prod-rate","metrics":{`)
+	for m := range metrics {
+		if m > 0 {
+			cat.WriteString(",")
+		}
+		fmt.Fprintf(&cat, `"m%d":{"dimension":"d%d"}`, m, m)
+	}
+	cat.WriteString(`}}]}`)
+	catFile := filepath.Join(t.TempDir(), "catalogue.json")
+	if err := os.WriteFile(catFile, []byte(cat.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var buyers []string
+	for range customers {
+		var b admin.Buyer
+		if st := getJSON(t, "POST", emu["aws"]+"/emulator/buyers", `{"product":"prod-rate"}`, &b); st != 201 {
+			t.Fatalf("new buyer: %d", st)
+		}
+		buyers = append(buyers, b.ID)
+	}
+	var rs []*replica
+	for i := range replicas {
+		r := newReplica(t, fmt.Sprint("rate-", i), []string{"-catalogue", catFile, "-aws-product-code", "prod-rate", "-aws-region", "us-east-1",
+			"-replicas", fmt.Sprint(replicas), "-seal-every", "1s"},
+			[]string{"MARKETPLACED_STORE=" + dbURL, "AWS_ENDPOINT_URL_MARKETPLACE_METERING=" + endpoint,
+				"AWS_ACCESS_KEY_ID=AKIDEMULATOR", "AWS_SECRET_ACCESS_KEY=emulator-secret"})
+		r.start(t)
+		rs = append(rs, r)
+	}
+
+	// The backlog: each customer's every metric and hour in one batch, so
+	// that each series is whole before it seals.
+	now := time.Now().UTC().Truncate(time.Hour)
+	var want int64
+	for i, c := range buyers {
+		var recs []usageRecord
+		for m := range metrics {
+			for h := range hours {
+				q := int64(1 + (i+m+h)%9)
+				recs = append(recs, usageRecord{Provider: "aws", Customer: c, Metric: fmt.Sprint("m", m), Quantity: q,
+					Time: now.Add(-time.Duration(2+h) * time.Hour).Format(time.RFC3339)})
+				want += q
+			}
+		}
+		r := rs[i%replicas]
+		if st, _, err := post(t.Context(), http.DefaultClient, r.url(), fmt.Sprint("rate-", i), usageBody(recs)); err != nil || st != 200 {
+			t.Fatalf("POST /v1/usage to %s: %d %v\n%s", r.name, st, err, r.logs())
+		}
+	}
+
+	buckets := customers * metrics * hours
+	var bill admin.Bill
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		getJSON(t, "GET", emu["aws"]+"/emulator/bill", "", &bill)
+		if len(bill.Lines) >= buckets {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 90 s the bill has %d of %d hours\n%s\n%s\n%s", len(bill.Lines), buckets, rs[0].logs(), rs[1].logs(), rs[2].logs())
+		}
+	}
+	var got int64
+	for _, l := range bill.Lines {
+		got += int64(l.Quantity)
+	}
+	calls.mu.Lock()
+	n, throttled, first, last := len(calls.calls), calls.throttled, calls.calls[0], calls.calls[len(calls.calls)-1]
+	calls.mu.Unlock()
+	busiest := calls.busiest(window)
+	t.Logf("%d BatchMeterUsage calls in %v (%.1f/s), %d throttled; busiest %v: %d calls (%.1f/s, %.0f%% of the quota); billed %d of %d",
+		n, last.Sub(first).Round(time.Millisecond), float64(n-1)/last.Sub(first).Seconds(), throttled, window, busiest,
+		float64(busiest)/window.Seconds(), 100*float64(busiest)/(quota*window.Seconds()), got, want)
+	if throttled > 0 {
+		t.Errorf("%d calls were throttled: the replicas together went over AWS's %g calls per second", throttled, quota)
+	}
+	if min := 0.95 * quota * window.Seconds(); float64(busiest) < min {
+		t.Errorf("busiest %v: %d calls, want at least %.0f (95%% of the quota)", window, busiest, min)
+	}
+	if got != want || len(bill.Lines) != buckets {
+		t.Errorf("billed %d in %d lines, want %d in %d", got, len(bill.Lines), want, buckets)
 	}
 }
