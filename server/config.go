@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
 	"github.com/saasmarket/marketplace/pages"
 	"github.com/saasmarket/marketplace/postgres"
 )
@@ -58,6 +59,16 @@ type Config struct {
 	// PagesDir, when set, is a folder of the seller's landing-page
 	// templates (package pages), checked at start.
 	PagesDir string
+
+	// LinkURL, when set, is the seller's sign-up page: the landing pages
+	// redirect each new buyer there with signed query parameters (see
+	// LinkHook); the seller's page attaches its account with
+	// PUT /v1/subscriptions/{provider}/{customer}/account.
+	LinkURL *url.URL
+	// LinkSecret signs those parameters (HMAC-SHA256). Secret.
+	LinkSecret []byte
+	// LinkTTL is how long the signed parameters are valid.
+	LinkTTL time.Duration
 
 	LogLevel slog.Level
 
@@ -135,6 +146,23 @@ func (a AzureConfig) Enabled() bool { return a.TenantID != "" }
 // Enabled reports whether GCP is configured.
 func (g GCPConfig) Enabled() bool { return g.Service != "" }
 
+func (c Config) linkURL() string {
+	if c.LinkURL == nil {
+		return ""
+	}
+	return c.LinkURL.Redacted()
+}
+
+// LinkFunc returns the daemon's link hook for every cloud's landing page
+// (LinkHook.Link), or nil when no -link-url is set.
+func (c Config) LinkFunc(logger *slog.Logger) lifecycle.LinkFunc {
+	if c.LinkURL == nil {
+		return nil
+	}
+	h := &LinkHook{URL: c.LinkURL, Secret: c.LinkSecret, TTL: c.LinkTTL, Clock: time.Now, Logger: logger}
+	return h.Link
+}
+
 // Clock returns the ledger's clock (see ClockOffset); time.Now unless a
 // test or demo setting is given.
 func (c Config) Clock() func() time.Time {
@@ -177,6 +205,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_in_flight", c.MaxInFlight),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.String("link_url", c.linkURL()), slog.Bool("link_secret_set", len(c.LinkSecret) > 0),
 		slog.Group("aws", slog.String("product_code", c.AWS.ProductCode), slog.Bool("license_mode", c.AWS.LicenseMode),
 			slog.String("region", c.AWS.Region), slog.Bool("entitlements", c.AWS.Entitlements),
 			slog.Bool("eventbridge_secret_set", c.AWS.EventBridgeSecret != ""), slog.String("sqs_queue_url", c.AWS.SQSQueueURL),
@@ -407,6 +436,34 @@ func settings() []setting {
 			}},
 		{flag: "azure-emulator-ca-file", cloud: "azure", usage: "Azure Marketplace: the Azure emulator's TLS certificate (PEM), trusted for its URL only",
 			apply: func(c *Config, v string) error { c.Azure.EmulatorCAFile = v; return nil }},
+		{flag: "link-url", usage: "your sign-up page: each new buyer's landing redirects there (303) with signed query parameters naming the subscription; your page links its account with PUT /v1/subscriptions/{provider}/{customer}/account (see docs/api.md). Needs -link-secret",
+			apply: func(c *Config, v string) error {
+				if v == "" {
+					return nil
+				}
+				u, err := url.Parse(v)
+				switch {
+				case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+					return fmt.Errorf("want an absolute https:// URL, got %q", v)
+				case u.Scheme == "http" && !loopbackHost(u.Hostname()):
+					return fmt.Errorf("want https:// (http:// only on loopback, for development), got %q", v)
+				case u.Fragment != "":
+					return fmt.Errorf("want a URL without a #fragment, got %q", v)
+				case u.User != nil:
+					return errors.New("want a URL without user:password@")
+				}
+				c.LinkURL = u
+				return nil
+			}},
+		{flag: "link-secret", secret: true, usage: "the key that signs -link-url's parameters (HMAC-SHA256), at least 32 bytes; your sign-up page verifies with it. Secret",
+			apply: func(c *Config, v string) error {
+				if v != "" && len(v) < 32 {
+					return fmt.Errorf("too short: %d bytes, want at least 32 (openssl rand -hex 32)", len(v))
+				}
+				c.LinkSecret = []byte(v)
+				return nil
+			}},
+		{flag: "link-ttl", def: "10m", usage: "how long -link-url's signed parameters are valid", apply: dur(func(c *Config) *time.Duration { return &c.LinkTTL })},
 		{flag: "seal-every", def: "15s", usage: "how often the ledger seals the hours that have ended", apply: dur(func(c *Config) *time.Duration { return &c.SealEvery })},
 		{flag: "seal-grace", def: "5m", usage: "how long after an hour ends its usage is sealed (records arriving later go to the earliest open hour)", apply: dur(func(c *Config) *time.Duration { return &c.SealGrace })},
 		{flag: "clock-offset", def: "0s", usage: "testing and demos only: added to the ledger's clock, which decides when hours end (e.g. -1h)",
@@ -553,6 +610,12 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 			errs = append(errs, fmt.Errorf("setting -azure-tenant-id / %s: the catalogue %s has no azure product", envName("azure-tenant-id"), c.CataloguePath))
 		}
 	}
+	switch {
+	case c.LinkURL != nil && len(c.LinkSecret) == 0:
+		errs = append(errs, fmt.Errorf("setting -link-secret / %s: is required with -link-url (it signs the redirect's parameters)", envName("link-secret")))
+	case c.LinkURL == nil && len(c.LinkSecret) > 0:
+		errs = append(errs, fmt.Errorf("setting -link-url / %s: is required with -link-secret (where to send buyers)", envName("link-url")))
+	}
 	if c.Replicas > 1 && c.Store == "" {
 		errs = append(errs, fmt.Errorf("setting -replicas / %s: %d daemons need a shared database: set -store / %s to a postgres:// URL",
 			envName("replicas"), c.Replicas, envName("store")))
@@ -561,6 +624,10 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		errs = append(errs, fmt.Errorf("setting -aws-sqs-queue-url / %s: want the queue's URL, got %q", envName("aws-sqs-queue-url"), c.AWS.SQSQueueURL))
 	}
 	return c, errors.Join(errs...)
+}
+
+func loopbackHost(h string) bool {
+	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {

@@ -193,6 +193,10 @@ type dashboardData struct {
 	Providers []marketplace.CloudProvider `json:"providers"`
 	// Subscriptions counts subscriptions per cloud and state.
 	Subscriptions map[marketplace.CloudProvider]map[string]int `json:"subscriptions"`
+	// Linked counts the subscriptions per cloud that are linked to an
+	// account of the seller's (the landing's link hook, or
+	// PUT /v1/subscriptions/{provider}/{customer}/account).
+	Linked map[marketplace.CloudProvider]int `json:"linked"`
 	// Hours are the starts of the hours the usage chart shows, oldest first.
 	Hours  []time.Time    `json:"hours"`
 	Usage  []usageSeries  `json:"usage"`
@@ -285,8 +289,8 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 		}
 	}
 	dd := &dashboardData{Generated: now.UTC(), Providers: providers,
-		Subscriptions: map[marketplace.CloudProvider]map[string]int{},
-		Usage:         []usageSeries{}, Health: []reportHealth{}, Parked: []parkedNote{}}
+		Subscriptions: map[marketplace.CloudProvider]map[string]int{}, Linked: map[marketplace.CloudProvider]int{},
+		Usage: []usageSeries{}, Health: []reportHealth{}, Parked: []parkedNote{}}
 	first := ledger.HourOf(now).Add(-(usageHours - 1) * time.Hour)
 	for i := range usageHours {
 		dd.Hours = append(dd.Hours, first.Add(time.Duration(i)*time.Hour).UTC())
@@ -301,10 +305,15 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 			return nil, err
 		}
 		counts := map[string]int{}
+		linked := 0
 		for _, sub := range subs {
 			counts[sub.Status]++
+			if sub.AccountID != "" {
+				linked++
+			}
 		}
 		dd.Subscriptions[p] = counts
+		dd.Linked[p] = linked
 
 		bs, err := s.deps.Ledger.Buckets(ctx, ledger.BucketFilter{Provider: p})
 		if err != nil {

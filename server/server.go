@@ -59,6 +59,10 @@ type Deps struct {
 	Clouds       []Cloud
 	// Lifecycle, when set, is run alongside the reporters.
 	Lifecycle Runner
+	// Updater, when set, stores the account ids of
+	// PUT /v1/subscriptions/{provider}/{customer}/account (the lifecycle
+	// engine); without it that route answers 503.
+	Updater SubscriptionUpdater
 	// Parked, when set, counts a cloud's parked notifications for /metrics
 	// (the lifecycle engine's Parked).
 	Parked  func(ctx context.Context, p marketplace.CloudProvider) (int, error)

@@ -16,6 +16,7 @@ import (
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/entitlement"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/lifecycle"
 	"github.com/saasmarket/marketplace/sqlite"
 )
 
@@ -96,8 +97,12 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Cleanup(func() { led.Close() })
 	cache := entitlement.New(entitlement.StoreLoader{Subscriptions: store, Entitlements: store, Clock: clock}.Load,
 		entitlement.Config{Clock: clock})
+	engine, err := lifecycle.New(lifecycle.Deps{Store: store, Ledger: led, Entitlements: cache, Logger: logger, Clock: clock}, lifecycle.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := New(cfg, Deps{Ledger: led, Subscriptions: store, Entitlements: cache, Metrics: metrics, Logger: logger, Clock: clock,
-		Clouds: o.clouds, Lifecycle: o.lifecycle,
+		Clouds: o.clouds, Lifecycle: o.lifecycle, Updater: engine,
 		Maintain: ledger.MaintainConfig{FoldEvery: 10 * time.Millisecond, SealEvery: 10 * time.Millisecond},
 		Reporter: ledger.ReporterConfig{Poll: 10 * time.Millisecond}})
 	if err != nil {

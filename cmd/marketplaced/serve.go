@@ -83,7 +83,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	srv, err := server.New(cfg, server.Deps{
 		Ledger: led, Subscriptions: store, Entitlements: cache, Clouds: clouds,
-		Lifecycle: engine,
+		Lifecycle: engine, Updater: engine,
 		Parked: func(ctx context.Context, p marketplace.CloudProvider) (int, error) {
 			ns, err := engine.Parked(ctx, p)
 			return len(ns), err
@@ -129,7 +129,7 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 		ac := aws.Config{
 			ProductCode: a.ProductCode, LicenseMode: a.LicenseMode, Metering: metering,
 			EventBridgeHeader: a.EventBridgeHeader, EventBridgeSecret: a.EventBridgeSecret,
-			SNSTopicARNs: a.SNSTopicARNs,
+			SNSTopicARNs: a.SNSTopicARNs, Link: cfg.LinkFunc(engine.Deps().Logger),
 		}
 		if a.Entitlements {
 			if ac.Entitlements, err = aws.LoadEntitlements(ctx, "", opts...); err != nil {
@@ -154,6 +154,7 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 		if err != nil {
 			return nil, nil, fmt.Errorf("Azure: %w", err)
 		}
+		ac.Link = cfg.LinkFunc(engine.Deps().Logger)
 		p, err := azure.NewProvider(engine, ac)
 		if err != nil {
 			return nil, nil, fmt.Errorf("Azure: %w", err)
@@ -166,6 +167,7 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 			return nil, nil, fmt.Errorf("Google: %w", err)
 		}
 		closers = append(closers, closeGCP)
+		p.Link = cfg.LinkFunc(engine.Deps().Logger)
 		gp, err := gcp.NewProvider(engine, p)
 		if err != nil {
 			return nil, nil, fmt.Errorf("Google: %w", err)

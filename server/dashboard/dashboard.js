@@ -63,6 +63,11 @@
       return [name(p), ...STATES.map((s) => ({ text: fmtNum(c[s] || 0), cls: "num" })), { text: fmtNum(total), cls: "num" }];
     });
     fillBody($("subscriptions"), rows, 7, "No cloud is configured.");
+    const linked = d.linked || {};
+    $("linked").textContent = d.providers.length === 0 ? "" : "Linked to one of your accounts: " + d.providers.map((p) => {
+      const total = Object.values(d.subscriptions[p] || {}).reduce((a, b) => a + b, 0);
+      return name(p) + " " + fmtNum(linked[p] || 0) + " of " + fmtNum(total);
+    }).join(", ") + ".";
   }
 
   function renderDimensions(d) {
