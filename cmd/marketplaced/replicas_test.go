@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -464,6 +465,32 @@ type meteringLog struct {
 	mu        sync.Mutex
 	calls     []time.Time
 	throttled int
+	inflight  atomic.Int32 // calls sent and not yet answered
+	sent      []sentCall
+}
+
+// sentCall is a BatchMeterUsage call as the proxy saw it: when it came,
+// its records (customer, dimension, hour), and whether it was answered.
+type sentCall struct {
+	at       time.Time
+	records  []string
+	answered bool
+}
+
+// recordKeys lists the records of a BatchMeterUsage request body.
+func recordKeys(body []byte) []string {
+	var req struct {
+		UsageRecords []struct {
+			CustomerIdentifier, Dimension string
+			Timestamp                     json.Number
+		}
+	}
+	json.Unmarshal(body, &req)
+	var keys []string
+	for _, r := range req.UsageRecords {
+		keys = append(keys, r.CustomerIdentifier+" "+r.Dimension+" "+r.Timestamp.String())
+	}
+	return keys
 }
 
 func newMeteringLog(t *testing.T, target string) (*meteringLog, string) {
@@ -489,7 +516,26 @@ func newMeteringLog(t *testing.T, target string) (*meteringLog, string) {
 		}
 		return err
 	}
-	srv := httptest.NewServer(proxy)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".BatchMeterUsage") {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		m.mu.Lock()
+		i := len(m.sent)
+		m.sent = append(m.sent, sentCall{at: time.Now(), records: recordKeys(body)})
+		m.mu.Unlock()
+		m.inflight.Add(1)
+		defer m.inflight.Add(-1)
+		proxy.ServeHTTP(w, r)
+		if r.Context().Err() == nil {
+			m.mu.Lock()
+			m.sent[i].answered = true
+			m.mu.Unlock()
+		}
+	}))
 	t.Cleanup(srv.Close)
 	return m, srv.URL
 }
@@ -609,5 +655,345 @@ func TestReplicasShareAWSRate(t *testing.T) {
 	}
 	if got != want || len(bill.Lines) != buckets {
 		t.Errorf("billed %d in %d lines, want %d in %d", got, len(bill.Lines), want, buckets)
+	}
+}
+
+// TestReplicasKillOne: three daemons (separate processes) on one
+// PostgreSQL database ingest concurrently and report to the emulators of
+// all three clouds. Clients send batches to their own replica and, when it
+// does not acknowledge, retry the same batch on the next one: AWS and
+// Google usage with event ids, Azure usage as Idempotency-Key batches.
+// While a replica has an AWS call in flight (each metering call takes a
+// second) it is SIGKILLed, and restarted two seconds later. At the end each
+// emulator's bill equals the acknowledged usage exactly, no hour is billed
+// twice, and every bucket is reported with no lease left: the dead
+// replica's leases expired and were taken over.
+//
+// The daemons' ledger clock runs 120 times the wall's pace, 20 hours
+// behind it (the clouds take the hours as past): an hour ends, seals and is
+// reported every 30 seconds, so the load spans two hours and the kill
+// lands while the first is being reported.
+func TestReplicasKillOne(t *testing.T) {
+	const (
+		replicas    = 3
+		azureSecret = "azure-client-secret-for-the-replica-test"
+		service     = "inference.endpoints.e2e-project.cloud.goog"
+		audience    = "saas.example.com"
+		rate        = 120
+		perCloud    = 2 // buyers with usage, per cloud
+	)
+	dbURL := pgDatabase(t)
+	dir := t.TempDir()
+	certFile := filepath.Join(dir, "azure-cert.pem")
+	emu := startEmulate(t, "-aws-listen", "127.0.0.1:0", "-azure-listen", "127.0.0.1:0", "-gcp-listen", "127.0.0.1:0",
+		"-aws-latency", "1s", "-azure-cert-file", certFile, "-azure-client-secret", azureSecret,
+		"-gcp-service", service, "-gcp-metrics", "tokens", "-gcp-audience", audience)
+	azClient := emulatorClient(t, certFile)
+	plain := &http.Client{Timeout: 20 * time.Second}
+	cat := filepath.Join(dir, "catalogue.json")
+	if err := os.WriteFile(cat, []byte(`{"products":[
+		{"provider":"aws","product":"prod-rep","metrics":{"tokens":{"dimension":"tokens"}}},
+		{"provider":"azure","product":"inference-offer","metrics":{"tokens":{"dimension":"tokens"}}},
+		{"provider":"gcp","product":"`+service+`","metrics":{"tokens":{"dimension":"`+service+`/tokens"}}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// The ledger's clock: at the anchor it reads H:30, H twenty hours ago.
+	anchor := time.Now().UTC().Truncate(time.Second)
+	hour := anchor.Add(-20 * time.Hour).Truncate(time.Hour)
+	start := hour.Add(30 * time.Minute)
+	ledgerNow := func() time.Time { return start.Add(time.Since(anchor) * rate) }
+	wallAt := func(l time.Time) time.Time { return anchor.Add(l.Sub(start) / rate) }
+
+	var rs []*replica
+	var aws []*meteringLog
+	for i := range replicas {
+		m, endpoint := newMeteringLog(t, emu["aws"])
+		aws = append(aws, m)
+		rs = append(rs, newReplica(t, fmt.Sprint("replica-", i), []string{"-catalogue", cat, "-replicas", fmt.Sprint(replicas),
+			"-seal-every", "1s", "-clock-rate", fmt.Sprint(rate), "-clock-anchor", anchor.Format(time.RFC3339),
+			"-clock-offset", start.Sub(anchor).String(),
+			"-aws-product-code", "prod-rep", "-aws-region", "us-east-1",
+			"-azure-tenant-id", "72f988bf-86f1-41af-91ab-2d7cd011db47", "-azure-app-id", "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59",
+			"-azure-emulator-url", emu["azure"], "-azure-emulator-ca-file", certFile,
+			"-gcp-service", service, "-gcp-provider-id", "demo-provider", "-gcp-signup-audience", audience, "-gcp-emulator-url", emu["gcp"]},
+			[]string{"MARKETPLACED_STORE=" + dbURL, "AWS_ENDPOINT_URL_MARKETPLACE_METERING=" + endpoint,
+				"AWS_ACCESS_KEY_ID=AKIDEMULATOR", "AWS_SECRET_ACCESS_KEY=emulator-secret", "MARKETPLACED_AZURE_CLIENT_SECRET=" + azureSecret}))
+	}
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Go(func() { r.start(t) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	allLogs := func() string {
+		var b strings.Builder
+		for _, r := range rs {
+			b.WriteString(r.logs() + "\n")
+		}
+		return b.String()
+	}
+
+	// The buyers. AWS and Google: subscribed at the emulator (Google's
+	// ledger customer is the entitlement's usageReportingId). Azure: they
+	// land, each on another replica, which stores the subscription (its
+	// plan is what the Azure reporter sends).
+	customers := map[string][]string{}
+	for range perCloud {
+		var b admin.Buyer
+		if st := getJSON(t, "POST", emu["aws"]+"/emulator/buyers", `{"product":"prod-rep"}`, &b); st != 201 {
+			t.Fatalf("AWS buyer: %d", st)
+		}
+		customers["aws"] = append(customers["aws"], b.ID)
+		if st := getJSON(t, "POST", emu["gcp"]+"/emulator/buyers", `{"product":"demo","plan":"standard","active":true}`, &b); st != 201 || b.Cloud["usageReportingId"] == "" {
+			t.Fatalf("Google buyer: %d %+v", st, b)
+		}
+		customers["gcp"] = append(customers["gcp"], b.Cloud["usageReportingId"])
+	}
+	for i := range perCloud {
+		var b admin.Buyer
+		if st, err := call(t.Context(), azClient, "POST", emu["azure"]+"/emulator/buyers", `{"plan":"basic"}`, &b); err != nil || st != 201 {
+			t.Fatalf("Azure buyer: %d %v", st, err)
+		}
+		if st, err := call(t.Context(), plain, "GET", rs[i%replicas].url()+"/azure/landing?token="+url.QueryEscape(b.Token), "", nil); err != nil || st >= 300 {
+			t.Fatalf("Azure landing: %d %v\n%s", st, err, allLogs())
+		}
+	}
+	var subs struct {
+		Subscriptions []struct {
+			Customer string `json:"customer"`
+			Status   string `json:"status"`
+		} `json:"subscriptions"`
+	}
+	// Read through another replica than the landings: the state is shared.
+	if st, err := call(t.Context(), plain, "GET", rs[replicas-1].url()+"/v1/subscriptions?provider=azure", "", &subs); err != nil || st != 200 {
+		t.Fatalf("Azure subscriptions: %d %v", st, err)
+	}
+	for _, s := range subs.Subscriptions {
+		if s.Status == "active" {
+			customers["azure"] = append(customers["azure"], s.Customer)
+		}
+	}
+	if len(customers["azure"]) != perCloud {
+		t.Fatalf("active Azure subscriptions: %+v, want %d", subs, perCloud)
+	}
+	if l := ledgerNow(); !l.Before(hour.Add(time.Hour)) {
+		t.Logf("set-up took until %s by the ledger: the first hour has no usage", l.Format("15:04"))
+	}
+
+	// The load, until H+1:20 by the ledger's clock.
+	loadEnd := wallAt(hour.Add(80 * time.Minute))
+	var (
+		mu      sync.Mutex
+		acked   = map[string]map[string]int64{"aws": {}, "azure": {}, "gcp": {}}
+		batches int
+		retries int
+	)
+	for _, cloud := range []string{"aws", "azure", "gcp"} {
+		for home := range replicas {
+			wg.Go(func() {
+				for n := 0; time.Now().Before(loadEnd) && !t.Failed(); n++ {
+					var recs []usageRecord
+					sum := map[string]int64{}
+					key := ""
+					if cloud == "azure" {
+						key = fmt.Sprintf("az-%d-%d", home, n) // the batch counts once, under its key
+					}
+					for i := range 1 + (n+home)%8 {
+						c := customers[cloud][(n+i)%perCloud]
+						q := int64(1 + (n*7+i*3+home)%50)
+						rec := usageRecord{Provider: cloud, Customer: c, Metric: "tokens", Quantity: q}
+						if key == "" {
+							rec.EventID = fmt.Sprintf("%s-%d-%d-%d", cloud, home, n, i)
+						}
+						recs = append(recs, rec)
+						sum[c] += q
+					}
+					body := usageBody(recs)
+					for try := 0; ; try++ {
+						r := rs[(home+try)%replicas]
+						st, _, err := post(t.Context(), plain, r.url(), key, body)
+						if err == nil && st == 200 {
+							break
+						}
+						if err == nil && st != 503 && st != 429 {
+							t.Errorf("%s usage to %s: %d", cloud, r.name, st)
+							return
+						}
+						if try > 200 {
+							t.Errorf("%s usage: not acknowledged after %d tries: %d %v", cloud, try, st, err)
+							return
+						}
+						mu.Lock()
+						retries++
+						mu.Unlock()
+						time.Sleep(50 * time.Millisecond)
+					}
+					mu.Lock()
+					batches++
+					for c, q := range sum {
+						acked[cloud][c] += q
+					}
+					mu.Unlock()
+					time.Sleep(30 * time.Millisecond)
+				}
+			})
+		}
+	}
+
+	// The kill: the first replica seen with an AWS call in flight once
+	// the first hour sealed, or (if set-up was too slow for that hour)
+	// the second.
+	victim, killedAt := -1, time.Time{}
+	for deadline := time.Now().Add(90 * time.Second); victim < 0 && time.Now().Before(deadline) && !t.Failed(); time.Sleep(5 * time.Millisecond) {
+		for i, m := range aws {
+			if m.inflight.Load() > 0 {
+				victim = i
+				break
+			}
+		}
+	}
+	if victim < 0 {
+		wg.Wait()
+		t.Fatalf("no replica made an AWS call within 90 s\n%s", allLogs())
+	}
+	rs[victim].kill()
+	killedAt = time.Now()
+	var cut []string // the records of the call the kill cut off
+	aws[victim].mu.Lock()
+	for _, c := range aws[victim].sent {
+		if !c.answered {
+			cut = append(cut, c.records...)
+		}
+	}
+	aws[victim].mu.Unlock()
+	if len(cut) == 0 {
+		t.Fatalf("%s had an AWS call in flight, but the proxy saw no unanswered BatchMeterUsage", rs[victim].name)
+	}
+	time.Sleep(2 * time.Second)
+	rs[victim].start(t)
+	t.Logf("SIGKILLed %s with an AWS call in flight at %s by the ledger; restarted 2 s later", rs[victim].name, ledgerNow().Sub(hour))
+	wg.Wait()
+	if t.Failed() {
+		t.Fatal(allLogs())
+	}
+	if !killedAt.Before(loadEnd) {
+		t.Logf("the kill came after the load (set-up was slow): it still lands mid-report")
+	}
+
+	// Every hour of the load ends at H+2:00; wait for the bills.
+	type line struct{ buyer, dim, start string }
+	bills := func() map[string]admin.Bill {
+		out := map[string]admin.Bill{}
+		for cloud, c := range map[string]*http.Client{"aws": plain, "azure": azClient, "gcp": plain} {
+			var b admin.Bill
+			if st, err := call(t.Context(), c, "GET", emu[cloud]+"/emulator/bill", "", &b); err != nil || st != 200 {
+				t.Fatalf("%s bill: %d %v", cloud, st, err)
+			}
+			out[cloud] = b
+		}
+		return out
+	}
+	total := func(m map[string]int64) (n int64) {
+		for _, q := range m {
+			n += q
+		}
+		return n
+	}
+	billed := func(b admin.Bill) map[string]int64 {
+		m := map[string]int64{}
+		for _, l := range b.Lines {
+			m[l.Buyer] += int64(l.Quantity)
+		}
+		return m
+	}
+	var got map[string]admin.Bill
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		got = bills()
+		done := true
+		for cloud, want := range acked {
+			done = done && total(billed(got[cloud])) >= total(want)
+		}
+		if done || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(3 * time.Second) // nothing more may arrive
+	got = bills()
+	for _, cloud := range []string{"aws", "azure", "gcp"} {
+		b, want := billed(got[cloud]), acked[cloud]
+		t.Logf("%s: acknowledged %d, billed %d in %d lines", cloud, total(want), total(b), len(got[cloud].Lines))
+		if total(want) == 0 {
+			t.Errorf("%s: nothing acknowledged: the test did nothing", cloud)
+		}
+		for c, q := range want {
+			if b[c] != q {
+				t.Errorf("%s %s: acknowledged %d, billed %d", cloud, c, q, b[c])
+			}
+		}
+		if len(b) != len(want) {
+			t.Errorf("%s: billed customers %v, acknowledged %v", cloud, b, want)
+		}
+		seen := map[line]bool{}
+		ids := map[string]bool{}
+		for _, l := range got[cloud].Lines {
+			k := line{l.Buyer, l.Dimension, l.Start.UTC().Truncate(time.Hour).Format(time.RFC3339)}
+			if seen[k] || ids[l.ID] {
+				t.Errorf("%s: %s %s hour %s billed twice", cloud, l.Buyer, l.Dimension, k.start)
+			}
+			seen[k], ids[l.ID] = true, true
+		}
+	}
+
+	// The records of the cut-off call were sent again, once the dead
+	// replica's lease ran out (by whichever replica took them over).
+	resent := map[string]string{}
+	for i, m := range aws {
+		m.mu.Lock()
+		for _, c := range m.sent {
+			if c.at.After(killedAt) && c.answered {
+				for _, k := range c.records {
+					resent[k] = rs[i].name
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+	for _, k := range cut {
+		if resent[k] == "" {
+			t.Errorf("AWS record %s of the call cut off by the kill was never sent again", k)
+		} else {
+			t.Logf("AWS record %s, cut off by the kill, sent again by %s", k, resent[k])
+		}
+	}
+
+	// In the database: every bucket reported, no lease left behind.
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var all, reported, leased int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*), count(*) FILTER (WHERE state = 'reported'),
+		count(*) FILTER (WHERE lease_owner <> '') FROM buckets`).Scan(&all, &reported, &leased); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("buckets: %d, reported %d, leased %d; batches %d, client retries %d", all, reported, leased, batches, retries)
+	if all == 0 || reported != all || leased != 0 {
+		rows, _ := conn.Query(t.Context(), `SELECT provider, customer, hour, state, lease_owner, lease_until, reason FROM buckets WHERE state <> 'reported' OR lease_owner <> ''`)
+		var b strings.Builder
+		for rows.Next() {
+			vals, _ := rows.Values()
+			fmt.Fprintln(&b, vals...)
+		}
+		rows.Close()
+		t.Errorf("buckets: %d, reported %d, still leased %d; want all reported and none leased:\n%s", all, reported, leased, b.String())
+	}
+	for _, r := range rs {
+		if err := r.stop(t); err != nil {
+			t.Errorf("%s: exit after SIGTERM: %v\n%s", r.name, err, r.logs())
+		}
 	}
 }
