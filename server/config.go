@@ -82,6 +82,9 @@ type Config struct {
 	ClockAnchor time.Time
 	SealEvery   time.Duration // how often ended hours are sealed
 	SealGrace   time.Duration // how long after an hour ends it seals
+	// LifecycleLease is how long a notification claimed by a daemon that
+	// died waits before another takes it (lifecycle.Config.Lease).
+	LifecycleLease time.Duration
 
 	// AWS is set up when AWS.ProductCode is set.
 	AWS AWSConfig
@@ -466,6 +469,15 @@ func settings() []setting {
 		{flag: "link-ttl", def: "10m", usage: "how long -link-url's signed parameters are valid", apply: dur(func(c *Config) *time.Duration { return &c.LinkTTL })},
 		{flag: "seal-every", def: "15s", usage: "how often the ledger seals the hours that have ended", apply: dur(func(c *Config) *time.Duration { return &c.SealEvery })},
 		{flag: "seal-grace", def: "5m", usage: "how long after an hour ends its usage is sealed (records arriving later go to the earliest open hour)", apply: dur(func(c *Config) *time.Duration { return &c.SealGrace })},
+		{flag: "lifecycle-lease", def: "2m", usage: "how long a lifecycle notification claimed by a daemon that died waits before another daemon (or the restarted one) takes it; at least 25s, above twice Azure's operation wait",
+			apply: func(c *Config, v string) error {
+				d, err := time.ParseDuration(v)
+				if err != nil || d < 25*time.Second {
+					return fmt.Errorf("want a duration of at least 25s, got %q", v)
+				}
+				c.LifecycleLease = d
+				return nil
+			}},
 		{flag: "clock-offset", def: "0s", usage: "testing and demos only: added to the ledger's clock, which decides when hours end (e.g. -1h)",
 			apply: func(c *Config, v string) error {
 				d, err := time.ParseDuration(v)

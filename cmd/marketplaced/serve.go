@@ -71,7 +71,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("serve: setting -pages: %w", err)
 		}
 	}
-	engine, err := lifecycle.New(lifecycle.Deps{Store: store, Ledger: led, Entitlements: cache, Logger: logger, Pages: pg}, lifecycle.Config{})
+	engine, err := lifecycle.New(lifecycle.Deps{Store: store, Ledger: led, Entitlements: cache, Logger: logger, Pages: pg}, lifecycle.Config{Lease: cfg.LifecycleLease})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
