@@ -162,6 +162,9 @@ func (c Config) LinkFunc(logger *slog.Logger) lifecycle.LinkFunc {
 	if c.LinkURL == nil {
 		return nil
 	}
+	if logger == nil {
+		logger = slog.Default()
+	}
 	h := &LinkHook{URL: c.LinkURL, Secret: c.LinkSecret, TTL: c.LinkTTL, Clock: time.Now, Logger: logger}
 	return h.Link
 }

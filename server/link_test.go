@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/lifecycle"
+	"github.com/saasmarket/marketplace/sqlite"
 )
 
 const linkSecret = "link-secret-0123456789abcdef-0123456789"
@@ -266,4 +268,58 @@ func TestLinkSettings(t *testing.T) {
 	if _, err := ParseConfig(nil, env(with("MARKETPLACED_LINK_URL", "http://127.0.0.1:3000/signup", "MARKETPLACED_LINK_SECRET", linkSecret)), &bytes.Buffer{}); err != nil {
 		t.Errorf("a loopback http:// URL: %v", err)
 	}
+}
+
+// FuzzPutAccount sends arbitrary bodies to
+// PUT /v1/subscriptions/aws/c1/account: the answer is 200 or 400 with a JSON
+// body, never a 5xx or a panic, and an account is stored only as sent.
+func FuzzPutAccount(f *testing.F) {
+	for _, s := range []string{`{"account_id":"acct-1"}`, `{"account_id":""}`, `{"account_id":null}`, `{"account_id":1}`,
+		`{"account_id":"a","x":1}`, `{"account_id":"\u0000"}`, `{"account_id":"\ud800"}`, `{}`, `[]`, `{`, ``} {
+		f.Add(s)
+	}
+	cfg := testConfig(f)
+	store, err := sqlite.Open(f.Context(), cfg.DBPath())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { store.Close() })
+	led := ledger.New(store, ledger.Config{Units: cfg.Catalogue.Units()})
+	f.Cleanup(func() { led.Close() })
+	engine, err := lifecycle.New(lifecycle.Deps{Store: store, Ledger: led, Logger: slog.New(slog.DiscardHandler)}, lifecycle.Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv, err := New(cfg, Deps{Ledger: led, Subscriptions: store, Entitlements: engine.Deps().Entitlements, Updater: engine,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := store.PutSubscription(f.Context(), marketplace.Subscription{ID: "a1", CustomerID: "c1", Provider: marketplace.AWS}); err != nil {
+		f.Fatal(err)
+	}
+	h := srv.Handler()
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest("PUT", "/v1/subscriptions/aws/c1/account", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK:
+			var want struct {
+				AccountID string `json:"account_id"`
+			}
+			json.Unmarshal([]byte(body), &want)
+			if got := decode[subscription](t, rec.Body.Bytes()); got.AccountID != want.AccountID || checkAccountID(got.AccountID) != "" {
+				t.Fatalf("body %q: stored %q", body, got.AccountID)
+			}
+		case http.StatusBadRequest:
+		default:
+			t.Fatalf("body %q: status %d %s", body, rec.Code, rec.Body)
+		}
+		if !strings.HasPrefix(rec.Body.String(), "{") {
+			t.Fatalf("body %q: answer is not JSON: %s", body, rec.Body)
+		}
+	})
 }
