@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -93,21 +92,7 @@ func TestLinkHook(t *testing.T) {
 	linked := 0 // how many of each cloud's subscriptions are linked
 	for _, c := range []struct{ tool, file string }{{"python3", "verify_link.py"}, {"node", "verify_link.mjs"}} {
 		t.Run(c.tool, func(t *testing.T) {
-			path := filepath.Join("..", "..", "docs", "examples", c.file)
-			src, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Contains(api, src) {
-				t.Fatalf("docs/api.md does not show docs/examples/%s verbatim", c.file)
-			}
-			tool, err := exec.LookPath(c.tool)
-			if err != nil {
-				if os.Getenv("CI") != "" {
-					t.Fatalf("%s is needed for this test: %v", c.tool, err)
-				}
-				t.Skipf("%s not installed", c.tool)
-			}
+			tool, path := docExample(t, api, c.tool, c.file)
 			run := func(link, account string) (string, error) {
 				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 				defer cancel()

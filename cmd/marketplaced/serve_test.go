@@ -200,22 +200,7 @@ func TestClientExamples(t *testing.T) {
 	d := startServe(t)
 	for _, c := range []struct{ tool, file string }{{"python3", "client.py"}, {"node", "client.mjs"}} {
 		t.Run(c.tool, func(t *testing.T) {
-			path := filepath.Join("..", "..", "docs", "examples", c.file)
-			src, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// docs/api.md shows the file as it is, so the page cannot drift from what runs here.
-			if !bytes.Contains(api, src) {
-				t.Fatalf("docs/api.md does not show docs/examples/%s verbatim", c.file)
-			}
-			tool, err := exec.LookPath(c.tool)
-			if err != nil {
-				if os.Getenv("CI") != "" {
-					t.Fatalf("%s is needed for this test: %v", c.tool, err)
-				}
-				t.Skipf("%s not installed", c.tool)
-			}
+			tool, path := docExample(t, api, c.tool, c.file)
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, tool, path)
@@ -234,4 +219,28 @@ func TestClientExamples(t *testing.T) {
 			}
 		})
 	}
+}
+
+// docExample returns the interpreter and the path of docs/examples/file,
+// after checking that docs/api.md (api) shows the file verbatim, so that the
+// page cannot drift from what runs. Without the interpreter it skips, except
+// under CI, where it fails.
+func docExample(t *testing.T, api []byte, interpreter, file string) (tool, path string) {
+	t.Helper()
+	path = filepath.Join("..", "..", "docs", "examples", file)
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(api, src) {
+		t.Fatalf("docs/api.md does not show docs/examples/%s verbatim", file)
+	}
+	tool, err = exec.LookPath(interpreter)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is needed for this test: %v", interpreter, err)
+		}
+		t.Skipf("%s not installed", interpreter)
+	}
+	return tool, path
 }
