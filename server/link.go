@@ -23,21 +23,6 @@ import (
 	"github.com/saasmarket/marketplace/lifecycle"
 )
 
-// The daemon's link hook: a seller whose service is not in Go cannot pass a
-// lifecycle.LinkFunc, so the daemon's one sends the buyer on to the seller's
-// own sign-up page (-link-url) with the subscription in signed query
-// parameters, and the seller's page attaches its account later with
-// PUT /v1/subscriptions/{provider}/{customer}/account.
-//
-// The subscription is not held back for the link: the hook returns no
-// account, so each cloud's landing finishes as it does without a hook
-// (AWS marks the subscription active, Azure activates it, Google approves
-// the account) before the buyer is redirected. The buyer is entitled from
-// the landing on, whether or not the seller's page ever links an account;
-// holding activation for a page the daemon cannot see finish would leave
-// buyers who close the tab pending for ever, and Azure and Google expect the
-// activation within a bounded time.
-
 // Link query parameters, in the order they are signed.
 var linkParams = []string{"provider", "subscription", "customer", "product", "plan", "expires"}
 
@@ -45,10 +30,22 @@ var linkParams = []string{"provider", "subscription", "customer", "product", "pl
 // version, so that a later scheme cannot be confused with this one.
 const LinkSignaturePrefix = "marketplaced-link-v1"
 
-// LinkHook is the daemon's lifecycle.LinkFunc (its Link method): it redirects
-// the buyer (303) to URL with the query parameters provider, subscription,
-// customer, product, plan and expires (Unix seconds), and signature: the
-// lowercase hex HMAC-SHA256 under Secret of LinkMessage's message.
+// LinkHook is the daemon's lifecycle.LinkFunc (its Link method), for
+// sellers whose service is not in Go and so cannot pass one: it redirects
+// the buyer (303) to the seller's sign-up page, URL, with the query
+// parameters provider, subscription, customer, product, plan and expires
+// (Unix seconds), and signature: the lowercase hex HMAC-SHA256 under Secret
+// of LinkMessage's message. The seller's page checks it and attaches its
+// account later with PUT /v1/subscriptions/{provider}/{customer}/account.
+//
+// The subscription is activated at landing, before the seller links: the
+// hook returns no account, so each cloud's landing finishes as it does
+// without a hook (AWS marks the subscription active, Azure activates it,
+// Google approves the account) before the buyer is redirected, and the buyer
+// is entitled whether or not the seller's page ever links an account.
+// Holding activation for a page the daemon cannot see finish would leave a
+// buyer who closes the tab pending for ever, and Azure and Google expect
+// the activation within a bounded time.
 type LinkHook struct {
 	URL    *url.URL
 	Secret []byte
