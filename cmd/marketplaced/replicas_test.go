@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -34,7 +35,7 @@ import (
 // pgDatabase returns a fresh database for t on the test server
 // (MARKETPLACE_TEST_POSTGRES, or a throwaway cluster; see pgtest), or
 // skips t without one (fails it under CI).
-func pgDatabase(t *testing.T) string {
+func pgDatabase(t testing.TB) string {
 	t.Helper()
 	pg := pgtest.Start(t.Context())
 	t.Cleanup(func() { pg.Close() })
@@ -65,7 +66,7 @@ type replica struct {
 	done chan error
 }
 
-func newReplica(t *testing.T, name string, args, env []string) *replica {
+func newReplica(t testing.TB, name string, args, env []string) *replica {
 	t.Helper()
 	bin, err := binary()
 	if err != nil {
@@ -75,7 +76,12 @@ func newReplica(t *testing.T, name string, args, env []string) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{name: name, bin: bin, addr: freeAddr(t), args: args, env: env, log: log}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close() // the replica listens there, across its restarts
+	r := &replica{name: name, bin: bin, addr: ln.Addr().String(), args: args, env: env, log: log}
 	t.Cleanup(func() {
 		r.kill()
 		log.Close()
@@ -88,7 +94,7 @@ func (r *replica) url() string { return "http://" + r.addr }
 var listeningLine = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
 
 // start runs the replica and waits until it listens.
-func (r *replica) start(t *testing.T) {
+func (r *replica) start(t testing.TB) {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -140,7 +146,7 @@ func (r *replica) kill() {
 }
 
 // stop sends SIGTERM and returns the exit error (nil for status 0).
-func (r *replica) stop(t *testing.T) error {
+func (r *replica) stop(t testing.TB) error {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
