@@ -666,3 +666,55 @@ func TestUsageTrackerLayout(t *testing.T) {
 		t.Errorf("paddedShard is %d bytes, not a multiple of %d", s, cacheLine)
 	}
 }
+
+// TestUsageTrackerDimensionsAlike records dimensions that the pair hash
+// cannot tell apart (same length, same first and last eight bytes) and
+// checks that each keeps its own sum: the tables compare whole keys.
+func TestUsageTrackerDimensionsAlike(t *testing.T) {
+	dims := []string{"requests_tier_a_eu_west", "requests_tier_b_eu_west", "requests_tier_c_eu_west"}
+	tr := NewUsageTracker()
+	if h0, h1 := tr.hash("alice", dims[0]), tr.hash("alice", dims[1]); h0 != h1 {
+		t.Fatalf("hashes differ (%x, %x): the test no longer exercises a shared probe sequence", h0, h1)
+	}
+	want := make(map[pairKey]int64)
+	for i := range 300 {
+		for _, customer := range []string{"alice", "bob"} {
+			d := dims[i%len(dims)]
+			tr.Record(customer, d, int64(i+1))
+			want[pairKey{customer, d}] += int64(i + 1)
+		}
+	}
+	if got := flat(tr.Aggregate()); !maps.Equal(got, want) {
+		t.Fatalf("Aggregate() = %v, want %v", got, want)
+	}
+	if c := tr.cells(); c < len(want) || c > len(want)*len(tr.lanes) {
+		t.Errorf("tracker holds %d cells for %d pairs over %d lanes", c, len(want), len(tr.lanes))
+	}
+	svc := &fakeMetering{}
+	if _, err := tr.Flush(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	if got := svc.bill(); !maps.Equal(got, want) {
+		t.Errorf("bill = %v, want %v", got, want)
+	}
+}
+
+func TestFoldDimension(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{"", "", true},
+		{"a", "b", false},
+		{"tokens_1m", "tokens_1M", false},
+		{"gpu", "gpu\x00", false}, // a length apart
+		{"requests", "requests", true},
+		{"storage_gb_eu", "storage_gb_us", false},
+		{"requests_tier_a_eu_west", "requests_tier_b_eu_west", true}, // differ only in the middle
+	}
+	for _, tt := range tests {
+		if got := foldDimension(tt.a) == foldDimension(tt.b); got != tt.same {
+			t.Errorf("foldDimension(%q) == foldDimension(%q) is %v, want %v", tt.a, tt.b, got, tt.same)
+		}
+	}
+}
