@@ -1,5 +1,7 @@
 // Command marketplaced is the marketplace daemon. Its subcommands:
 //
+//	marketplaced serve [flags]     serve the HTTP API, landing and notification endpoints
+//	marketplaced demo [flags]      serve and the three emulators in one process, with demo buyers and traffic
 //	marketplaced emulate [flags]   run the AWS, Azure and Google marketplace emulators
 //
 // marketplaced -h lists them; marketplaced SUBCOMMAND -h lists a
@@ -38,6 +40,7 @@ func subcommands() []subcommand {
 	return []subcommand{
 		{"emulate", "run the AWS, Azure and Google marketplace emulators on loopback", runEmulateCmd},
 		{"serve", "serve the HTTP API, landing and notification endpoints", runServe},
+		{"demo", "serve and the three emulators in one process, with demo buyers and traffic", runDemo},
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,7 +54,27 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("serve: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	return serve(ctx, cfg, logger, serveOptions{listening: func(addr net.Addr) {
+		// The address on stdout lets a script (or a test) use -addr 127.0.0.1:0.
+		fmt.Fprintf(stdout, "marketplaced serve: listening on http://%s\n", addr)
+	}})
+}
 
+// serveOptions are what a caller other than the serve subcommand (the demo)
+// sets on top of the configuration.
+type serveOptions struct {
+	// ln, when set, is the listener to serve on instead of cfg.Addr: the
+	// demo must know the daemon's address before it starts the emulators.
+	ln net.Listener
+	// listening, when set, is called once the listener is open.
+	listening func(net.Addr)
+	// aws are added to the AWS SDK's configuration (the demo's emulator
+	// endpoint and credentials); serve reads the SDK's environment.
+	aws []func(*awsconfig.LoadOptions) error
+}
+
+// serve runs the daemon of cfg until ctx ends.
+func serve(ctx context.Context, cfg server.Config, logger *slog.Logger, opts serveOptions) error {
 	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -75,7 +96,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	clouds, closeClouds, err := mountClouds(ctx, cfg, engine)
+	clouds, closeClouds, err := mountClouds(ctx, cfg, engine, opts.aws)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -94,18 +115,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("serve: setting -addr: %w", err)
+	ln := opts.ln
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return fmt.Errorf("serve: setting -addr: %w", err)
+		}
 	}
-	// The address on stdout lets a script (or a test) use -addr 127.0.0.1:0.
-	fmt.Fprintf(stdout, "marketplaced serve: listening on http://%s\n", ln.Addr())
+	if opts.listening != nil {
+		opts.listening(ln.Addr())
+	}
 	return srv.Run(ctx, ln)
 }
 
 // mountClouds builds the adapter of every configured cloud; closeAll
 // releases their clients once the server has stopped.
-func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engine) (clouds []server.Cloud, closeAll func(), err error) {
+func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engine, awsOpts []func(*awsconfig.LoadOptions) error) (clouds []server.Cloud, closeAll func(), err error) {
 	var closers []func()
 	closeAll = func() {
 		for _, c := range closers {
@@ -118,7 +142,7 @@ func mountClouds(ctx context.Context, cfg server.Config, engine *lifecycle.Engin
 		}
 	}()
 	if a := cfg.AWS; a.Enabled() {
-		var opts []func(*awsconfig.LoadOptions) error
+		opts := slices.Clone(awsOpts)
 		if a.Region != "" {
 			opts = append(opts, awsconfig.WithRegion(a.Region))
 		}
