@@ -4,10 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/ledger/ledgertest"
+	"github.com/saasmarket/marketplace/sqlite"
 )
 
 // demoCloud is a tiny in-memory Provider: one cloud, a fixed set of
@@ -96,4 +102,63 @@ func Example() {
 	// aws: cust-1 requests 1000
 	// aws: cust-1 tokens_1m 3
 	// flushed records: 1001 error: <nil> pending: 0
+}
+
+// Example_ledger is the ledger's promise in a few lines: usage recorded
+// durably in SQLite (a resent event id counts once), the hour sealed, and
+// reported to a metering API that loses the answer of half its calls after
+// applying them (ledgertest.FakeCloud, deduplicating as AWS does): billed
+// exactly once, in whole units. marketplaced does the same behind its HTTP
+// API; `go run ./cmd/marketplaced demo` shows it against the three clouds'
+// emulators.
+func Example_ledger() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "ledger-example-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "marketplace.db"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer store.Close()
+	led := ledger.New(store, ledger.Config{Units: map[string]int64{"tokens_1m": 1_000_000}})
+	defer led.Close()
+
+	hour := time.Now().Add(-2 * time.Hour) // an hour that has ended
+	usage := []ledger.Record{
+		{Provider: marketplace.AWS, Customer: "cust-1", Dimension: "tokens_1m", Quantity: 1_200_000, Time: hour, EventID: "req-1"},
+		{Provider: marketplace.AWS, Customer: "cust-1", Dimension: "tokens_1m", Quantity: 900_000, Time: hour, EventID: "req-2"},
+	}
+	for range 2 { // a client retry after a timeout: the same event ids
+		res, err := led.Ingest(ctx, usage)
+		fmt.Println("accepted:", res.Accepted, "duplicates:", res.Duplicates, "error:", err)
+	}
+	sealed, err := led.Seal(ctx)
+	fmt.Println("sealed buckets:", sealed, "error:", err)
+
+	cloud := ledgertest.NewFakeCloud(ledgertest.Config{Seed: 1, Faults: ledgertest.Faults{DropResponse: 0.5}})
+	reporter := ledger.NewReporter(led, cloud, ledger.ReporterConfig{BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	for range 200 { // until nothing sealed is left (a lost answer is retried after a backoff)
+		if _, err := reporter.RunOnce(ctx); err != nil {
+			fmt.Println(err)
+			return
+		}
+		left, _ := led.Buckets(ctx, ledger.BucketFilter{States: []ledger.State{ledger.StateSealed}, Limit: 1})
+		if len(left) == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// 2.1 million tokens: 2 units billed; the remainder carries to the next hour.
+	fmt.Println("billed tokens_1m:", cloud.Bill().Sum("cust-1", "tokens_1m"))
+
+	// Output:
+	// accepted: 2 duplicates: 0 error: <nil>
+	// accepted: 0 duplicates: 2 error: <nil>
+	// sealed buckets: 1 error: <nil>
+	// billed tokens_1m: 2
 }
