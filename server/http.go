@@ -32,6 +32,7 @@ func (s *Server) routes() http.Handler {
 	v1("GET /v1/subscriptions", s.listSubscriptions)
 	v1("GET /v1/subscriptions/{provider}/{customer}", s.getSubscription)
 	v1("PUT /v1/subscriptions/{provider}/{customer}/account", s.putAccount)
+	v1("POST /v1/usage/seal", s.postSeal)
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)
