@@ -718,3 +718,77 @@ func TestFoldDimension(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageTrackerGrowsWhileRecording grows the tables while other
+// goroutines keep recording to pairs already held and a Flush drains and
+// evicts: no record may be lost or counted twice.
+func TestUsageTrackerGrowsWhileRecording(t *testing.T) {
+	const writers, perWriter = 4, 20_000
+	hot := []pairKey{{"alice", "tokens_1m"}, {"bob", "tokens_1m"}, {"carol", "gpu_hours"}, {"dave", "requests"}}
+	tr := NewUsageTracker()
+	svc := &fakeMetering{}
+	var accepted atomic.Int64
+	stop := make(chan struct{})
+	flusherDone := make(chan struct{})
+	go func() {
+		defer close(flusherDone)
+		for {
+			n, err := tr.Flush(t.Context(), svc)
+			if err != nil {
+				t.Errorf("Flush: %v", err)
+			}
+			accepted.Add(int64(n))
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	recorded := make([]map[pairKey]int64, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		recorded[w] = make(map[pairKey]int64)
+		wg.Go(func() {
+			for i := range perWriter {
+				k := hot[i%len(hot)]
+				if i%2 == 0 { // a new pair: the tables keep growing
+					k = pairKey{fmt.Sprintf("new-%d-%d", w, i), "requests"}
+				}
+				q := int64(i%5 + 1)
+				tr.Record(k.customer, k.dimension, q)
+				recorded[w][k] += q
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-flusherDone
+	n, err := tr.Flush(t.Context(), svc)
+	if err != nil {
+		t.Fatalf("final Flush: %v", err)
+	}
+	accepted.Add(int64(n))
+
+	want := make(map[pairKey]int64)
+	for _, m := range recorded {
+		for k, q := range m {
+			want[k] += q
+		}
+	}
+	if got := svc.bill(); !maps.Equal(got, want) {
+		var diffs []string
+		for k := range want {
+			if got[k] != want[k] {
+				diffs = append(diffs, fmt.Sprintf("%v: billed %d, recorded %d", k, got[k], want[k]))
+			}
+		}
+		t.Fatalf("%d of %d pairs billed wrong, e.g. %v", len(diffs), len(want), diffs[:min(3, len(diffs))])
+	}
+	if a := accepted.Load(); a != writers*perWriter {
+		t.Errorf("Flush accepted %d records, want %d", a, writers*perWriter)
+	}
+	if p := tr.Pending(); p != 0 {
+		t.Errorf("Pending() = %d, want 0", p)
+	}
+}
