@@ -691,8 +691,11 @@ func TestReplicasKillOne(t *testing.T) {
 	dbURL := pgDatabase(t)
 	dir := t.TempDir()
 	certFile := filepath.Join(dir, "azure-cert.pem")
+	// Azure's webhook goes to one replica; the others apply what it stores.
+	webhookAddr := freeAddr(t)
 	emu := startEmulate(t, "-aws-listen", "127.0.0.1:0", "-azure-listen", "127.0.0.1:0", "-gcp-listen", "127.0.0.1:0",
 		"-aws-latency", "1s", "-azure-cert-file", certFile, "-azure-client-secret", azureSecret,
+		"-azure-webhook-url", "http://"+webhookAddr+"/azure/notifications",
 		"-gcp-service", service, "-gcp-metrics", "tokens", "-gcp-audience", audience)
 	azClient := emulatorClient(t, certFile)
 	plain := &http.Client{Timeout: 20 * time.Second}
@@ -726,6 +729,7 @@ func TestReplicasKillOne(t *testing.T) {
 			[]string{"MARKETPLACED_STORE=" + dbURL, "AWS_ENDPOINT_URL_MARKETPLACE_METERING=" + endpoint,
 				"AWS_ACCESS_KEY_ID=AKIDEMULATOR", "AWS_SECRET_ACCESS_KEY=emulator-secret", "MARKETPLACED_AZURE_CLIENT_SECRET=" + azureSecret}))
 	}
+	rs[replicas-1].addr = webhookAddr
 	var wg sync.WaitGroup
 	for _, r := range rs {
 		wg.Go(func() { r.start(t) })
@@ -758,7 +762,27 @@ func TestReplicasKillOne(t *testing.T) {
 		}
 		customers["gcp"] = append(customers["gcp"], b.Cloud["usageReportingId"])
 	}
-	for i := range perCloud {
+	// Read through another replica than the landings: the state is shared.
+	azureActive := func() map[string]bool {
+		var subs struct {
+			Subscriptions []struct {
+				Customer string `json:"customer"`
+				Status   string `json:"status"`
+			} `json:"subscriptions"`
+		}
+		if st, err := call(t.Context(), plain, "GET", rs[replicas-1].url()+"/v1/subscriptions?provider=azure", "", &subs); err != nil || st != 200 {
+			t.Fatalf("Azure subscriptions: %d %v", st, err)
+		}
+		m := map[string]bool{}
+		for _, s := range subs.Subscriptions {
+			m[s.Customer] = s.Status == "active"
+		}
+		return m
+	}
+	// One more Azure buyer, the lifecycle one: suspended during the load.
+	var lifecycleBuyer admin.Buyer
+	lifecycleCustomer := ""
+	for i := range perCloud + 1 {
 		var b admin.Buyer
 		if st, err := call(t.Context(), azClient, "POST", emu["azure"]+"/emulator/buyers", `{"plan":"basic"}`, &b); err != nil || st != 201 {
 			t.Fatalf("Azure buyer: %d %v", st, err)
@@ -766,31 +790,31 @@ func TestReplicasKillOne(t *testing.T) {
 		if st, err := call(t.Context(), plain, "GET", rs[i%replicas].url()+"/azure/landing?token="+url.QueryEscape(b.Token), "", nil); err != nil || st >= 300 {
 			t.Fatalf("Azure landing: %d %v\n%s", st, err, allLogs())
 		}
-	}
-	var subs struct {
-		Subscriptions []struct {
-			Customer string `json:"customer"`
-			Status   string `json:"status"`
-		} `json:"subscriptions"`
-	}
-	// Read through another replica than the landings: the state is shared.
-	if st, err := call(t.Context(), plain, "GET", rs[replicas-1].url()+"/v1/subscriptions?provider=azure", "", &subs); err != nil || st != 200 {
-		t.Fatalf("Azure subscriptions: %d %v", st, err)
-	}
-	for _, s := range subs.Subscriptions {
-		if s.Status == "active" {
-			customers["azure"] = append(customers["azure"], s.Customer)
+		if i == 0 {
+			lifecycleBuyer = b
+			for c := range azureActive() {
+				lifecycleCustomer = c
+			}
 		}
 	}
-	if len(customers["azure"]) != perCloud {
-		t.Fatalf("active Azure subscriptions: %+v, want %d", subs, perCloud)
+	for c, active := range azureActive() {
+		if active && c != lifecycleCustomer {
+			customers["azure"] = append(customers["azure"], c)
+		}
+	}
+	if lifecycleCustomer == "" || len(customers["azure"]) != perCloud {
+		t.Fatalf("active Azure subscriptions: %v, want %d besides the lifecycle buyer's %q", azureActive(), perCloud, lifecycleCustomer)
 	}
 	if l := ledgerNow(); !l.Before(hour.Add(time.Hour)) {
 		t.Logf("set-up took until %s by the ledger: the first hour has no usage", l.Format("15:04"))
 	}
 
 	// The load, until H+1:20 by the ledger's clock.
+	// (At least 10 s of load, should set-up have been slow.)
 	loadEnd := wallAt(hour.Add(80 * time.Minute))
+	if minEnd := time.Now().Add(10 * time.Second); loadEnd.Before(minEnd) {
+		loadEnd = minEnd
+	}
 	var (
 		mu      sync.Mutex
 		acked   = map[string]map[string]int64{"aws": {}, "azure": {}, "gcp": {}}
@@ -847,6 +871,14 @@ func TestReplicasKillOne(t *testing.T) {
 				}
 			})
 		}
+	}
+
+	// Azure suspends the lifecycle buyer: its webhook reaches the last
+	// replica, which stores the notification in the shared inbox.
+	var ev admin.EventResult
+	if st, err := call(t.Context(), azClient, "POST", emu["azure"]+"/emulator/buyers/"+url.PathEscape(lifecycleBuyer.ID)+"/events", `{"event":"Suspend"}`, &ev); err != nil || st != 200 ||
+		len(ev.Deliveries) != 1 || ev.Deliveries[0].Status/100 != 2 {
+		t.Errorf("Azure Suspend: %d %v %+v\n%s", st, err, ev, allLogs())
 	}
 
 	// The kill: the first replica seen with an AWS call in flight once
@@ -950,6 +982,15 @@ func TestReplicasKillOne(t *testing.T) {
 				t.Errorf("%s: %s %s hour %s billed twice", cloud, l.Buyer, l.Dimension, k.start)
 			}
 			seen[k], ids[l.ID] = true, true
+		}
+	}
+
+	// The suspension is applied, whichever replica's lifecycle worker took
+	// it from the inbox, and every replica sees it.
+	for i, r := range rs[:2] {
+		var sub map[string]any
+		if st, err := call(t.Context(), plain, "GET", r.url()+"/v1/subscriptions/azure/"+url.PathEscape(lifecycleCustomer), "", &sub); err != nil || st != 200 || sub["status"] != "suspended" {
+			t.Errorf("replica-%d: the lifecycle buyer's subscription after Suspend: %d %v %v", i, st, err, sub)
 		}
 	}
 
