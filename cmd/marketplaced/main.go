@@ -3,6 +3,8 @@
 //	marketplaced serve [flags]     serve the HTTP API, landing and notification endpoints
 //	marketplaced demo [flags]      serve and the three emulators in one process, with demo buyers and traffic
 //	marketplaced emulate [flags]   run the AWS, Azure and Google marketplace emulators
+//	marketplaced subscriptions list|show, usage, seal, reconcile [flags]
+//	                               admin commands, on a daemon's API or its data folder
 //
 // marketplaced -h lists them; marketplaced SUBCOMMAND -h lists a
 // subcommand's flags.
@@ -41,6 +43,10 @@ func subcommands() []subcommand {
 		{"emulate", "run the AWS, Azure and Google marketplace emulators on loopback", runEmulateCmd},
 		{"serve", "serve the HTTP API, landing and notification endpoints", runServe},
 		{"demo", "serve and the three emulators in one process, with demo buyers and traffic", runDemo},
+		{"subscriptions", "list or show subscriptions (a daemon's API, or -data)", runSubscriptions},
+		{"usage", "a customer's hourly buckets and their report state", runUsage},
+		{"seal", "seal a customer's open usage now (a final flush)", runSeal},
+		{"reconcile", "compare the buckets reported to Azure with Azure's usage events", runReconcile},
 	}
 }
 
