@@ -12,7 +12,7 @@ import (
 // connection open across the restart breaks, a new one works.
 func TestRestart(t *testing.T) {
 	s := StartCluster(t.Context())
-	defer s.Close()
+	t.Cleanup(func() { s.Close() }) // after NewDB's cleanup, which drops the database
 	dbURL := s.NewDB(t)
 	conn, err := pgx.Connect(t.Context(), dbURL)
 	if err != nil {
