@@ -365,7 +365,8 @@ func usageTotal(t *testing.T, base, provider, customer string) int64 {
 func TestServePostgresOutage(t *testing.T) {
 	pg := pgtest.StartCluster(t.Context())
 	t.Cleanup(func() { pg.Close() })
-	dbURL := pg.NewDB(t)
+	const password = "outage-pw-Not-In-Logs"
+	dbURL := withPassword(t, pg.NewDB(t), password)
 	r := newReplica(t, "outage", []string{"-catalogue", filepath.Join("..", "..", "server", "testdata", "catalogue.json")},
 		[]string{"MARKETPLACED_STORE=" + dbURL})
 	r.start(t)
@@ -461,6 +462,15 @@ func TestServePostgresOutage(t *testing.T) {
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, r.logs())
+	}
+	// The errors logged while the database was down name it without
+	// its password.
+	logs, _ := os.ReadFile(r.log.Name())
+	if bytes.Contains(logs, []byte(password)) {
+		t.Fatalf("the password is in the logs:\n%s", logs)
+	}
+	if !bytes.Contains(logs, []byte(`"msg":"ingest failed"`)) {
+		t.Errorf("no ingest failure logged during the outage:\n%s", r.logs())
 	}
 }
 
