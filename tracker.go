@@ -241,8 +241,9 @@ func (t *UsageTracker) hash(customerID, dimension string) uint64 {
 	return h ^ h>>29
 }
 
-// foldDimension condenses a dimension name into 64 bits: its length and its
-// first and last eight bytes (all of it up to 16 bytes).
+// foldDimension condenses a dimension name into 64 bits from its length and
+// its first and last eight bytes, which together cover names of up to 16
+// bytes. Names shorter than 8 bytes map to distinct values.
 func foldDimension(d string) uint64 {
 	n := len(d)
 	if n < 8 {
