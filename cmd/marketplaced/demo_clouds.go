@@ -58,6 +58,22 @@ type demoCloud struct {
 	landingGET   bool
 	// customer is the id the daemon knows the buyer by.
 	customer func(admin.Buyer) string
+	// change is the lifecycle event the demo plays once each cloud has
+	// billed: it reaches the daemon through the cloud's notifications.
+	change demoChange
+}
+
+// demoChange is a lifecycle event on a buyer and what the daemon's API
+// shows once the daemon has applied it.
+type demoChange struct {
+	// newBuyer plays the event on a buyer of its own, who subscribes and
+	// uses the product first (a buyer who leaves).
+	newBuyer bool
+	event    admin.EventRequest
+	says     string // printed once applied
+	// applied tells from the daemon's subscription that it was applied;
+	// nil: once the customer has no open usage left (a final flush).
+	applied func(subView) bool
 }
 
 type demoClouds []*demoCloud
@@ -120,6 +136,8 @@ func startDemoAWS(ctx context.Context, bg *sync.WaitGroup, daemonURL string, log
 		serveEnv:  map[string]string{"MARKETPLACED_AWS_EVENTBRIDGE_SECRET": secret},
 		buyer:     admin.BuyerRequest{Product: demoAWSProduct}, landingField: "x-amzn-marketplace-token",
 		customer: func(b admin.Buyer) string { return b.ID },
+		change: demoChange{newBuyer: true, event: admin.EventRequest{Event: "Purchase Agreement Ended - Manufacturer"},
+			says: "agreement ended (EventBridge): its usage is sealed at once, to be billed"},
 	}, nil
 }
 
@@ -150,6 +168,9 @@ func startDemoAzure(ctx context.Context, dataDir, daemonURL string, logger *slog
 		serveEnv: map[string]string{"MARKETPLACED_AZURE_CLIENT_SECRET": secret},
 		buyer:    admin.BuyerRequest{Plan: "basic", Email: "buyer@example.com"}, landingField: "token", landingGET: true,
 		customer: func(b admin.Buyer) string { return b.ID },
+		change: demoChange{event: admin.EventRequest{Event: "ChangePlan", Plan: "pro"},
+			says:    "changed plan to pro (webhook, operation acknowledged): usage from now on is billed on pro",
+			applied: func(s subView) bool { return s.Plan == "pro" }},
 	}, nil
 }
 

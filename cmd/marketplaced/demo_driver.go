@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,7 +28,8 @@ type demoDriver struct {
 	logger   *slog.Logger
 	client   *http.Client
 
-	customers map[string]string // provider → customer, once subscribed
+	customers map[string]string // provider → customer, once subscribed: the traffic's
+	buyers    map[string]string // provider → the emulator's buyer id of that customer
 	runID     string            // this run's event id prefix
 	batches   int
 	records   int
@@ -45,21 +47,24 @@ const (
 )
 
 func (d *demoDriver) run(ctx context.Context) {
-	d.customers = map[string]string{}
+	d.customers, d.buyers = map[string]string{}, map[string]string{}
 	d.runID = strconv.FormatInt(time.Now().UnixNano(), 36)
 	if err := d.waitReady(ctx); err != nil {
 		d.out.printf("the daemon did not become ready: %v", err)
 		return
 	}
 	for _, c := range d.clouds {
-		if err := d.subscribe(ctx, c); err != nil {
+		buyer, customer, err := d.subscribe(ctx, c)
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			d.out.printf("%-7s buyer not subscribed: %v", c.title, err)
+			continue
 		}
+		d.buyers[c.provider], d.customers[c.provider] = buyer, customer
 	}
-	billed := map[string]bool{} // record ids already printed
+	billed, changed := map[string]bool{}, false // record ids already printed
 	tick := time.NewTicker(demoTick)
 	defer tick.Stop()
 	lastReport, sentAtReport, stopped := time.Now(), 0, false
@@ -82,7 +87,76 @@ func (d *demoDriver) run(ctx context.Context) {
 			d.out.printf("traffic %d records in %d batches through POST /v1/usage so far (%s tokens)", d.records, d.batches, million(d.tokens))
 			lastReport, sentAtReport = time.Now(), d.records
 		}
-		d.printBills(billed)
+		if d.printBills(billed) && !changed {
+			changed = true
+			d.changes(ctx)
+		}
+	}
+}
+
+// changes plays each cloud's lifecycle change, through its notifications.
+func (d *demoDriver) changes(ctx context.Context) {
+	for _, c := range d.clouds {
+		if c.change.event.Event == "" {
+			continue
+		}
+		if err := d.change(ctx, c); err != nil && ctx.Err() == nil {
+			d.out.printf("%-7s %s: %v", c.title, c.change.event.Event, err)
+		}
+	}
+}
+
+func (d *demoDriver) change(ctx context.Context, c *demoCloud) error {
+	buyer, customer := d.buyers[c.provider], d.customers[c.provider]
+	if c.change.newBuyer {
+		var err error
+		if buyer, customer, err = d.subscribe(ctx, c); err != nil {
+			return err
+		}
+		for range 3 { // enough for whole units to bill
+			if err := d.sendOne(ctx, c.provider, customer); err != nil {
+				return err
+			}
+		}
+	}
+	if buyer == "" {
+		return errors.New("no subscribed buyer")
+	}
+	if _, err := c.admin.Event(ctx, buyer, c.change.event); err != nil {
+		return fmt.Errorf("the emulator: %w", err)
+	}
+	said := func() { d.out.printf("%-7s buyer %s %s", c.title, customer, c.change.says) }
+	if c.change.applied != nil {
+		return d.waitSubscription(ctx, c.provider, customer, c.change.applied, said)
+	}
+	return d.waitSealed(ctx, c.provider, customer, said)
+}
+
+// waitSealed waits up to a minute until none of the customer's usage is
+// open, then calls then.
+func (d *demoDriver) waitSealed(ctx context.Context, provider, customer string, then func()) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var usage struct {
+			Buckets []bucketView `json:"buckets"`
+		}
+		_, err := d.call(ctx, http.MethodGet, "/v1/usage?"+url.Values{"provider": {provider}, "customer": {customer}}.Encode(), nil, &usage)
+		open := len(usage.Buckets) == 0
+		for _, b := range usage.Buckets {
+			open = open || b.State == "open"
+		}
+		if err == nil && !open {
+			then()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: usage still open after a minute (%v)", customer, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 
@@ -114,36 +188,44 @@ func (d *demoDriver) waitReady(ctx context.Context) error {
 // emulator's admin API), the buyer's browser arrives on the daemon's
 // landing page with the token, and the cloud's notifications finish the
 // subscription; it waits until the daemon's API shows it active.
-func (d *demoDriver) subscribe(ctx context.Context, c *demoCloud) error {
+func (d *demoDriver) subscribe(ctx context.Context, c *demoCloud) (buyer, customer string, err error) {
 	b, err := c.admin.CreateBuyer(ctx, c.buyer)
 	if err != nil {
-		return fmt.Errorf("create a buyer on the emulator: %w", err)
+		return "", "", fmt.Errorf("create a buyer on the emulator: %w", err)
 	}
 	req, err := c.landingRequest(ctx, d.url, b.Token)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("landing page: %w", err)
+		return "", "", fmt.Errorf("landing page: %w", err)
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("landing page answered %s (the log has why)", resp.Status)
+		return "", "", fmt.Errorf("landing page answered %s (the log has why)", resp.Status)
 	}
-	customer := c.customer(b)
-	deadline := time.Now().Add(60 * time.Second)
+	customer = c.customer(b)
+	err = d.waitSubscription(ctx, c.provider, customer, func(s subView) bool { return s.Status == "active" }, func() {
+		d.out.printf("%-7s buyer %s subscribed through the %s: active", c.title, customer, c.how)
+	})
+	return b.ID, customer, err
+}
+
+// waitSubscription waits up to a minute until the daemon's API shows the
+// customer's subscription as ok wants it, then calls then.
+func (d *demoDriver) waitSubscription(ctx context.Context, provider, customer string, ok func(subView) bool, then func()) error {
+	deadline := time.Now().Add(time.Minute)
 	for {
-		var sub struct {
-			Status string `json:"status"`
-		}
-		st, err := d.call(ctx, http.MethodGet, "/v1/subscriptions/"+c.provider+"/"+url.PathEscape(customer), nil, &sub)
-		if err == nil && st == http.StatusOK && sub.Status == "active" {
-			break
+		var sub subView
+		_, err := d.call(ctx, http.MethodGet, "/v1/subscriptions/"+provider+"/"+url.PathEscape(customer), nil, &sub)
+		if err == nil && ok(sub) {
+			then()
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("buyer %s landed (%s) but is not active after 60 s (status %q, %v)", customer, resp.Status, sub.Status, err)
+			return fmt.Errorf("%s: the daemon's subscription is not as expected after a minute (status %q, plan %q, %v)", customer, sub.Status, sub.Plan, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -151,68 +233,72 @@ func (d *demoDriver) subscribe(ctx context.Context, c *demoCloud) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	d.customers[c.provider] = customer
-	d.out.printf("%-7s buyer %s subscribed through the %s: active", c.title, customer, c.how)
-	return nil
 }
 
 // send posts one batch per subscribed buyer.
 func (d *demoDriver) send(ctx context.Context) {
 	for _, c := range d.clouds {
-		customer, ok := d.customers[c.provider]
-		if !ok {
-			continue
-		}
-		type record struct {
-			EventID  string `json:"event_id"`
-			Provider string `json:"provider"`
-			Customer string `json:"customer"`
-			Metric   string `json:"metric"`
-			Quantity int64  `json:"quantity"`
-		}
-		batch := struct {
-			Records []record `json:"records"`
-		}{}
-		var tokens int64
-		for range demoBatch {
-			d.records++
-			q := 20_000 + rand.Int64N(180_000)
-			tokens += q
-			batch.Records = append(batch.Records, record{EventID: "demo-" + d.runID + "-" + strconv.Itoa(d.records),
-				Provider: c.provider, Customer: customer, Metric: "tokens", Quantity: q})
-		}
-		d.batches++
-		sends := 1
-		if d.batches%demoRetryEvery == 0 {
-			sends = 2
-		}
-		for i := range sends {
-			var res struct {
-				Accepted   int `json:"accepted"`
-				Duplicates int `json:"duplicates"`
-			}
-			st, err := d.call(ctx, http.MethodPost, "/v1/usage", batch, &res)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil || st != http.StatusOK {
-				d.logger.Warn("demo usage batch not accepted", "status", st, "err", err)
-				continue
-			}
-			if i == 0 {
-				d.tokens += tokens
-			}
-			if i == 1 && d.batches == demoRetryEvery {
-				d.out.printf("traffic a batch sent again (a client retry): %d duplicates by event id, counted once", res.Duplicates)
+		if customer, ok := d.customers[c.provider]; ok {
+			if err := d.sendOne(ctx, c.provider, customer); err != nil {
+				d.logger.Warn("demo usage batch not accepted", "err", err)
 			}
 		}
 	}
 }
 
-// printBills prints the lines each emulator billed since the last call.
-func (d *demoDriver) printBills(seen map[string]bool) {
+// sendOne posts one batch of a customer's usage; every demoRetryEvery-th
+// batch is sent twice.
+func (d *demoDriver) sendOne(ctx context.Context, provider, customer string) error {
+
+	type record struct {
+		EventID  string `json:"event_id"`
+		Provider string `json:"provider"`
+		Customer string `json:"customer"`
+		Metric   string `json:"metric"`
+		Quantity int64  `json:"quantity"`
+	}
+	batch := struct {
+		Records []record `json:"records"`
+	}{}
+	var tokens int64
+	for range demoBatch {
+		d.records++
+		q := 20_000 + rand.Int64N(180_000)
+		tokens += q
+		batch.Records = append(batch.Records, record{EventID: "demo-" + d.runID + "-" + strconv.Itoa(d.records),
+			Provider: provider, Customer: customer, Metric: "tokens", Quantity: q})
+	}
+	d.batches++
+	sends := 1
+	if d.batches%demoRetryEvery == 0 {
+		sends = 2
+	}
+	for i := range sends {
+		var res struct {
+			Accepted   int `json:"accepted"`
+			Duplicates int `json:"duplicates"`
+		}
+		if _, err := d.call(ctx, http.MethodPost, "/v1/usage", batch, &res); err != nil {
+			return err
+		}
+		if i == 0 {
+			d.tokens += tokens
+		}
+		if i == 1 && d.batches == demoRetryEvery {
+			d.out.printf("traffic a batch sent again (a client retry): %d duplicates by event id, counted once", res.Duplicates)
+		}
+	}
+	return nil
+}
+
+// printBills prints the lines each emulator billed since the last call,
+// and reports whether every cloud has billed something.
+func (d *demoDriver) printBills(seen map[string]bool) bool {
+	all := true
 	for _, c := range d.clouds {
-		for _, l := range c.admin.Bill().Lines {
+		lines := c.admin.Bill().Lines
+		all = all && len(lines) > 0
+		for _, l := range lines {
 			if seen[l.ID] {
 				continue
 			}
@@ -221,6 +307,7 @@ func (d *demoDriver) printBills(seen map[string]bool) {
 				strconv.FormatFloat(l.Quantity, 'f', -1, 64), path.Base(l.Dimension), l.Buyer, l.Start.UTC().Format("Jan 2 15:04"), l.ID)
 		}
 	}
+	return all
 }
 
 // call sends a JSON request to the daemon's API.

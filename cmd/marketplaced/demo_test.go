@@ -31,7 +31,8 @@ func TestDemo(t *testing.T) {
 	const key = "demo-test-key-0123456789"
 	cmd := exec.Command(bin, "demo", "-data", data, "-addr", "127.0.0.1:0", "-api-key", key)
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var mu sync.Mutex
+	cmd.Stderr = lockedWriter{&mu, &stderr}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +57,8 @@ func TestDemo(t *testing.T) {
 	})
 	logs := func() string {
 		b, _ := os.ReadFile(filepath.Join(data, "marketplaced.log"))
+		mu.Lock()
+		defer mu.Unlock()
 		return "stdout:\n" + out.String() + "\nstderr:\n" + stderr.String() + "\nlog (tail):\n" + lastChars(string(b), 4000)
 	}
 
@@ -132,7 +135,28 @@ func TestDemo(t *testing.T) {
 		}
 	}
 
-	// The API answers with the printed key: three active subscriptions.
+	// Then a lifecycle change on each cloud, through its notifications: a
+	// second AWS buyer leaves (EventBridge) and is billed at once; the
+	// Azure buyer changes plan (webhook).
+	leaver := ""
+	deadline = time.Now().Add(90 * time.Second)
+	for {
+		text := out.String()
+		if m := regexp.MustCompile(`AWS +buyer (\S+) agreement ended`).FindStringSubmatch(text); m != nil {
+			leaver = m[1]
+		}
+		if leaver != "" && strings.Contains(text, "billed on AWS: ") && regexp.MustCompile(`billed on AWS: \d+ tokens_1m for `+regexp.QuoteMeta(leaver)+`,`).MatchString(text) &&
+			regexp.MustCompile(`Azure +buyer \S+ changed plan to pro`).MatchString(text) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lifecycle changes within 90 s of the first bills\n%s", logs())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// The API answers with the printed key: four active subscriptions (the
+	// AWS buyer who left stays active for AWS's final hour of metering).
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", daemon+"/v1/subscriptions?state=active", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
@@ -146,7 +170,7 @@ func TestDemo(t *testing.T) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&page)
 	resp.Body.Close()
-	if err != nil || len(page.Subscriptions) != 3 {
+	if err != nil || len(page.Subscriptions) != 4 {
 		t.Errorf("active subscriptions: %v %+v", err, page)
 	}
 	if resp, err := http.Get(dashboard); err != nil || resp.StatusCode != http.StatusOK {
