@@ -109,6 +109,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	out.printf("  dashboard  %s/dashboard/ (sign in with the API key)", daemonURL)
 	out.printf("  API key    %s", *apiKey)
 	out.printf("  API        curl -H 'Authorization: Bearer %s' %s/v1/subscriptions", *apiKey, daemonURL)
+	out.printf("  admin      go run ./cmd/marketplaced subscriptions list -addr %s -api-key %s   (also usage, seal)", daemonURL, *apiKey)
 	out.printf("  data       %s (SQLite; the log is %s)", *dataDir, logFile.Name())
 	for i, c := range clouds {
 		label := ""
