@@ -29,21 +29,7 @@ import (
 // views, in the API's JSON shapes (docs/api.md).
 
 // subView is a subscription as GET /v1/subscriptions shows it.
-type subView struct {
-	Provider     string     `json:"provider"`
-	ID           string     `json:"id"`
-	Customer     string     `json:"customer"`
-	Product      string     `json:"product"`
-	Status       string     `json:"status"`
-	Plan         string     `json:"plan"`
-	Quantity     int64      `json:"quantity"`
-	Entitlements []string   `json:"entitlements"`
-	AccountID    string     `json:"account_id"`
-	ExpiresAt    *time.Time `json:"expires_at"`
-	CloudUpdated *time.Time `json:"cloud_updated"`
-	Updated      time.Time  `json:"updated"`
-	Version      int64      `json:"version"`
-}
+type subView = server.SubscriptionView
 
 // bucketView is an hourly bucket as GET /v1/usage shows it, with its
 // provider and customer.
@@ -254,7 +240,7 @@ func (s *storeSource) Subscriptions(ctx context.Context, prov, state string) ([]
 	}
 	out := make([]subView, 0, len(subs))
 	for i := range subs {
-		out = append(out, toSubView(&subs[i]))
+		out = append(out, server.ViewSubscription(&subs[i]))
 	}
 	return out, nil
 }
@@ -271,7 +257,7 @@ func (s *storeSource) Subscription(ctx context.Context, prov, customer string) (
 	if err != nil {
 		return subView{}, err
 	}
-	return toSubView(sub), nil
+	return server.ViewSubscription(sub), nil
 }
 
 func (s *storeSource) Usage(ctx context.Context, prov, customer string, from, to time.Time) ([]bucketView, error) {
@@ -316,23 +302,6 @@ func (s *storeSource) Seal(ctx context.Context, prov, customer string) (int, err
 		err = cerr
 	}
 	return n, err
-}
-
-func toSubView(s *marketplace.Subscription) subView {
-	opt := func(t time.Time) *time.Time {
-		if t.IsZero() {
-			return nil
-		}
-		t = t.UTC()
-		return &t
-	}
-	ents := s.Entitlements
-	if ents == nil {
-		ents = []string{}
-	}
-	return subView{Provider: string(s.Provider), ID: s.ID, Customer: s.CustomerID, Product: s.ProductCode, Status: s.Status,
-		Plan: s.Plan, Quantity: s.Quantity, Entitlements: ents, AccountID: s.AccountID,
-		ExpiresAt: opt(s.ExpiresAt), CloudUpdated: opt(s.CloudUpdated), Updated: s.Updated.UTC(), Version: s.Version}
 }
 
 // adminCommand parses an admin command's flags (its own, registered by

@@ -46,7 +46,7 @@ func runSubscriptions(ctx context.Context, args []string, stdout, stderr io.Writ
 			return printJSON(stdout, s)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		for _, kv := range [][2]string{{"provider", s.Provider}, {"customer", s.Customer}, {"id", s.ID}, {"product", s.Product},
+		for _, kv := range [][2]string{{"provider", string(s.Provider)}, {"customer", s.Customer}, {"id", s.ID}, {"product", s.Product},
 			{"status", s.Status}, {"plan", s.Plan}, {"quantity", strconv.FormatInt(s.Quantity, 10)}, {"entitlements", fmt.Sprint(s.Entitlements)},
 			{"account", s.AccountID}, {"expires", timeOrDash(s.ExpiresAt)}, {"cloud updated", timeOrDash(s.CloudUpdated)},
 			{"updated", s.Updated.Format(time.RFC3339)}, {"version", strconv.FormatInt(s.Version, 10)}} {
