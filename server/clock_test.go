@@ -34,3 +34,14 @@ func TestClockSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestClockOffsetAlone: an offset without a rate needs no anchor.
+func TestClockOffsetAlone(t *testing.T) {
+	c, err := ParseConfig([]string{"-catalogue", "testdata/catalogue.json", "-api-keys", "0123456789abcdef0123", "-clock-offset", "-90m"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(c.Clock()()) + 90*time.Minute; d < -time.Second || d > time.Second {
+		t.Errorf("clock with -clock-offset -90m is %s off", d)
+	}
+}

@@ -176,8 +176,10 @@ func (c Config) Clock() func() time.Time {
 		return time.Now
 	}
 	rate, anchor, offset := c.ClockRate, c.ClockAnchor, c.ClockOffset
-	if rate == 0 {
-		rate = 1
+	if rate == 0 || rate == 1 {
+		// No anchor needed (and none may be set: the zero time is
+		// centuries away, past what a Duration holds).
+		return func() time.Time { return time.Now().Add(offset) }
 	}
 	return func() time.Time {
 		now := time.Now()
