@@ -3,6 +3,7 @@ package keyset
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
@@ -50,6 +51,13 @@ func parsePEMCertificate(p []byte) (*x509.Certificate, error) {
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
 		return nil, err
+	}
+	// ParseCertificate accepts a key of an algorithm it does not know and
+	// leaves PublicKey nil: such a certificate can verify nothing.
+	switch cert.PublicKey.(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+	default:
+		return nil, fmt.Errorf("certificate with an unsupported public key (%v)", cert.PublicKeyAlgorithm)
 	}
 	return cert, nil
 }
