@@ -407,11 +407,12 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 		wg    sync.WaitGroup // the clients
 		lc    sync.WaitGroup // the lifecycle events
 		figMu sync.Mutex
-		acked = map[string]map[string]float64{} // cloud → customer → quantity
+		// cloud → customer → quantity; every cloud's map is made before the
+		// clients start, which read acked under figMu.
+		acked = map[string]map[string]float64{"aws": {}, "azure": {}, "gcp": {}}
 	)
 	r.acked, r.billed, r.lost, r.twice = map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, cloud := range []string{"aws", "azure", "gcp"} {
-		acked[cloud] = map[string]float64{}
 		cb := clouds[cloud]
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(seq), uint64(len(cloud))))
