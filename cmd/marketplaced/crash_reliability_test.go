@@ -1,25 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,80 +91,6 @@ func TestReliabilityCrash(t *testing.T) {
 	}
 }
 
-// proc is the daemon across its restarts: one data folder, one address,
-// one log file.
-type proc struct {
-	bin, addr, data string
-	args            []string
-	env             []string
-	log             *os.File
-
-	mu   sync.RWMutex // held for writing while the daemon is down or being killed
-	cmd  *exec.Cmd
-	done chan error
-}
-
-var listeningRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
-
-// start runs the daemon with the given extra arguments and waits until it
-// listens. The caller holds p.mu.
-func (p *proc) start(t *testing.T, extra ...string) {
-	t.Helper()
-	args := append(append([]string{"serve", "-addr", p.addr, "-data", p.data}, p.args...), extra...)
-	cmd := exec.Command(p.bin, args...)
-	cmd.Env = p.env
-	cmd.Stderr = p.log
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case line <- sc.Text():
-			default:
-			}
-		}
-		done <- cmd.Wait()
-	}()
-	select {
-	case l := <-line:
-		if !listeningRE.MatchString(l) {
-			t.Fatalf("unexpected first line %q", l)
-		}
-	case err := <-done:
-		t.Fatalf("marketplaced serve exited at start: %v\n%s", err, tail(p.log.Name()))
-	case <-time.After(30 * time.Second):
-		t.Fatalf("marketplaced serve did not start within 30 s\n%s", tail(p.log.Name()))
-	}
-	p.cmd, p.done = cmd, done
-}
-
-// kill SIGKILLs the daemon and waits for it to be gone. The caller holds
-// p.mu.
-func (p *proc) kill() {
-	if p.cmd == nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	p.cmd = nil
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 8000 {
-		b = b[len(b)-8000:]
-	}
-	return string(b)
-}
-
 // cloudBuyers are one cloud's buyers in a run: usage buyers stay active and
 // receive usage; lifecycle buyers go through plan change and cancel.
 type cloudBuyers struct {
@@ -185,10 +104,6 @@ type cloudBuyers struct {
 
 func runCrash(t *testing.T, r *crashRun, seq int) {
 	startTime := time.Now()
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const (
 		secret      = "eventbridge-secret-for-the-crash-test"
 		azureSecret = "azure-client-secret-for-the-crash-test"
@@ -203,14 +118,8 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 		"-aws-eventbridge-endpoint", "http://"+daemonAddr+"/aws/notifications", "-aws-eventbridge-secret", secret,
 		"-azure-cert-file", certFile, "-azure-client-secret", azureSecret, "-azure-webhook-url", "http://"+daemonAddr+"/azure/notifications",
 		"-gcp-service", service, "-gcp-metrics", "tokens", "-gcp-audience", audience, "-gcp-pubsub-project", e2eProject, "-gcp-pubsub-topic", topic)
-	pem, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	plain := &http.Client{Timeout: 15 * time.Second}
-	azClient := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	azClient := emulatorClient(t, certFile)
 
 	ps, err := pubsub.NewClient(t.Context(), e2eProject)
 	if err != nil {
@@ -242,90 +151,47 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 		{"provider":"gcp","product":"`+service+`","metrics":{"tokens":{"dimension":"`+service+`/tokens"}}}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logFile, err := os.Create(filepath.Join(dir, "daemon.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	// A failed run keeps the daemon's log (all its lives) with the
-	// test's artifacts (go test -artifacts).
-	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(logFile.Name()); err == nil {
-				os.WriteFile(filepath.Join(t.ArtifactDir(), "daemon.log"), b, 0o600)
-			}
-		}
-	})
 	// The ledger's clock: 60 times the wall's pace, from 20 hours ago
 	// (each run its own stretch of hours, all inside the clouds' 24-hour
 	// window). Every restart gets the same anchor, so the clock never
 	// goes back.
 	anchor := time.Now().UTC().Truncate(time.Second)
 	offset := -20*time.Hour + time.Duration(seq)*8*time.Hour
-	p := &proc{bin: bin, addr: daemonAddr, data: filepath.Join(dir, "data"), log: logFile,
-		args: []string{"-catalogue", cat, "-log-level", "info", "-seal-every", "1s", "-lifecycle-lease", "25s",
-			"-clock-rate", "60", "-clock-anchor", anchor.Format(time.RFC3339),
-			"-aws-product-code", "prod-rel", "-aws-region", "us-east-1",
-			"-azure-tenant-id", "72f988bf-86f1-41af-91ab-2d7cd011db47", "-azure-app-id", "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59",
-			"-azure-emulator-url", emu["azure"], "-azure-emulator-ca-file", certFile,
-			"-gcp-service", service, "-gcp-provider-id", "demo-provider", "-gcp-signup-audience", audience,
-			"-gcp-pubsub-subscription", subName, "-gcp-emulator-url", emu["gcp"]},
-		env: append(os.Environ(), "MARKETPLACED_API_KEYS="+serveKey,
-			"AWS_ENDPOINT_URL_MARKETPLACE_METERING="+emu["aws"], "AWS_ACCESS_KEY_ID=AKIDEMULATOR", "AWS_SECRET_ACCESS_KEY=emulator-secret",
-			"MARKETPLACED_AWS_EVENTBRIDGE_SECRET="+secret, "MARKETPLACED_AZURE_CLIENT_SECRET="+azureSecret)}
-	clockArg := func(extra time.Duration) string { return "-clock-offset=" + (offset + extra).String() }
-	p.mu.Lock()
-	p.start(t, clockArg(0))
-	p.mu.Unlock()
-	t.Cleanup(func() { p.mu.Lock(); p.kill(); p.mu.Unlock() })
-	base := "http://" + daemonAddr
-
-	// call is a tolerant request: transport errors are returned, not fatal.
-	call := func(c *http.Client, method, u, body string, out any) (int, error) {
-		req, err := http.NewRequestWithContext(t.Context(), method, u, strings.NewReader(body))
-		if err != nil {
-			return 0, err
-		}
-		switch {
-		case strings.HasPrefix(body, "{"):
-			req.Header.Set("Content-Type", "application/json")
-		case body != "":
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		if strings.HasPrefix(u, base+"/v1/") {
-			req.Header.Set("Authorization", "Bearer "+serveKey)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if out != nil && resp.StatusCode < 300 {
-			if err := json.Unmarshal(b, out); err != nil {
-				return resp.StatusCode, fmt.Errorf("%s %s: %s: %w", method, u, b, err)
+	p := newReplica(t, "daemon", []string{"-catalogue", cat, "-log-level", "info", "-seal-every", "1s", "-lifecycle-lease", "25s",
+		"-clock-rate", "60", "-clock-anchor", anchor.Format(time.RFC3339),
+		"-aws-product-code", "prod-rel", "-aws-region", "us-east-1",
+		"-azure-tenant-id", "72f988bf-86f1-41af-91ab-2d7cd011db47", "-azure-app-id", "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59",
+		"-azure-emulator-url", emu["azure"], "-azure-emulator-ca-file", certFile,
+		"-gcp-service", service, "-gcp-provider-id", "demo-provider", "-gcp-signup-audience", audience,
+		"-gcp-pubsub-subscription", subName, "-gcp-emulator-url", emu["gcp"]},
+		[]string{"AWS_ENDPOINT_URL_MARKETPLACE_METERING=" + emu["aws"], "AWS_ACCESS_KEY_ID=AKIDEMULATOR", "AWS_SECRET_ACCESS_KEY=emulator-secret",
+			"MARKETPLACED_AWS_EVENTBRIDGE_SECRET=" + secret, "MARKETPLACED_AZURE_CLIENT_SECRET=" + azureSecret})
+	p.addr = daemonAddr // the emulators' notification URLs name it
+	// A failed run keeps the daemon's log (all its lives) with the
+	// test's artifacts (go test -artifacts).
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(p.log.Name()); err == nil {
+				os.WriteFile(filepath.Join(t.ArtifactDir(), "daemon.log"), b, 0o600)
 			}
 		}
-		return resp.StatusCode, nil
-	}
+	})
+	// up is held for writing while the daemon is killed and restarted:
+	// the lifecycle events are sent while it is up.
+	var up sync.RWMutex
+	clockArg := func(extra time.Duration) string { return "-clock-offset=" + (offset + extra).String() }
+	p.start(t, clockArg(0))
+	base := p.url()
+
 	must := func(c *http.Client, method, u, body string, out any, want int) {
 		t.Helper()
-		if st, err := call(c, method, u, body, out); err != nil || st != want {
-			t.Fatalf("%s %s: %d %v, want %d\n%s", method, u, st, err, want, tail(logFile.Name()))
+		if st, err := call(t.Context(), c, method, u, body, out); err != nil || st != want {
+			t.Fatalf("%s %s: %d %v, want %d\n%s", method, u, st, err, want, p.logs())
 		}
 	}
+	// activeCustomers is empty while the daemon is down.
 	activeCustomers := func(cloud string) map[string]string {
-		var page struct {
-			Subscriptions []struct {
-				Customer string `json:"customer"`
-				Status   string `json:"status"`
-			} `json:"subscriptions"`
-		}
-		call(plain, "GET", base+"/v1/subscriptions?provider="+cloud+"", "", &page)
-		m := map[string]string{}
-		for _, s := range page.Subscriptions {
-			m[s.Customer] = s.Status
-		}
+		m, _ := subscriptionStates(t.Context(), plain, base, cloud)
 		return m
 	}
 
@@ -346,14 +212,14 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 		var err error
 		switch cloud {
 		case "aws":
-			st, err = call(plain, "POST", base+"/aws/landing", "x-amzn-marketplace-token="+url.QueryEscape(b.Token), nil)
+			st, err = call(t.Context(), plain, "POST", base+"/aws/landing", "x-amzn-marketplace-token="+url.QueryEscape(b.Token), nil)
 		case "azure":
-			st, err = call(plain, "GET", base+"/azure/landing?token="+url.QueryEscape(b.Token), "", nil)
+			st, err = call(t.Context(), plain, "GET", base+"/azure/landing?token="+url.QueryEscape(b.Token), "", nil)
 		case "gcp":
-			st, err = call(plain, "POST", base+"/gcp/landing", "x-gcp-marketplace-token="+url.QueryEscape(b.Token), nil)
+			st, err = call(t.Context(), plain, "POST", base+"/gcp/landing", "x-gcp-marketplace-token="+url.QueryEscape(b.Token), nil)
 		}
 		if err != nil || st >= 300 {
-			t.Fatalf("%s landing: %d %v\n%s", cloud, st, err, tail(logFile.Name()))
+			t.Fatalf("%s landing: %d %v\n%s", cloud, st, err, p.logs())
 		}
 	}
 	for _, cloud := range []string{"aws", "azure", "gcp"} {
@@ -374,7 +240,7 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 				}
 				if customer == "" {
 					if time.Now().After(deadline) {
-						t.Fatalf("%s buyer %s not active 60 s after landing\n%s", cloud, b.ID, tail(logFile.Name()))
+						t.Fatalf("%s buyer %s not active 60 s after landing\n%s", cloud, b.ID, p.logs())
 					}
 					time.Sleep(100 * time.Millisecond)
 				}
@@ -417,42 +283,24 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(seq), uint64(len(cloud))))
 			for n := 0; ctx.Err() == nil; n++ {
-				type rec struct {
-					EventID  string `json:"event_id"`
-					Provider string `json:"provider"`
-					Customer string `json:"customer"`
-					Metric   string `json:"metric"`
-					Quantity int64  `json:"quantity"`
-				}
-				var recs []rec
+				var recs []usageRecord
 				sum := map[string]float64{}
 				for i := range 1 + rng.IntN(20) {
 					c := cb.usage[rng.IntN(len(cb.usage))]
 					q := 1 + rng.Int64N(1000)
-					recs = append(recs, rec{fmt.Sprintf("%s-%s-%d-%d", r.name, cloud, n, i), cloud, c, "tokens", q})
+					recs = append(recs, usageRecord{EventID: fmt.Sprintf("%s-%s-%d-%d", r.name, cloud, n, i), Provider: cloud, Customer: c, Metric: "tokens", Quantity: q})
 					sum[c] += float64(q)
 				}
-				body, _ := json.Marshal(map[string]any{"records": recs})
-				// Retry until acknowledged, whatever the daemon is doing;
-				// the event ids make a retry of a committed batch count once.
-				for try := 0; ; try++ {
-					st, err := call(plain, "POST", base+"/v1/usage", string(body), nil)
-					if err == nil && st == 200 {
-						break
+				// Retry until acknowledged, whatever the daemon is doing.
+				tries, err := ingestUntilAcked(t.Context(), plain, func(int) string { return base }, "", usageBody(recs), 0)
+				if err != nil {
+					if t.Context().Err() == nil {
+						t.Errorf("%s usage: %v\n%s", cloud, err, p.logs())
 					}
-					if err == nil && st != 429 && st != 503 && st < 500 {
-						t.Errorf("%s usage: %d\n%s", cloud, st, tail(logFile.Name()))
-						return
-					}
-					figMu.Lock()
-					r.retries++
-					figMu.Unlock()
-					if t.Context().Err() != nil {
-						return
-					}
-					time.Sleep(50 * time.Millisecond)
+					return
 				}
 				figMu.Lock()
+				r.retries += tries
 				r.batches++
 				r.records += len(recs)
 				for c, q := range sum {
@@ -479,17 +327,17 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 					} else if ev == "changePlan" {
 						body = `{"event":"changePlan","plan":"premium"}`
 					}
-					p.mu.RLock()
+					up.RLock()
 					var res admin.EventResult
-					st, err := call(cb.client, "POST", cb.admin+"/emulator/buyers/"+url.PathEscape(b.ID)+"/events", body, &res)
-					p.mu.RUnlock()
+					st, err := call(t.Context(), cb.client, "POST", cb.admin+"/emulator/buyers/"+url.PathEscape(b.ID)+"/events", body, &res)
+					up.RUnlock()
 					if err != nil || st != 200 {
 						t.Errorf("%s %s for %s: %d %v", cloud, ev, b.ID, st, err)
 						continue
 					}
 					for _, d := range res.Deliveries {
 						if d.Error != "" || (d.Status != 0 && d.Status/100 != 2) { // Pub/Sub has no status
-							t.Errorf("%s %s for %s: delivery %+v\n%s", cloud, ev, b.ID, d, tail(logFile.Name()))
+							t.Errorf("%s %s for %s: delivery %+v\n%s", cloud, ev, b.ID, d, p.logs())
 						}
 					}
 					figMu.Lock()
@@ -513,12 +361,12 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 	rng := rand.New(rand.NewPCG(uint64(seq)+7, 11))
 	for (r.killed < r.kills || !lifecycleDone()) && !t.Failed() {
 		time.Sleep(time.Duration(100+rng.IntN(1200)) * time.Millisecond)
-		p.mu.Lock()
+		up.Lock()
 		p.kill()
 		r.killed++
 		p.start(t, clockArg(0))
 		r.restarts++
-		p.mu.Unlock()
+		up.Unlock()
 	}
 	stop()
 	wg.Wait()
@@ -532,48 +380,23 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 
 	// One more kill, and a restart two hours later by the ledger's clock:
 	// every hour of the load has ended, seals and is reported.
-	p.mu.Lock()
 	p.kill()
 	r.killed++
 	p.start(t, clockArg(2*time.Hour))
 	r.restarts++
-	p.mu.Unlock()
 
-	bill := func(cloud string) map[string]float64 {
-		cb := clouds[cloud]
-		var b admin.Bill
-		if st, err := call(cb.client, "GET", cb.admin+"/emulator/bill", "", &b); err != nil || st != 200 {
-			t.Fatalf("%s bill: %d %v", cloud, st, err)
-		}
-		m := map[string]float64{}
-		for _, l := range b.Lines {
-			m[l.Buyer] += l.Quantity
-		}
-		return m
+	clients := map[string]*http.Client{}
+	for cloud, cb := range clouds {
+		clients[cloud] = cb.client
 	}
-	total := func(m map[string]float64) (n float64) {
-		for _, v := range m {
-			n += v
-		}
-		return n
-	}
-	deadline := time.Now().Add(120 * time.Second)
-	for _, cloud := range []string{"aws", "azure", "gcp"} {
-		want := total(acked[cloud])
-		for total(bill(cloud)) < want && time.Now().Before(deadline) {
-			time.Sleep(500 * time.Millisecond)
-		}
-	}
-	t.Logf("%s: bills reached the acknowledged usage %s after the last restart", r.name, time.Since(drainStart).Round(time.Millisecond))
-	time.Sleep(3 * time.Second) // nothing more may arrive
+	bills := settledBills(t, emu, clients, acked, 120*time.Second)
+	t.Logf("%s: bills settled %s after the last restart (3 s of it waiting for more)", r.name, time.Since(drainStart).Round(time.Millisecond))
 	defer func() {
 		if !t.Failed() && r.gcpLost == 0 {
 			return
 		}
 		// Diagnosis: what Pub/Sub still holds for the daemon.
-		p.mu.Lock()
 		p.kill()
-		p.mu.Unlock()
 		rctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		var held []string
@@ -596,13 +419,13 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 		})
 		t.Logf("the emulator published %d lifecycle messages: %q", len(published), published)
 		for _, f := range []string{"marketplace.db", "marketplace.db-wal"} {
-			if b, err := os.ReadFile(filepath.Join(p.data, f)); err == nil {
+			if b, err := os.ReadFile(filepath.Join(p.data(), f)); err == nil {
 				os.WriteFile(filepath.Join(t.ArtifactDir(), f), b, 0o600)
 			}
 		}
 	}()
 	for _, cloud := range []string{"aws", "azure", "gcp"} {
-		got, want := bill(cloud), acked[cloud]
+		got, want := perBuyer(bills[cloud]), acked[cloud]
 		r.acked[cloud], r.billed[cloud] = total(want), total(got)
 		if d := r.acked[cloud] - r.billed[cloud]; d > 0 {
 			r.lost[cloud] = d
@@ -616,11 +439,11 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 			var usage bytes.Buffer
 			for _, c := range clouds[cloud].usage {
 				var u any
-				call(plain, "GET", base+"/v1/usage?provider="+cloud+"&customer="+url.QueryEscape(c), "", &u)
+				call(t.Context(), plain, "GET", base+"/v1/usage?provider="+cloud+"&customer="+url.QueryEscape(c), "", &u)
 				fmt.Fprintf(&usage, "%s: %v\n", c, u)
 			}
 			t.Errorf("%s: acknowledged %.0f, billed %.0f (lost %.0f, billed twice %.0f)\nacked %v\nbill %v\n%s\n%s",
-				cloud, r.acked[cloud], r.billed[cloud], r.lost[cloud], r.twice[cloud], want, got, usage.String(), tail(logFile.Name()))
+				cloud, r.acked[cloud], r.billed[cloud], r.lost[cloud], r.twice[cloud], want, got, usage.String(), p.logs())
 		}
 		// AWS and Azure bill the daemon's customer: per buyer too.
 		if cloud != "gcp" {
@@ -664,7 +487,7 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 				t.Logf("OPEN DEFECT: %s lifecycle buyer %s (%s) is %q after %v, want %q: a Google notification was lost across the kills",
 					cloud, b.Account, b.ID, states[b.Account], clouds[cloud].events, want)
 			} else if states[b.Account] != want {
-				t.Errorf("%s lifecycle buyer %s (%s) is %q after %v, want %q\n%s", cloud, b.Account, b.ID, states[b.Account], clouds[cloud].events, want, tail(logFile.Name()))
+				t.Errorf("%s lifecycle buyer %s (%s) is %q after %v, want %q\n%s", cloud, b.Account, b.ID, states[b.Account], clouds[cloud].events, want, p.logs())
 			}
 		}
 	}

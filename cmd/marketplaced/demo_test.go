@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/saasmarket/marketplace/emulator/admin"
 )
 
 // TestDemo runs the real `marketplaced demo` with a temporary data folder,
@@ -36,22 +30,8 @@ func TestDemo(t *testing.T) {
 	var stderr bytes.Buffer
 	var mu sync.Mutex
 	cmd.Stderr = lockedWriter{&mu, &stderr}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
 	var out lockedBuffer
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			out.WriteLine(sc.Text())
-		}
-		done <- cmd.Wait()
-	}()
+	done := runBinary(t, cmd, out.WriteLine)
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
@@ -110,13 +90,7 @@ func TestDemo(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		clear(billed)
 		for cloud, base := range emulators {
-			var bill admin.Bill
-			resp, err := clients[cloud].Get(base + "/emulator/bill")
-			if err != nil {
-				t.Fatalf("%s bill: %v", cloud, err)
-			}
-			err = json.NewDecoder(resp.Body).Decode(&bill)
-			resp.Body.Close()
+			bill, err := readBill(t.Context(), clients[cloud], base)
 			if err != nil {
 				t.Fatalf("%s bill: %v", cloud, err)
 			}
@@ -262,24 +236,4 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-func lastChars(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
-// trustPEM returns an HTTP client that trusts the certificate in file.
-func trustPEM(file string) (*http.Client, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}, nil
 }

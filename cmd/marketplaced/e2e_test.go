@@ -6,13 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,90 +21,6 @@ import (
 
 	"github.com/saasmarket/marketplace/emulator/admin"
 )
-
-// freeAddr returns a loopback address that was free a moment ago: the
-// emulator must know the daemon's notification URL before the daemon starts.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// startEmulate runs the real `marketplaced emulate` and returns each cloud's
-// base URL.
-func startEmulate(t *testing.T, args ...string) map[string]string {
-	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, append([]string{"emulate"}, args...)...)
-	cmd.Stderr = io.Discard
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	urls := map[string]string{}
-	re := regexp.MustCompile(`admin API +(https?://127\.0\.0\.1:\d+)/emulator/`)
-	sc := bufio.NewScanner(out)
-	var text strings.Builder
-	cloud := ""
-	for sc.Scan() {
-		line := sc.Text()
-		text.WriteString(line + "\n")
-		for _, c := range []string{"aws", "azure", "gcp"} {
-			if strings.Contains(strings.ToLower(line), c) && cloud == "" && !strings.HasPrefix(line, " ") {
-				cloud = c
-			}
-		}
-		if m := re.FindStringSubmatch(line); m != nil {
-			urls[cloud] = m[1]
-			cloud = ""
-		}
-		if strings.HasPrefix(line, "serving") {
-			break
-		}
-	}
-	go io.Copy(io.Discard, out)
-	if len(urls) == 0 {
-		t.Fatalf("no admin URL in the emulator's output:\n%s", text.String())
-	}
-	return urls
-}
-
-func getJSON(t *testing.T, method, u, body string, out any) int {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), method, u, strings.NewReader(body))
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if strings.Contains(u, "/v1/") {
-		req.Header.Set("Authorization", "Bearer "+serveKey)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: %d %s: %v", method, u, resp.StatusCode, b, err)
-		}
-	}
-	return resp.StatusCode
-}
 
 // TestServeAgainstEmulatorAWS runs the real binary twice, as `emulate` and as
 // `serve`: a buyer subscribes through the AWS landing path (registration

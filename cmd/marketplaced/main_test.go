@@ -45,7 +45,7 @@ func TestEmulate(t *testing.T) {
 		t.Fatalf("want 3 admin URLs in the output, got %q\n%s", urls, text)
 	}
 	// The Azure emulator serves TLS with its own certificate: this test
-	// does not check it (tls_test.go's insecureTransport).
+	// does not check it (helpers_test.go's insecureTransport).
 	client := &http.Client{Timeout: 5 * time.Second, Transport: insecureTransport()}
 	call := func(method, url, body string, out any) int {
 		t.Helper()

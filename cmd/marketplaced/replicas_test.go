@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -18,11 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -52,160 +46,6 @@ func withPassword(t *testing.T, dbURL, password string) string {
 	}
 	u.User = url.UserPassword(u.User.Username(), password)
 	return u.String()
-}
-
-// replica is one `marketplaced serve` process of several on one database,
-// across its restarts: one address, one log file.
-type replica struct {
-	name, bin, addr string
-	args, env       []string
-	log             *os.File
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func newReplica(t testing.TB, name string, args, env []string) *replica {
-	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.Close() // the replica listens there, across its restarts
-	r := &replica{name: name, bin: bin, addr: ln.Addr().String(), args: args, env: env, log: log}
-	t.Cleanup(func() {
-		r.kill()
-		log.Close()
-	})
-	return r
-}
-
-func (r *replica) url() string { return "http://" + r.addr }
-
-var listeningLine = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
-
-// start runs the replica and waits until it listens.
-func (r *replica) start(t testing.TB) {
-	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cmd := exec.Command(r.bin, append([]string{"serve", "-addr", r.addr, "-data", filepath.Join(filepath.Dir(r.log.Name()), r.name)}, r.args...)...)
-	cmd.Env = append(os.Environ(), append([]string{"MARKETPLACED_API_KEYS=" + serveKey}, r.env...)...)
-	cmd.Stderr = r.log
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	first := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case first <- sc.Text():
-			default:
-			}
-		}
-		done <- cmd.Wait()
-	}()
-	select {
-	case l := <-first:
-		if !listeningLine.MatchString(l) {
-			t.Fatalf("%s: unexpected first line %q", r.name, l)
-		}
-	case err := <-done:
-		t.Fatalf("%s exited at start: %v\n%s", r.name, err, r.logs())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not start within 30 s\n%s", r.name, r.logs())
-	}
-	r.cmd, r.done = cmd, done
-}
-
-// kill SIGKILLs the replica, if it runs, and waits until it is gone.
-func (r *replica) kill() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd == nil {
-		return
-	}
-	r.cmd.Process.Signal(syscall.SIGKILL)
-	<-r.done
-	r.cmd = nil
-}
-
-// stop sends SIGTERM and returns the exit error (nil for status 0).
-func (r *replica) stop(t testing.TB) error {
-	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd == nil {
-		return nil
-	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-r.done:
-		r.cmd = nil
-		return err
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s: no exit within 30 s of SIGTERM\n%s", r.name, r.logs())
-		return nil
-	}
-}
-
-func (r *replica) logs() string {
-	b, _ := os.ReadFile(r.log.Name())
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return r.name + ":\n" + string(b)
-}
-
-// post sends a usage batch to base; key, when set, is its Idempotency-Key.
-// It returns the status and Retry-After, or the transport error.
-func post(ctx context.Context, c *http.Client, base, key string, body []byte) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, "POST", base+"/v1/usage", bytes.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+serveKey)
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, resp.Header.Get("Retry-After"), nil
-}
-
-// usageRecord is a record of POST /v1/usage.
-type usageRecord struct {
-	EventID  string `json:"event_id,omitempty"`
-	Provider string `json:"provider"`
-	Customer string `json:"customer"`
-	Metric   string `json:"metric"`
-	Quantity int64  `json:"quantity"`
-	Time     string `json:"time,omitempty"`
-}
-
-func usageBody(recs []usageRecord) []byte {
-	b, _ := json.Marshal(map[string]any{"records": recs})
-	return b
 }
 
 // TestServeStorePostgres: marketplaced serve on PostgreSQL (-store, and
@@ -296,45 +136,6 @@ func TestServeStorePostgres(t *testing.T) {
 			t.Fatalf("log line is not JSON: %s", line)
 		}
 	}
-}
-
-// emulatorClient reads the Azure emulator's certificate: the client that
-// trusts it (the other emulators are plain HTTP).
-func emulatorClient(t *testing.T, certFile string) *http.Client {
-	t.Helper()
-	pem, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-}
-
-// call is a request that returns its transport error instead of failing.
-func call(ctx context.Context, c *http.Client, method, u, body string, out any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	if strings.HasPrefix(body, "{") {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if strings.Contains(u, "/v1/") {
-		req.Header.Set("Authorization", "Bearer "+serveKey)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %s: %w", method, u, b, err)
-		}
-	}
-	return resp.StatusCode, nil
 }
 
 // usageTotal sums the quantities GET /v1/usage shows for customer.
@@ -774,18 +575,13 @@ func TestReplicasKillOne(t *testing.T) {
 	}
 	// Read through another replica than the landings: the state is shared.
 	azureActive := func() map[string]bool {
-		var subs struct {
-			Subscriptions []struct {
-				Customer string `json:"customer"`
-				Status   string `json:"status"`
-			} `json:"subscriptions"`
-		}
-		if st, err := call(t.Context(), plain, "GET", rs[replicas-1].url()+"/v1/subscriptions?provider=azure", "", &subs); err != nil || st != 200 {
-			t.Fatalf("Azure subscriptions: %d %v", st, err)
+		states, err := subscriptionStates(t.Context(), plain, rs[replicas-1].url(), "azure")
+		if err != nil {
+			t.Fatalf("Azure subscriptions: %v", err)
 		}
 		m := map[string]bool{}
-		for _, s := range subs.Subscriptions {
-			m[s.Customer] = s.Status == "active"
+		for c, s := range states {
+			m[c] = s == "active"
 		}
 		return m
 	}
@@ -827,7 +623,7 @@ func TestReplicasKillOne(t *testing.T) {
 	}
 	var (
 		mu      sync.Mutex
-		acked   = map[string]map[string]int64{"aws": {}, "azure": {}, "gcp": {}}
+		acked   = map[string]map[string]float64{"aws": {}, "azure": {}, "gcp": {}}
 		batches int
 		retries int
 	)
@@ -836,7 +632,7 @@ func TestReplicasKillOne(t *testing.T) {
 			wg.Go(func() {
 				for n := 0; time.Now().Before(loadEnd) && !t.Failed(); n++ {
 					var recs []usageRecord
-					sum := map[string]int64{}
+					sum := map[string]float64{}
 					key := ""
 					if cloud == "azure" {
 						key = fmt.Sprintf("az-%d-%d", home, n) // the batch counts once, under its key
@@ -849,29 +645,17 @@ func TestReplicasKillOne(t *testing.T) {
 							rec.EventID = fmt.Sprintf("%s-%d-%d-%d", cloud, home, n, i)
 						}
 						recs = append(recs, rec)
-						sum[c] += q
+						sum[c] += float64(q)
 					}
-					body := usageBody(recs)
-					for try := 0; ; try++ {
-						r := rs[(home+try)%replicas]
-						st, _, err := post(t.Context(), plain, r.url(), key, body)
-						if err == nil && st == 200 {
-							break
-						}
-						if err == nil && st != 503 && st != 429 {
-							t.Errorf("%s usage to %s: %d", cloud, r.name, st)
-							return
-						}
-						if try > 200 {
-							t.Errorf("%s usage: not acknowledged after %d tries: %d %v", cloud, try, st, err)
-							return
-						}
-						mu.Lock()
-						retries++
-						mu.Unlock()
-						time.Sleep(50 * time.Millisecond)
+					// A batch a replica does not acknowledge goes to the next.
+					to := func(try int) string { return rs[(home+try)%replicas].url() }
+					tries, err := ingestUntilAcked(t.Context(), plain, to, key, usageBody(recs), 200)
+					if err != nil {
+						t.Errorf("%s usage: %v", cloud, err)
+						return
 					}
 					mu.Lock()
+					retries += tries
 					batches++
 					for c, q := range sum {
 						acked[cloud][c] += q
@@ -933,52 +717,16 @@ func TestReplicasKillOne(t *testing.T) {
 
 	// Every hour of the load ends at H+2:00; wait for the bills.
 	type line struct{ buyer, dim, start string }
-	bills := func() map[string]admin.Bill {
-		out := map[string]admin.Bill{}
-		for cloud, c := range map[string]*http.Client{"aws": plain, "azure": azClient, "gcp": plain} {
-			var b admin.Bill
-			if st, err := call(t.Context(), c, "GET", emu[cloud]+"/emulator/bill", "", &b); err != nil || st != 200 {
-				t.Fatalf("%s bill: %d %v", cloud, st, err)
-			}
-			out[cloud] = b
-		}
-		return out
-	}
-	total := func(m map[string]int64) (n int64) {
-		for _, q := range m {
-			n += q
-		}
-		return n
-	}
-	billed := func(b admin.Bill) map[string]int64 {
-		m := map[string]int64{}
-		for _, l := range b.Lines {
-			m[l.Buyer] += int64(l.Quantity)
-		}
-		return m
-	}
-	var got map[string]admin.Bill
-	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-		got = bills()
-		done := true
-		for cloud, want := range acked {
-			done = done && total(billed(got[cloud])) >= total(want)
-		}
-		if done || time.Now().After(deadline) {
-			break
-		}
-	}
-	time.Sleep(3 * time.Second) // nothing more may arrive
-	got = bills()
+	got := settledBills(t, emu, map[string]*http.Client{"aws": plain, "azure": azClient, "gcp": plain}, acked, 90*time.Second)
 	for _, cloud := range []string{"aws", "azure", "gcp"} {
-		b, want := billed(got[cloud]), acked[cloud]
-		t.Logf("%s: acknowledged %d, billed %d in %d lines", cloud, total(want), total(b), len(got[cloud].Lines))
+		b, want := perBuyer(got[cloud]), acked[cloud]
+		t.Logf("%s: acknowledged %.0f, billed %.0f in %d lines", cloud, total(want), total(b), len(got[cloud].Lines))
 		if total(want) == 0 {
 			t.Errorf("%s: nothing acknowledged: the test did nothing", cloud)
 		}
 		for c, q := range want {
 			if b[c] != q {
-				t.Errorf("%s %s: acknowledged %d, billed %d", cloud, c, q, b[c])
+				t.Errorf("%s %s: acknowledged %.0f, billed %.0f", cloud, c, q, b[c])
 			}
 		}
 		if len(b) != len(want) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -10,120 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
-
-const serveKey = "binary-test-key-0123456789"
-
-// binary builds marketplaced once per test run.
-var binary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "marketplaced-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "marketplaced")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", errors.New("go build: " + err.Error() + "\n" + string(out))
-	}
-	return bin, nil
-})
-
-// daemon is a running `marketplaced serve`.
-type daemon struct {
-	cmd    *exec.Cmd
-	url    string
-	stderr *bytes.Buffer
-	mu     *sync.Mutex
-	done   chan error
-}
-
-func (d *daemon) logs() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stderr.String()
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// startServe runs the real binary on a free loopback port with the test
-// catalogue and waits for it to print its address.
-func startServe(t *testing.T, args ...string) *daemon {
-	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args = append([]string{"serve", "-addr", "127.0.0.1:0", "-data", t.TempDir(),
-		"-catalogue", filepath.Join("..", "..", "server", "testdata", "catalogue.json")}, args...)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "MARKETPLACED_API_KEYS="+serveKey)
-	d := &daemon{cmd: cmd, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
-	cmd.Stderr = lockedWriter{d.mu, d.stderr}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-d.done
-	})
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			default:
-			}
-		}
-	}()
-	select {
-	case line := <-lines:
-		m := regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`).FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("unexpected first line %q", line)
-		}
-		d.url = m[1]
-	case err := <-d.done:
-		t.Fatalf("marketplaced serve exited: %v\n%s", err, d.logs())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("marketplaced serve did not start\n%s", d.logs())
-	}
-	return d
-}
-
-// stop sends SIGTERM and returns the exit error (nil for status 0).
-func (d *daemon) stop(t *testing.T, within time.Duration) error {
-	t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		d.done <- err // for the cleanup
-		return err
-	case <-time.After(within):
-		t.Fatalf("no exit within %v of SIGTERM\n%s", within, d.logs())
-		return nil
-	}
-}
 
 func TestServeBinary(t *testing.T) {
 	d := startServe(t, "-shutdown-timeout", "5s")
