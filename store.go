@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -177,4 +178,130 @@ type NotificationInbox interface {
 	RequeueNotification(ctx context.Context, p CloudProvider, id string, now time.Time) error
 	// PurgeNotifications forgets done notifications that expired before t.
 	PurgeNotifications(ctx context.Context, t time.Time) (int64, error)
+}
+
+// Quarantine sources: the part of a store a quarantined row came from.
+const (
+	QuarantineUsageLog = "usage_log" // an entry of the ledger's append log
+	QuarantineInbox    = "inbox"     // a notification of the inbox
+)
+
+// Quarantined is a stored row that could not be read. The store moved it
+// aside, in the same commit that would have read it, so that it halts
+// nothing else (folding, sealing and reporting usage, applying
+// notifications), and keeps it with its reason until an operator puts it
+// back. Nothing in it is applied or billed while it is quarantined.
+type Quarantined struct {
+	ID     int64
+	Source string // QuarantineUsageLog or QuarantineInbox
+	// Ref says where the row was ("seq 42", "aws/<notification id>").
+	Ref string
+	// Data is the row as it was stored: the log entry's bytes, or the JSON
+	// of an InboxRow.
+	Data   []byte
+	Reason string
+	At     time.Time
+}
+
+// QuarantineStore keeps the rows a store moved aside. Package storetest
+// checks implementations by damaging rows.
+type QuarantineStore interface {
+	// ListQuarantined returns quarantined rows, oldest first, at most limit
+	// (all when zero).
+	ListQuarantined(ctx context.Context, limit int) ([]Quarantined, error)
+	// GetQuarantined returns one quarantined row, or an error wrapping
+	// ErrNotFound.
+	GetQuarantined(ctx context.Context, id int64) (*Quarantined, error)
+	// CountQuarantined returns the number of quarantined rows per Source.
+	CountQuarantined(ctx context.Context) (map[string]int64, error)
+	// RestoreQuarantined puts row id back where it came from, with data in
+	// place of what was stored (nil: as stored, for a row the store could
+	// not read because of a defect since mended), and removes it from the
+	// quarantine, in one commit. A usage-log entry must pass
+	// ledger.CheckEntry and an inbox row InboxRow.Notification, and a
+	// notification's provider and id must not be in the inbox again;
+	// otherwise it fails with an error wrapping ErrInvalidInput and saying
+	// what is wrong, and the row stays quarantined.
+	RestoreQuarantined(ctx context.Context, id int64, data []byte) error
+}
+
+// InboxRow is an inbox notification as a store holds it: its columns as
+// text, times in unix milliseconds. Stores read inbox rows in this form and
+// convert them with Notification, so every store reads by the same rules
+// and quarantines a row it cannot read as the JSON of its InboxRow; an
+// operator mends that JSON and restores it.
+type InboxRow struct {
+	Provider    string `json:"provider"`
+	ID          string `json:"id"`
+	Kind        string `json:"kind"`
+	Subject     string `json:"subject"`
+	Time        string `json:"event_time"`
+	Payload     []byte `json:"payload"`
+	State       string `json:"state"`
+	Attempts    string `json:"attempts"`
+	NextAttempt string `json:"next_attempt"`
+	Progress    string `json:"progress"`
+	Reason      string `json:"reason"`
+	Received    string `json:"received"`
+	Expires     string `json:"expires"`
+}
+
+// InboxRowOf is the row of n.
+func InboxRowOf(n Notification) InboxRow {
+	ms := func(t time.Time) string {
+		if t.IsZero() {
+			return "0"
+		}
+		return strconv.FormatInt(t.UnixMilli(), 10)
+	}
+	return InboxRow{Provider: string(n.Provider), ID: n.ID, Kind: n.Kind, Subject: n.Subject, Time: ms(n.Time),
+		Payload: n.Payload, State: n.State, Attempts: strconv.Itoa(n.Attempts), NextAttempt: ms(n.NextAttempt),
+		Progress: n.Progress, Reason: n.Reason, Received: ms(n.Received), Expires: ms(n.Expires)}
+}
+
+// Notification converts the row, checking every column; the error wraps
+// ErrInvalidInput and names the column.
+func (r InboxRow) Notification() (Notification, error) {
+	var errs []error
+	bad := func(col, val, want string) {
+		errs = append(errs, fmt.Errorf("column %s: %q is not %s", col, val, want))
+	}
+	when := func(col, val string) time.Time {
+		v, err := strconv.ParseInt(val, 10, 64)
+		if err != nil || v < 0 {
+			bad(col, val, "a time in unix milliseconds")
+			return time.Time{}
+		}
+		if v == 0 {
+			return time.Time{}
+		}
+		return time.UnixMilli(v).UTC()
+	}
+	n := Notification{Provider: CloudProvider(r.Provider), ID: r.ID, Kind: r.Kind, Subject: r.Subject,
+		Payload: r.Payload, State: r.State, Progress: r.Progress, Reason: r.Reason}
+	if !n.Provider.Valid() {
+		bad("provider", r.Provider, "aws, azure or gcp")
+	}
+	if r.ID == "" {
+		bad("id", r.ID, "a notification id")
+	}
+	switch r.State {
+	case NotificationPending, NotificationDone, NotificationParked:
+	default:
+		bad("state", r.State, "pending, done or parked")
+	}
+	if a, err := strconv.Atoi(r.Attempts); err != nil || a < 0 {
+		bad("attempts", r.Attempts, "a count")
+	} else {
+		n.Attempts = a
+	}
+	n.Time, n.NextAttempt = when("event_time", r.Time), when("next_attempt", r.NextAttempt)
+	n.Received, n.Expires = when("received", r.Received), when("expires", r.Expires)
+	if n.Payload == nil {
+		n.Payload = []byte{}
+	}
+	if len(errs) > 0 {
+		return Notification{}, fmt.Errorf("%w: inbox row %s/%s: %w", ErrInvalidInput, r.Provider, r.ID, errors.Join(errs...))
+	}
+	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"time"
 
 	"github.com/saasmarket/marketplace"
@@ -13,16 +14,38 @@ import (
 // commit costs one row however many records it carries. The format is
 // private to the ledger and its stores:
 //
-//	version byte (1), count uvarint, then per delta:
+//	version byte (2), count uvarint, then per delta:
 //	provider, customer, dimension (uvarint length + bytes), hour (varint unix seconds), quantity (uvarint)
+//	then a CRC-32C of all the bytes before it (4 bytes, little endian)
+//
+// The checksum makes a damaged row (a flipped bit in a quantity decodes as
+// well as the right one) a corrupt entry that the store quarantines,
+// instead of a wrong bill. Version 1 is the same without the checksum; it
+// is still read.
 
-const codecVersion = 1
+const (
+	codecV1      = 1
+	codecVersion = 2
+	checksumLen  = 4
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrCorruptLog is returned when a stored log entry cannot be decoded.
 var ErrCorruptLog = errors.New("ledger: corrupt log entry")
 
+// CheckEntry reports whether b is a log entry the ledger can fold: it
+// decodes, its checksum matches and every delta names a cloud, a customer,
+// a dimension and the start of an hour. The error wraps ErrCorruptLog and
+// says what is wrong. A store calls it before putting a quarantined entry
+// back.
+func CheckEntry(b []byte) error {
+	return walkEntry(b, func([]byte, rawKey, int64) {})
+}
+
 // EncodeDeltas appends the encoding of deltas to dst.
 func EncodeDeltas(dst []byte, deltas []Delta) []byte {
+	start := len(dst)
 	dst = append(dst, codecVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(deltas)))
 	for _, d := range deltas {
@@ -32,7 +55,7 @@ func EncodeDeltas(dst []byte, deltas []Delta) []byte {
 		dst = binary.AppendVarint(dst, d.Hour.Unix())
 		dst = binary.AppendUvarint(dst, uint64(d.Quantity))
 	}
-	return dst
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -57,10 +80,11 @@ type Aggregator struct {
 	deltas []Delta
 }
 
-// AddEntry decodes one log entry and adds its deltas. On error nothing of
-// the entry is added.
+// AddEntry decodes one log entry and adds its deltas. On error (see
+// CheckEntry) nothing of the entry is added, so a store can move the entry
+// aside and go on folding the others.
 func (a *Aggregator) AddEntry(b []byte) error {
-	if err := walkEntry(b, func([]byte, rawKey, int64) {}); err != nil {
+	if err := CheckEntry(b); err != nil {
 		return err
 	}
 	if a.idx == nil {
@@ -95,8 +119,22 @@ func (k rawKey) decode() BucketKey {
 // walkEntry calls fn for each delta of an encoded entry with the bytes that
 // encode its key, the key itself, and its quantity.
 func walkEntry(b []byte, fn func(seg []byte, key rawKey, q int64)) error {
-	if len(b) == 0 || b[0] != codecVersion {
-		return fmt.Errorf("%w: unknown version", ErrCorruptLog)
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty", ErrCorruptLog)
+	}
+	switch b[0] {
+	case codecV1:
+	case codecVersion:
+		if len(b) < 1+checksumLen {
+			return fmt.Errorf("%w: too short for its checksum", ErrCorruptLog)
+		}
+		body, sum := b[:len(b)-checksumLen], binary.LittleEndian.Uint32(b[len(b)-checksumLen:])
+		if crc32.Checksum(body, crcTable) != sum {
+			return fmt.Errorf("%w: checksum mismatch", ErrCorruptLog)
+		}
+		b = body
+	default:
+		return fmt.Errorf("%w: unknown version %d", ErrCorruptLog, b[0])
 	}
 	r := reader{b: b[1:]}
 	n := r.uvarint()
@@ -110,8 +148,16 @@ func walkEntry(b []byte, fn func(seg []byte, key rawKey, q int64)) error {
 		hour := r.varint()
 		seg := start[:len(start)-len(r.b)]
 		q := r.uvarint()
-		if q > maxQuantity {
+		switch {
+		case r.err != nil:
+		case q > maxQuantity:
 			r.fail("quantity out of range")
+		case !marketplace.CloudProvider(p).Valid():
+			r.fail(fmt.Sprintf("delta %d: unknown cloud %q", i, p))
+		case len(c) == 0 || len(d) == 0:
+			r.fail(fmt.Sprintf("delta %d: empty customer or dimension", i))
+		case hour%3600 != 0:
+			r.fail(fmt.Sprintf("delta %d: hour %d is not the start of an hour", i, hour))
 		}
 		if r.err != nil {
 			break
