@@ -22,9 +22,10 @@ import (
 )
 
 // The dashboard is a page for the seller (not the buyer): subscriptions per
-// cloud and state, usage per hour as a chart, the reporters' health and the
-// parked notifications. Its script fetches /dashboard/data and redraws
-// in place; everything it loads is embedded (no outside CDN).
+// cloud and state, usage per hour as a chart, the reporters' health, the
+// parked notifications and the quarantined rows. Its script fetches
+// /dashboard/data and redraws in place; everything it loads is embedded (no
+// outside CDN).
 //
 // It is behind a sign-in: one of the API keys, or the dashboard password
 // when the seller set one (-dashboard-password). A sign-in sets a session
@@ -202,6 +203,11 @@ type dashboardData struct {
 	Usage  []usageSeries  `json:"usage"`
 	Health []reportHealth `json:"reporter"`
 	Parked []parkedNote   `json:"parked"`
+	// Quarantined are the rows the store could not read and moved aside
+	// (at most quarantineListLimit, oldest first), without their data;
+	// QuarantinedCount counts them all per source.
+	Quarantined      []quarantined    `json:"quarantined"`
+	QuarantinedCount map[string]int64 `json:"quarantined_count"`
 }
 
 // usageSeries is the raw usage of one cloud dimension per hour of Hours.
@@ -290,7 +296,8 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 	}
 	dd := &dashboardData{Generated: now.UTC(), Providers: providers,
 		Subscriptions: map[marketplace.CloudProvider]map[string]int{}, Linked: map[marketplace.CloudProvider]int{},
-		Usage: []usageSeries{}, Health: []reportHealth{}, Parked: []parkedNote{}}
+		Usage: []usageSeries{}, Health: []reportHealth{}, Parked: []parkedNote{},
+		Quarantined: []quarantined{}, QuarantinedCount: map[string]int64{}}
 	first := ledger.HourOf(now).Add(-(usageHours - 1) * time.Hour)
 	for i := range usageHours {
 		dd.Hours = append(dd.Hours, first.Add(time.Duration(i)*time.Hour).UTC())
@@ -370,6 +377,18 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 		for _, n := range ns {
 			dd.Parked = append(dd.Parked, parkedNote{Provider: n.Provider, ID: n.ID, Kind: n.Kind, Subject: n.Subject,
 				Attempts: n.Attempts, Reason: n.Reason, Received: n.Received.UTC()})
+		}
+	}
+	if qs := s.deps.Quarantine; qs != nil {
+		rows, err := qs.ListQuarantined(ctx, quarantineListLimit)
+		if err != nil {
+			return nil, err
+		}
+		for i := range rows {
+			dd.Quarantined = append(dd.Quarantined, ViewQuarantined(&rows[i], false))
+		}
+		if dd.QuarantinedCount, err = quarantineCounts(ctx, qs); err != nil {
+			return nil, err
 		}
 	}
 	return dd, nil

@@ -33,11 +33,14 @@ func (s *Server) routes() http.Handler {
 	v1("GET /v1/subscriptions/{provider}/{customer}", s.getSubscription)
 	v1("PUT /v1/subscriptions/{provider}/{customer}/account", s.putAccount)
 	v1("POST /v1/usage/seal", s.postSeal)
+	v1("GET /v1/quarantine", s.listQuarantine)
+	v1("GET /v1/quarantine/{id}", s.getQuarantined)
+	v1("POST /v1/quarantine/{id}/restore", s.restoreQuarantined)
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)
 	})
-	mux.Handle("GET /metrics", s.refreshParked(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})))
+	mux.Handle("GET /metrics", s.refreshGauges(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	s.dashboardRoutes(mux)
 	mux.HandleFunc("GET /readyz", s.readyz)
@@ -251,23 +254,27 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, c)
 }
 
-// refreshParked counts the parked notifications of every mounted cloud
-// before a scrape: a query per scrape, not a loop of its own.
-func (s *Server) refreshParked(next http.Handler) http.Handler {
-	if s.deps.Parked == nil {
+// refreshGauges counts the parked notifications of every mounted cloud
+// and the quarantined rows before a scrape: a few queries per scrape, not
+// a loop of their own.
+func (s *Server) refreshGauges(next http.Handler) http.Handler {
+	if s.deps.Parked == nil && s.deps.Quarantine == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		for _, c := range s.deps.Clouds {
-			n, err := s.deps.Parked(ctx, c.Name())
-			if err != nil {
-				s.log.Warn("counting parked notifications", "provider", string(c.Name()), "err", err)
-				continue
+		if s.deps.Parked != nil {
+			for _, c := range s.deps.Clouds {
+				n, err := s.deps.Parked(ctx, c.Name())
+				if err != nil {
+					s.log.Warn("counting parked notifications", "provider", string(c.Name()), "err", err)
+					continue
+				}
+				s.metrics.Parked(c.Name(), n)
 			}
-			s.metrics.Parked(c.Name(), n)
 		}
+		s.refreshQuarantined(ctx)
 		next.ServeHTTP(w, r)
 	})
 }

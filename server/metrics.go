@@ -21,6 +21,7 @@ type Metrics struct {
 	duplicates                                                            prometheus.Counter
 	oldest                                                                *prometheus.GaugeVec
 	parked                                                                *prometheus.GaugeVec
+	quarantined                                                           *prometheus.GaugeVec
 	http                                                                  *prometheus.HistogramVec
 }
 
@@ -52,12 +53,15 @@ func NewMetrics() *Metrics {
 			Help: "Age of the oldest sealed bucket not yet reported."}, []string{"provider"}),
 		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "marketplaced", Name: "notifications_parked",
 			Help: "Lifecycle notifications that could not be applied and wait for an operator."}, []string{"provider"}),
+		quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "marketplaced", Name: "quarantined_rows",
+			Help: "Stored rows the store could not read and moved aside (usage_log: append-log entries, inbox: notifications); they wait for an operator (marketplaced quarantine)."},
+			[]string{"source"}),
 		http: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "marketplaced", Name: "http_request_duration_seconds",
 			Help:    "HTTP request latency per route.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
 			[]string{"route", "method", "code"}),
 	}
-	reg.MustRegister(m.duplicates, m.oldest, m.parked, m.http,
+	reg.MustRegister(m.duplicates, m.oldest, m.parked, m.quarantined, m.http,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every cloud's series exist from the start, so a dashboard shows 0
 	// rather than nothing.
@@ -65,6 +69,9 @@ func NewMetrics() *Metrics {
 		for _, c := range []*prometheus.CounterVec{m.recorded, m.late, m.sealed, m.reported, m.rejected, m.conflict, m.retried, m.missed} {
 			c.WithLabelValues(string(p))
 		}
+	}
+	for _, src := range quarantineSources {
+		m.quarantined.WithLabelValues(src)
 	}
 	return m
 }
@@ -87,6 +94,11 @@ func (m *Metrics) OldestUnreported(p marketplace.CloudProvider, age time.Duratio
 // Parked sets the number of parked notifications of a cloud.
 func (m *Metrics) Parked(p marketplace.CloudProvider, n int) {
 	m.parked.WithLabelValues(string(p)).Set(float64(n))
+}
+
+// Quarantined sets the number of quarantined rows of a source.
+func (m *Metrics) Quarantined(source string, n int64) {
+	m.quarantined.WithLabelValues(source).Set(float64(n))
 }
 
 func add(c *prometheus.CounterVec, p marketplace.CloudProvider, n int64) {

@@ -65,10 +65,14 @@ type Deps struct {
 	Updater SubscriptionUpdater
 	// Parked, when set, counts a cloud's parked notifications for /metrics
 	// (the lifecycle engine's Parked).
-	Parked  func(ctx context.Context, p marketplace.CloudProvider) (int, error)
-	Metrics *Metrics // default: NewMetrics()
-	Logger  *slog.Logger
-	Clock   func() time.Time // default time.Now
+	Parked func(ctx context.Context, p marketplace.CloudProvider) (int, error)
+	// Quarantine, when set, is the store's quarantine of rows it could not
+	// read: counted for /metrics, listed on the dashboard and served at
+	// /v1/quarantine (without it those routes answer 503).
+	Quarantine marketplace.QuarantineStore
+	Metrics    *Metrics // default: NewMetrics()
+	Logger     *slog.Logger
+	Clock      func() time.Time // default time.Now
 
 	Maintain ledger.MaintainConfig
 	Reporter ledger.ReporterConfig

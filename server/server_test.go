@@ -32,6 +32,9 @@ type harnessOptions struct {
 	cfg       func(*Config)
 	clouds    []Cloud
 	lifecycle Runner
+	// quarantine replaces the store's quarantine (default: the SQLite
+	// store's, when it keeps one).
+	quarantine marketplace.QuarantineStore
 }
 
 // harness is a Server on a real SQLite store, behind an httptest server whose
@@ -101,8 +104,11 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if q, ok := any(store).(marketplace.QuarantineStore); ok && o.quarantine == nil {
+		o.quarantine = q
+	}
 	srv, err := New(cfg, Deps{Ledger: led, Subscriptions: store, Entitlements: cache, Metrics: metrics, Logger: logger, Clock: clock,
-		Clouds: o.clouds, Lifecycle: o.lifecycle, Updater: engine,
+		Clouds: o.clouds, Lifecycle: o.lifecycle, Updater: engine, Quarantine: o.quarantine,
 		Maintain: ledger.MaintainConfig{FoldEvery: 10 * time.Millisecond, SealEvery: 10 * time.Millisecond},
 		Reporter: ledger.ReporterConfig{Poll: 10 * time.Millisecond}})
 	if err != nil {

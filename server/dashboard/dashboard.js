@@ -188,6 +188,19 @@
       fmtTime(n.received), n.reason]), 7, "None.");
   }
 
+  const SOURCES = { usage_log: "Usage log", inbox: "Inbox" };
+
+  function renderQuarantine(d) {
+    const counts = d.quarantined_count || {};
+    const total = Object.values(counts).reduce((a, b) => a + b, 0);
+    const note = $("quarantine-count");
+    note.textContent = total === 0 ? "Nothing is quarantined." : fmtNum(total) + " quarantined: " +
+      Object.keys(SOURCES).map((s) => SOURCES[s] + " " + fmtNum(counts[s] || 0)).join(", ") + ".";
+    note.classList.toggle("bad", total > 0);
+    fillBody($("quarantine"), d.quarantined.map((q) => [String(q.id), SOURCES[q.source] || q.source, q.ref,
+      { text: fmtNum(q.size), cls: "num" }, fmtTime(q.at), q.reason]), 6, "None.");
+  }
+
   function render(d) {
     last = d;
     renderSubscriptions(d);
@@ -195,6 +208,7 @@
     renderChart(d);
     renderHealth(d);
     renderParked(d);
+    renderQuarantine(d);
     document.body.dataset.generated = d.generated;
   }
 
