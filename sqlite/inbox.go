@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,19 +13,44 @@ import (
 
 const inboxCols = `provider, id, kind, subject, event_time, payload, state, attempts, next_attempt, progress, reason, received, expires`
 
-func scanNotification(sc interface{ Scan(...any) error }) (*marketplace.Notification, error) {
-	var (
-		n                               marketplace.Notification
-		provider                        string
-		evTime, next, received, expires int64
-	)
-	if err := sc.Scan(&provider, &n.ID, &n.Kind, &n.Subject, &evTime, &n.Payload, &n.State, &n.Attempts, &next,
-		&n.Progress, &n.Reason, &received, &expires); err != nil {
-		return nil, err
+// readInboxRow reads the current row of rows: lead (columns before the
+// inbox's, such as rowid), then the inbox columns, each as text (the
+// driver converts integers), converted by marketplace.InboxRow so that
+// every store reads a row by the same rules. A row that cannot be read
+// comes back as far as it could be read, with an error wrapping
+// marketplace.ErrInvalidInput that names it, never a panic.
+func readInboxRow(rows *sql.Rows, lead ...any) (marketplace.Notification, marketplace.InboxRow, error) {
+	var r marketplace.InboxRow
+	err := rows.Scan(append(lead, &r.Provider, &r.ID, &r.Kind, &r.Subject, &r.Time, &r.Payload, &r.State, &r.Attempts,
+		&r.NextAttempt, &r.Progress, &r.Reason, &r.Received, &r.Expires)...)
+	if err != nil {
+		// Not even text (a NULL, a number where bytes belong): read what
+		// is there as it is, so the row can be named and kept.
+		vals := make([]any, 13)
+		dst := append([]any(nil), lead...)
+		for i := range vals {
+			dst = append(dst, &vals[i])
+		}
+		if err2 := rows.Scan(dst...); err2 != nil {
+			return marketplace.Notification{}, r, errors.Join(err, err2)
+		}
+		text := func(v any) string {
+			switch v := v.(type) {
+			case nil:
+				return ""
+			case []byte:
+				return string(v)
+			default:
+				return fmt.Sprint(v)
+			}
+		}
+		r = marketplace.InboxRow{Provider: text(vals[0]), ID: text(vals[1]), Kind: text(vals[2]), Subject: text(vals[3]),
+			Time: text(vals[4]), Payload: []byte(text(vals[5])), State: text(vals[6]), Attempts: text(vals[7]),
+			NextAttempt: text(vals[8]), Progress: text(vals[9]), Reason: text(vals[10]), Received: text(vals[11]), Expires: text(vals[12])}
+		return marketplace.Notification{}, r, fmt.Errorf("%w: inbox row %s/%s: %w", marketplace.ErrInvalidInput, r.Provider, r.ID, err)
 	}
-	n.Provider = marketplace.CloudProvider(provider)
-	n.Time, n.NextAttempt, n.Received, n.Expires = fromMilli(evTime), fromMilli(next), fromMilli(received), fromMilli(expires)
-	return &n, nil
+	n, err := r.Notification()
+	return n, r, err
 }
 
 // AddNotification implements marketplace.NotificationInbox.
@@ -61,23 +87,54 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 	now := c.Now.UnixMilli()
 	var out []marketplace.Notification
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
-		rows, err := tx.QueryContext(ctx, `SELECT `+inboxCols+` FROM inbox
-			WHERE state = 'pending' AND next_attempt <= ? AND (lease_owner = '' OR lease_owner = ? OR lease_until <= ?)
-			ORDER BY event_time, received, provider, id LIMIT ?`, now, c.Owner, now, c.Limit)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			n, err := scanNotification(rows)
+		// A row that cannot be read is moved to the quarantine and the
+		// query runs again, so the claim still returns up to Limit of the
+		// others; the loop ends when a query finds no bad row.
+		for {
+			out = out[:0]
+			rows, err := tx.QueryContext(ctx, `SELECT rowid, `+inboxCols+` FROM inbox
+				WHERE state = 'pending' AND next_attempt <= ? AND (lease_owner = '' OR lease_owner = ? OR lease_until <= ?)
+				ORDER BY event_time, received, provider, id LIMIT ?`, now, c.Owner, now, c.Limit)
 			if err != nil {
-				rows.Close()
 				return err
 			}
-			out = append(out, *n)
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return err
+			var (
+				torn    []quarantined
+				tornIDs []int64
+			)
+			for rows.Next() {
+				var rowid int64
+				n, r, err := readInboxRow(rows, &rowid)
+				if errors.Is(err, marketplace.ErrInvalidInput) {
+					data, jerr := json.Marshal(r)
+					if jerr != nil {
+						rows.Close()
+						return jerr
+					}
+					torn = append(torn, quarantined{marketplace.QuarantineInbox, r.Provider + "/" + r.ID, data, err.Error()})
+					tornIDs = append(tornIDs, rowid)
+					continue
+				}
+				if err != nil {
+					rows.Close()
+					return err
+				}
+				out = append(out, n)
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return err
+			}
+			if len(torn) == 0 {
+				break
+			}
+			if err := quarantine(ctx, tx, torn...); err != nil {
+				return err
+			}
+			for _, id := range tornIDs {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE rowid = ?`, id); err != nil {
+					return err
+				}
+			}
 		}
 		for _, n := range out {
 			if _, err := tx.ExecContext(ctx, `UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE provider = ? AND id = ?`,
@@ -113,19 +170,31 @@ func (s *Store) SettleNotification(ctx context.Context, owner string, n marketpl
 	return nil
 }
 
-// GetNotification implements marketplace.NotificationInbox.
+// GetNotification implements marketplace.NotificationInbox. A row that
+// cannot be read is an error wrapping marketplace.ErrInvalidInput.
 func (s *Store) GetNotification(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Notification, error) {
-	n, err := scanNotification(s.r.QueryRowContext(ctx, `SELECT `+inboxCols+` FROM inbox WHERE provider = ? AND id = ?`, p, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound(fmt.Sprintf("notification %s/%s", p, id))
-	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+inboxCols+` FROM inbox WHERE provider = ? AND id = ?`, p, id)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
 	}
-	return n, nil
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
+		}
+		return nil, notFound(fmt.Sprintf("notification %s/%s", p, id))
+	}
+	n, _, err := readInboxRow(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
+	}
+	return &n, nil
 }
 
-// ListNotifications implements marketplace.NotificationInbox.
+// ListNotifications implements marketplace.NotificationInbox. A row that
+// cannot be read fails the list with an error wrapping
+// marketplace.ErrInvalidInput and naming the row (ClaimNotifications
+// quarantines a pending one).
 func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, error) {
 	if limit <= 0 {
 		limit = -1
@@ -138,13 +207,16 @@ func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvid
 	defer rows.Close()
 	var out []marketplace.Notification
 	for rows.Next() {
-		n, err := scanNotification(rows)
+		n, _, err := readInboxRow(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: list notifications: %w", err)
 		}
-		out = append(out, *n)
+		out = append(out, n)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list notifications: %w", err)
+	}
+	return out, nil
 }
 
 // RequeueNotification implements marketplace.NotificationInbox.

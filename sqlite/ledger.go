@@ -105,18 +105,20 @@ func fold(ctx context.Context, tx *sql.Tx) ([]ledger.BucketDelta, error) {
 		return nil, err
 	}
 	var (
-		agg  ledger.Aggregator
-		last int64
-		data []byte
+		agg     ledger.Aggregator
+		last    int64
+		corrupt []quarantined
 	)
 	for rows.Next() {
+		var data []byte
 		if err := rows.Scan(&last, &data); err != nil {
 			rows.Close()
 			return nil, err
 		}
+		// An entry the ledger cannot fold is moved aside, not a reason to
+		// stop folding everyone else's usage; AddEntry added none of it.
 		if err := agg.AddEntry(data); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("log entry %d: %w", last, err)
+			corrupt = append(corrupt, quarantined{marketplace.QuarantineUsageLog, fmt.Sprintf("seq %d", last), data, err.Error()})
 		}
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
@@ -124,6 +126,9 @@ func fold(ctx context.Context, tx *sql.Tx) ([]ledger.BucketDelta, error) {
 	}
 	if last == 0 {
 		return nil, nil
+	}
+	if err := quarantine(ctx, tx, corrupt...); err != nil {
+		return nil, err
 	}
 	deltas := agg.Deltas()
 	keys := make([]ledger.SeriesKey, 0, len(deltas))

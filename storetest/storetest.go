@@ -2,12 +2,13 @@
 // pass: the ledger's rules (idempotent ingest, sealing, late usage, unit
 // remainders), its concurrency (parallel ingest, two reporters never
 // claiming the same bucket), surviving an abrupt stop, and the
-// subscription, entitlement and notification stores.
+// subscription, entitlement and notification stores, and quarantining rows
+// damaged on disk.
 //
 // A store package runs it from its own tests:
 //
 //	func TestConformance(t *testing.T) {
-//		storetest.Run(t, storetest.Harness{NewDB: ..., Open: ...})
+//		storetest.Run(t, storetest.Harness{NewDB: ..., Open: ..., Damage: ...})
 //	}
 package storetest
 
@@ -24,6 +25,7 @@ type Store interface {
 	marketplace.SubscriptionStore
 	marketplace.EntitlementStore
 	marketplace.NotificationInbox
+	marketplace.QuarantineStore
 }
 
 // Harness tells the suite how to make databases and open them.
@@ -36,6 +38,10 @@ type Harness struct {
 	// closes the handles it wants closed; Open should register cleanup for
 	// handles the suite abandons (an abrupt stop).
 	Open func(t *testing.T, db string) Store
+	// Damage damages db's stored rows behind the store's back, as a disk
+	// fault or a bad manual edit would (see Damage); the Quarantine tests
+	// use it. It fails t if it cannot.
+	Damage func(t *testing.T, db string, d Damage)
 }
 
 // Run runs the whole suite.
@@ -44,4 +50,5 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Subscriptions", func(t *testing.T) { runSubscriptions(t, h) })
 	t.Run("Lookups", func(t *testing.T) { runLookups(t, h) })
 	t.Run("Inbox", func(t *testing.T) { runInbox(t, h) })
+	t.Run("Quarantine", func(t *testing.T) { runQuarantine(t, h) })
 }

@@ -1,0 +1,324 @@
+package storetest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
+)
+
+// DamageKind says what Harness.Damage does to a database.
+type DamageKind string
+
+const (
+	// DamageAppendRaw appends Damage.Entry to the append log as it is (as
+	// an old or foreign writer, or a bad manual edit, would), bypassing
+	// the ledger's encoder.
+	DamageAppendRaw DamageKind = "append a raw log entry"
+	// DamageFlipLogByte rewrites the newest entry of the append log as
+	// Damage.Flip returns it: one bit flipped, as a disk fault would.
+	DamageFlipLogByte DamageKind = "flip a bit of the newest log entry"
+	// DamageInboxColumn sets column Damage.Column of the inbox row
+	// (Damage.Provider, Damage.ID) to the text Damage.Value, converted by
+	// the database as it converts a quoted literal ('-5' into an integer
+	// column).
+	DamageInboxColumn DamageKind = "set an inbox column"
+)
+
+// Damage is one way of damaging stored rows; Kind says which fields count.
+type Damage struct {
+	Kind DamageKind
+	// Entry is the raw log entry of DamageAppendRaw.
+	Entry []byte
+	// Byte is the index of the byte DamageFlipLogByte flips, counted from
+	// the end when negative (-1 is the last byte).
+	Byte int
+	// Provider, ID, Column and Value are DamageInboxColumn's.
+	Provider marketplace.CloudProvider
+	ID       string
+	Column   string
+	Value    string
+}
+
+// Flip returns a copy of entry with bit 0 of byte d.Byte flipped. Flipping
+// twice gives entry back.
+func (d Damage) Flip(entry []byte) []byte {
+	out := bytes.Clone(entry)
+	i := d.Byte
+	if i < 0 {
+		i += len(out)
+	}
+	if i >= 0 && i < len(out) {
+		out[i] ^= 1
+	}
+	return out
+}
+
+func runQuarantine(t *testing.T, h Harness) {
+	if h.Damage == nil {
+		t.Fatal("Harness.Damage is nil: a store must show that it quarantines rows damaged on disk")
+	}
+	t.Run("LogEntries", func(t *testing.T) { runQuarantineLog(t, h) })
+	t.Run("InboxRows", func(t *testing.T) { runQuarantineInbox(t, h) })
+}
+
+// quarantinedBySource lists the quarantine and checks what every row must
+// hold.
+func quarantinedBySource(t *testing.T, s Store, source string) []marketplace.Quarantined {
+	t.Helper()
+	all, err := s.ListQuarantined(t.Context(), 0)
+	if err != nil {
+		t.Fatalf("ListQuarantined: %v", err)
+	}
+	var out []marketplace.Quarantined
+	for i, q := range all {
+		if i > 0 && q.ID <= all[i-1].ID {
+			t.Errorf("ListQuarantined is not oldest first: id %d after %d", q.ID, all[i-1].ID)
+		}
+		if q.Ref == "" || q.Reason == "" || q.At.IsZero() {
+			t.Errorf("quarantined row without ref, reason or time: %+v", q)
+		}
+		if q.Source == source {
+			out = append(out, q)
+		}
+	}
+	counts, err := s.CountQuarantined(t.Context())
+	if err != nil {
+		t.Fatalf("CountQuarantined: %v", err)
+	}
+	if counts[source] != int64(len(out)) {
+		t.Errorf("CountQuarantined()[%s] = %d, want %d (counts %v)", source, counts[source], len(out), counts)
+	}
+	return out
+}
+
+func wantReasons(t *testing.T, qs []marketplace.Quarantined, want ...string) {
+	t.Helper()
+	if len(qs) != len(want) {
+		t.Fatalf("%d quarantined rows %+v, want %d with reasons %q", len(qs), qs, len(want), want)
+	}
+	for i, q := range qs {
+		if !strings.Contains(q.Reason, want[i]) {
+			t.Errorf("quarantined row %d (%s): reason %q does not say %q", q.ID, q.Ref, q.Reason, want[i])
+		}
+	}
+}
+
+func runQuarantineLog(t *testing.T, h Harness) {
+	e := newEnv(t, h, ledger.Config{})
+	ctx := t.Context()
+	damage := func(d Damage) {
+		t.Helper()
+		h.Damage(t, e.db, d)
+	}
+	quantities := func() map[string]int64 {
+		t.Helper()
+		out := map[string]int64{}
+		for _, b := range e.buckets(ledger.BucketFilter{}) {
+			out[b.Customer] += b.Quantity
+		}
+		return out
+	}
+	wantQuantities := func(want map[string]int64) {
+		t.Helper()
+		got := quantities()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("quantities per customer = %v, want %v", got, want)
+		}
+	}
+	entry := func(p marketplace.CloudProvider, cust string, q int64) []byte {
+		return ledger.EncodeDeltas(nil, []ledger.Delta{{BucketKey: ledger.BucketKey{
+			SeriesKey: ledger.SeriesKey{Provider: p, Customer: cust, Dimension: "req"}, Hour: ledger.HourOf(t0)}, Quantity: q}})
+	}
+
+	// Damaged entries among good ones: each damaged one is moved aside
+	// with its reason, every good one is folded, before and after them.
+	e.ingest(rec("aws", "c1", "req", 5, t0, ""))
+	foreign := entry("ibm", "c2", 7)
+	garbage := []byte{9, 1, 2, 3}
+	damage(Damage{Kind: DamageAppendRaw, Entry: foreign})
+	damage(Damage{Kind: DamageAppendRaw, Entry: garbage})
+	e.ingest(rec("aws", "c3", "req", 3, t0, ""))
+	// Byte -5 is the quantity of c3's one delta (the checksum's 4 bytes
+	// follow it): 3 becomes 2, which decodes as well as 3 did.
+	flip := Damage{Kind: DamageFlipLogByte, Byte: -5}
+	damage(flip)
+	e.ingest(rec("aws", "c4", "req", 4, t0, ""))
+	wantQuantities(map[string]int64{"c1": 5, "c4": 4})
+	qs := quarantinedBySource(t, e.store, marketplace.QuarantineUsageLog)
+	wantReasons(t, qs, "unknown cloud", "unknown version", "checksum")
+	if !bytes.Equal(qs[0].Data, foreign) || !bytes.Equal(qs[1].Data, garbage) || !bytes.Equal(flip.Flip(qs[2].Data), entry("aws", "c3", 3)) {
+		t.Errorf("quarantined data is not the stored entries: %x, %x, %x", qs[0].Data, qs[1].Data, qs[2].Data)
+	}
+	if page, err := e.store.ListQuarantined(ctx, 2); err != nil || len(page) != 2 || page[0].ID != qs[0].ID {
+		t.Errorf("ListQuarantined(2) = %+v, %v; want the oldest 2", page, err)
+	}
+	if got, err := e.store.GetQuarantined(ctx, qs[1].ID); err != nil || got.Source != marketplace.QuarantineUsageLog || !bytes.Equal(got.Data, garbage) || got.Reason != qs[1].Reason {
+		t.Errorf("GetQuarantined(%d) = %+v, %v; want %+v", qs[1].ID, got, err, qs[1])
+	}
+	// Folding again finds nothing more: the damaged entries left the log.
+	wantQuantities(map[string]int64{"c1": 5, "c4": 4})
+
+	// Restore: still-bad data is refused and the row kept; mended data is
+	// folded once and the row leaves the quarantine.
+	unknown := qs[2].ID + 1000
+	if err := e.store.RestoreQuarantined(ctx, unknown, nil); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("RestoreQuarantined(unknown id): %v, want ErrNotFound", err)
+	}
+	if _, err := e.store.GetQuarantined(ctx, unknown); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("GetQuarantined(unknown id): %v, want ErrNotFound", err)
+	}
+	for _, tc := range []struct {
+		q    marketplace.Quarantined
+		data []byte
+	}{
+		{qs[1], nil},                       // as stored: still garbage
+		{qs[1], []byte{2, 1}},              // other garbage
+		{qs[0], nil},                       // still an unknown cloud
+		{qs[2], entry("aws", "c3", 3)[:8]}, // truncated
+	} {
+		if err := e.store.RestoreQuarantined(ctx, tc.q.ID, tc.data); !errors.Is(err, marketplace.ErrInvalidInput) {
+			t.Errorf("RestoreQuarantined(%s, %x): %v, want ErrInvalidInput", tc.q.Ref, tc.data, err)
+		}
+	}
+	wantReasons(t, quarantinedBySource(t, e.store, marketplace.QuarantineUsageLog), "unknown cloud", "unknown version", "checksum")
+	wantQuantities(map[string]int64{"c1": 5, "c4": 4})
+
+	must(t, e.store.RestoreQuarantined(ctx, qs[2].ID, flip.Flip(qs[2].Data)))
+	must(t, e.store.RestoreQuarantined(ctx, qs[0].ID, entry("aws", "c2", 7)))
+	if err := e.store.RestoreQuarantined(ctx, qs[2].ID, flip.Flip(qs[2].Data)); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("second restore of %s: %v, want ErrNotFound", qs[2].Ref, err)
+	}
+	if _, err := e.store.GetQuarantined(ctx, qs[2].ID); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("GetQuarantined of a restored row: %v, want ErrNotFound", err)
+	}
+	wantReasons(t, quarantinedBySource(t, e.store, marketplace.QuarantineUsageLog), "unknown version")
+	wantQuantities(map[string]int64{"c1": 5, "c2": 7, "c3": 3, "c4": 4})
+	wantQuantities(map[string]int64{"c1": 5, "c2": 7, "c3": 3, "c4": 4}) // exactly once
+
+	// Seal folds too: a damaged entry does not stop it.
+	e.ingest(rec("aws", "c5", "req", 2, t0, ""))
+	damage(Damage{Kind: DamageAppendRaw, Entry: []byte{}})
+	e.clock.Set(t0.Add(time.Hour))
+	if n := e.seal(); n != 5 {
+		t.Errorf("Seal sealed %d buckets, want 5 (c1..c5 at 10:00)", n)
+	}
+	for _, b := range e.buckets(ledger.BucketFilter{}) {
+		if b.State != ledger.StateSealed {
+			t.Errorf("bucket %s is %s after the seal", b.BucketKey, b.State)
+		}
+	}
+	wantQuantities(map[string]int64{"c1": 5, "c2": 7, "c3": 3, "c4": 4, "c5": 2})
+	wantReasons(t, quarantinedBySource(t, e.store, marketplace.QuarantineUsageLog), "unknown version", "empty")
+}
+
+func runQuarantineInbox(t *testing.T, h Harness) {
+	db := h.NewDB(t)
+	s := h.Open(t, db)
+	ctx := t.Context()
+	ts := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	note := func(i int) marketplace.Notification {
+		return marketplace.Notification{Provider: "aws", ID: fmt.Sprintf("n-%d", i), Kind: "subscribe", Subject: "s",
+			Time: ts.Add(time.Duration(i) * time.Minute), Payload: fmt.Appendf(nil, `{"i":%d}`, i), Received: ts, Expires: ts.Add(7 * 24 * time.Hour)}
+	}
+	for i := 1; i <= 5; i++ {
+		if _, err := s.AddNotification(ctx, note(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Damage(t, db, Damage{Kind: DamageInboxColumn, Provider: "aws", ID: "n-2", Column: "event_time", Value: "-5"})
+	h.Damage(t, db, Damage{Kind: DamageInboxColumn, Provider: "aws", ID: "n-4", Column: "attempts", Value: "-1"})
+
+	// Reading a torn row is an error that names it, never a panic.
+	if _, err := s.GetNotification(ctx, "aws", "n-2"); !errors.Is(err, marketplace.ErrInvalidInput) || !strings.Contains(err.Error(), "n-2") {
+		t.Errorf("GetNotification of a torn row: %v; want ErrInvalidInput naming aws/n-2", err)
+	}
+	if _, err := s.ListNotifications(ctx, "", "", 0); !errors.Is(err, marketplace.ErrInvalidInput) {
+		t.Errorf("ListNotifications with torn rows: %v; want ErrInvalidInput", err)
+	}
+
+	// A claim moves the torn rows aside and returns the others, up to
+	// its limit: n-2 sorts first (its event time is -5 ms).
+	claim := func(owner string, limit int) []string {
+		t.Helper()
+		got, err := s.ClaimNotifications(ctx, marketplace.NotificationClaim{Owner: owner, Now: ts.Add(time.Hour), Lease: time.Hour, Limit: limit})
+		if err != nil {
+			t.Fatalf("ClaimNotifications: %v", err)
+		}
+		var ids []string
+		for _, n := range got {
+			ids = append(ids, n.ID)
+		}
+		return ids
+	}
+	if got := claim("w1", 3); fmt.Sprint(got) != "[n-1 n-3 n-5]" {
+		t.Errorf("claim with torn rows = %v, want [n-1 n-3 n-5]", got)
+	}
+	qs := quarantinedBySource(t, s, marketplace.QuarantineInbox)
+	wantReasons(t, qs, "event_time", "attempts")
+	for i, want := range []string{"aws/n-2", "aws/n-4"} {
+		if qs[i].Ref != want {
+			t.Errorf("quarantined row %d: ref %q, want %q", i, qs[i].Ref, want)
+		}
+	}
+	var row marketplace.InboxRow
+	if err := json.Unmarshal(qs[0].Data, &row); err != nil || row.ID != "n-2" || row.Time != "-5" || string(row.Payload) != `{"i":2}` || row.State != marketplace.NotificationPending {
+		t.Fatalf("quarantined data %s: %+v, %v; want n-2's InboxRow as stored", qs[0].Data, row, err)
+	}
+	if _, err := s.GetNotification(ctx, "aws", "n-2"); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("GetNotification of a quarantined row: %v; want ErrNotFound", err)
+	}
+	if all, err := s.ListNotifications(ctx, "", "", 0); err != nil || len(all) != 3 {
+		t.Errorf("ListNotifications after the claim: %d, %v; want the 3 good ones", len(all), err)
+	}
+
+	// Restore: as stored it is still torn; mended, it is claimable again.
+	if err := s.RestoreQuarantined(ctx, qs[0].ID, nil); !errors.Is(err, marketplace.ErrInvalidInput) {
+		t.Errorf("RestoreQuarantined of a still torn row: %v; want ErrInvalidInput", err)
+	}
+	if err := s.RestoreQuarantined(ctx, qs[0].ID, []byte(`{"provider":`)); !errors.Is(err, marketplace.ErrInvalidInput) {
+		t.Errorf("RestoreQuarantined with broken JSON: %v; want ErrInvalidInput", err)
+	}
+	if _, err := s.GetQuarantined(ctx, qs[0].ID); err != nil {
+		t.Errorf("a refused restore lost the row: %v", err)
+	}
+	row.Time = strconv.FormatInt(note(2).Time.UnixMilli(), 10)
+	mended, err := json.Marshal(row)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.RestoreQuarantined(ctx, qs[0].ID, mended))
+	if got, err := s.GetNotification(ctx, "aws", "n-2"); err != nil || !got.Time.Equal(note(2).Time) || string(got.Payload) != `{"i":2}` || got.State != marketplace.NotificationPending {
+		t.Errorf("restored notification: %+v, %v", got, err)
+	}
+	if got := claim("w2", 10); fmt.Sprint(got) != "[n-2]" {
+		t.Errorf("claim after the restore = %v, want [n-2] (the others are leased to w1)", got)
+	}
+	if err := s.RestoreQuarantined(ctx, qs[0].ID, mended); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("second restore: %v; want ErrNotFound", err)
+	}
+
+	// A notification delivered again while its torn row was quarantined is
+	// in the inbox again: restoring the row would apply it twice.
+	if first, err := s.AddNotification(ctx, note(4)); err != nil || !first {
+		t.Fatalf("redelivery of n-4: %v, %v", first, err)
+	}
+	if err := json.Unmarshal(qs[1].Data, &row); err != nil {
+		t.Fatal(err)
+	}
+	row.Attempts = "0"
+	if mended, err = json.Marshal(row); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RestoreQuarantined(ctx, qs[1].ID, mended); !errors.Is(err, marketplace.ErrInvalidInput) {
+		t.Errorf("restore of a notification in the inbox again: %v; want ErrInvalidInput", err)
+	}
+	wantReasons(t, quarantinedBySource(t, s, marketplace.QuarantineInbox), "attempts")
+}
