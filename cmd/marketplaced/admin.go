@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +24,7 @@ import (
 	"github.com/saasmarket/marketplace/sqlite"
 )
 
-// The admin commands (subscriptions, usage, seal, reconcile) read and act
+// The admin commands (subscriptions, usage, seal, reconcile, quarantine) read and act
 // on a running daemon through its /v1 API (-addr, -api-key) or, with
 // -data, directly on its data folder's SQLite store. Both give the same
 // views, in the API's JSON shapes (docs/api.md).
@@ -55,8 +56,19 @@ type adminSource interface {
 	// Usage lists a customer's buckets whose hour is in [from, to).
 	Usage(ctx context.Context, provider, customer string, from, to time.Time) ([]bucketView, error)
 	Seal(ctx context.Context, provider, customer string) (int, error)
+	// Quarantined lists the quarantined rows (without their data) and
+	// counts them per source.
+	Quarantined(ctx context.Context) ([]quarantinedView, map[string]int64, error)
+	// QuarantinedRow returns one quarantined row with its data.
+	QuarantinedRow(ctx context.Context, id int64) (quarantinedView, error)
+	// Restore puts a quarantined row back, mended with data (nil: as
+	// stored), and returns what went back.
+	Restore(ctx context.Context, id int64, data []byte) (quarantinedView, error)
 	Close() error
 }
+
+// quarantinedView is a quarantined row as GET /v1/quarantine/{id} shows it.
+type quarantinedView = server.QuarantinedView
 
 // adminFlags are the flags every admin command shares.
 type adminFlags struct {
@@ -209,6 +221,33 @@ func (a *apiSource) Seal(ctx context.Context, provider, customer string) (int, e
 	return out.Sealed, err
 }
 
+func (a *apiSource) Quarantined(ctx context.Context) ([]quarantinedView, map[string]int64, error) {
+	var out struct {
+		Quarantined []quarantinedView `json:"quarantined"`
+		Counts      map[string]int64  `json:"counts"`
+	}
+	err := a.call(ctx, http.MethodGet, "/v1/quarantine", nil, &out)
+	return out.Quarantined, out.Counts, err
+}
+
+func (a *apiSource) QuarantinedRow(ctx context.Context, id int64) (quarantinedView, error) {
+	var q quarantinedView
+	err := a.call(ctx, http.MethodGet, "/v1/quarantine/"+strconv.FormatInt(id, 10), nil, &q)
+	return q, err
+}
+
+func (a *apiSource) Restore(ctx context.Context, id int64, data []byte) (quarantinedView, error) {
+	var in any // no body: the row goes back as stored
+	if data != nil {
+		in = map[string][]byte{"data": data}
+	}
+	var out struct {
+		Restored quarantinedView `json:"restored"`
+	}
+	err := a.call(ctx, http.MethodPost, "/v1/quarantine/"+strconv.FormatInt(id, 10)+"/restore", in, &out)
+	return out.Restored, err
+}
+
 // storeSource is a data folder's SQLite store.
 type storeSource struct {
 	store     *sqlite.Store
@@ -302,6 +341,60 @@ func (s *storeSource) Seal(ctx context.Context, prov, customer string) (int, err
 		err = cerr
 	}
 	return n, err
+}
+
+func (s *storeSource) Quarantined(ctx context.Context) ([]quarantinedView, map[string]int64, error) {
+	q := marketplace.QuarantineStore(s.store)
+	rows, err := q.ListQuarantined(ctx, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	counts, err := q.CountQuarantined(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Every source, as the API counts them.
+	for _, src := range []string{marketplace.QuarantineUsageLog, marketplace.QuarantineInbox} {
+		counts[src] += 0
+	}
+	out := make([]quarantinedView, 0, len(rows))
+	for i := range rows {
+		out = append(out, server.ViewQuarantined(&rows[i], false))
+	}
+	return out, counts, nil
+}
+
+func (s *storeSource) QuarantinedRow(ctx context.Context, id int64) (quarantinedView, error) {
+	q := marketplace.QuarantineStore(s.store)
+	row, err := q.GetQuarantined(ctx, id)
+	if errors.Is(err, marketplace.ErrNotFound) {
+		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored already, or never quarantined)", id)
+	}
+	if err != nil {
+		return quarantinedView{}, err
+	}
+	return server.ViewQuarantined(row, true), nil
+}
+
+func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quarantinedView, error) {
+	q := marketplace.QuarantineStore(s.store)
+	row, err := q.GetQuarantined(ctx, id)
+	if errors.Is(err, marketplace.ErrNotFound) {
+		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored already, or never quarantined)", id)
+	}
+	if err != nil {
+		return quarantinedView{}, err
+	}
+	if err := q.RestoreQuarantined(ctx, id, data); err != nil {
+		if errors.Is(err, marketplace.ErrInvalidInput) {
+			return quarantinedView{}, fmt.Errorf("quarantined row %d (%s, %s) stays quarantined: %w", id, row.Source, row.Ref, err)
+		}
+		return quarantinedView{}, err
+	}
+	if data != nil {
+		row.Data = data
+	}
+	return server.ViewQuarantined(row, true), nil
 }
 
 // adminCommand parses an admin command's flags (its own, registered by

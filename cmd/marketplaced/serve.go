@@ -86,6 +86,7 @@ func serve(ctx context.Context, cfg server.Config, logger *slog.Logger, opts ser
 	defer led.Close() // before the store: it commits what is queued
 	cache := entitlement.New(entitlement.StoreLoader{Subscriptions: store, Entitlements: store}.Load,
 		entitlement.Config{TTL: cfg.EntitlementTTL})
+	defer cache.Close() // after the server and the engine, which check through it
 	var pg *pages.Pages // nil: the built-in landing pages
 	if cfg.PagesDir != "" {
 		if pg, err = pages.New(os.DirFS(cfg.PagesDir), logger); err != nil {
@@ -102,9 +103,14 @@ func serve(ctx context.Context, cfg server.Config, logger *slog.Logger, opts ser
 	}
 	defer closeClouds()
 
+	// A store that moves unreadable rows aside shows them to the operator.
+	var quarantine marketplace.QuarantineStore
+	if q, ok := store.(marketplace.QuarantineStore); ok {
+		quarantine = q
+	}
 	srv, err := server.New(cfg, server.Deps{
 		Ledger: led, Subscriptions: store, Entitlements: cache, Clouds: clouds,
-		Lifecycle: engine, Updater: engine,
+		Lifecycle: engine, Updater: engine, Quarantine: quarantine,
 		Parked: func(ctx context.Context, p marketplace.CloudProvider) (int, error) {
 			ns, err := engine.Parked(ctx, p)
 			return len(ns), err
