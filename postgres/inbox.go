@@ -3,6 +3,7 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,28 +17,28 @@ import (
 
 const inboxCols = `provider, id, kind, subject, event_time, payload, state, attempts, next_attempt, progress, reason, received, expires`
 
-func scanNotification(row pgx.Row) (*marketplace.Notification, error) {
-	var (
-		n                               marketplace.Notification
-		provider                        string
-		evTime, next, received, expires int64
-	)
-	if err := row.Scan(&provider, &n.ID, &n.Kind, &n.Subject, &evTime, &n.Payload, &n.State, &n.Attempts, &next,
-		&n.Progress, &n.Reason, &received, &expires); err != nil {
-		return nil, err
+// inboxText is inboxCols as text: a store reads inbox rows as
+// marketplace.InboxRow and converts them by its rules, as every store does.
+const inboxText = `provider, id, kind, subject, event_time::text, payload, state, attempts::text, next_attempt::text,
+	progress, reason, received::text, expires::text`
+
+// scanInboxRow reads one row of inboxText columns. A row that cannot be
+// converted comes back with an error wrapping marketplace.ErrInvalidInput
+// that names it.
+func scanInboxRow(row pgx.Row) (marketplace.Notification, marketplace.InboxRow, error) {
+	var r marketplace.InboxRow
+	if err := row.Scan(&r.Provider, &r.ID, &r.Kind, &r.Subject, &r.Time, &r.Payload, &r.State, &r.Attempts, &r.NextAttempt,
+		&r.Progress, &r.Reason, &r.Received, &r.Expires); err != nil {
+		return marketplace.Notification{}, r, err
 	}
-	n.Provider = marketplace.CloudProvider(provider)
-	n.Time, n.NextAttempt, n.Received, n.Expires = fromMilli(evTime), fromMilli(next), fromMilli(received), fromMilli(expires)
-	return &n, nil
+	n, err := r.Notification()
+	return n, r, err
 }
 
 func collectNotifications(rows pgx.Rows) ([]marketplace.Notification, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (marketplace.Notification, error) {
-		n, err := scanNotification(row)
-		if err != nil {
-			return marketplace.Notification{}, err
-		}
-		return *n, nil
+		n, _, err := scanInboxRow(row)
+		return n, err
 	})
 }
 
@@ -62,16 +63,59 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 		return nil, fmt.Errorf("postgres: claim notifications: owner %q and a positive limit are required", c.Owner)
 	}
 	now := c.Now.UnixMilli()
-	rows, err := s.pool.Query(ctx, `UPDATE inbox i SET lease_owner = $1, lease_until = $2
-		FROM (SELECT provider, id FROM inbox
-			WHERE state = 'pending' AND next_attempt <= $3 AND (lease_owner = '' OR lease_owner = $1 OR lease_until <= $3)
-			ORDER BY event_time, received, provider, id LIMIT $4 FOR UPDATE SKIP LOCKED) c
-		WHERE i.provider = c.provider AND i.id = c.id
-		RETURNING `+prefixCols("i.", inboxCols), c.Owner, c.Now.Add(c.Lease).UnixMilli(), now, c.Limit)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: claim notifications: %w", err)
-	}
-	out, err := collectNotifications(rows)
+	var out []marketplace.Notification
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		// A row that cannot be read is moved to the quarantine and the
+		// claim runs again, so that it still returns up to Limit of the
+		// others (the rows leased by the first run are the owner's, so they
+		// are claimed again); the loop ends when a run finds no bad row.
+		for {
+			rows, err := tx.Query(ctx, `UPDATE inbox i SET lease_owner = $1, lease_until = $2
+				FROM (SELECT provider, id FROM inbox
+					WHERE state = 'pending' AND next_attempt <= $3 AND (lease_owner = '' OR lease_owner = $1 OR lease_until <= $3)
+					ORDER BY event_time, received, provider, id LIMIT $4 FOR UPDATE SKIP LOCKED) c
+				WHERE i.provider = c.provider AND i.id = c.id
+				RETURNING `+prefixCols("i.", inboxText), c.Owner, c.Now.Add(c.Lease).UnixMilli(), now, c.Limit)
+			if err != nil {
+				return err
+			}
+			out = out[:0]
+			var torn []quarantined
+			var provs, ids []string
+			for rows.Next() {
+				n, r, err := scanInboxRow(rows)
+				if errors.Is(err, marketplace.ErrInvalidInput) {
+					data, jerr := json.Marshal(r)
+					if jerr != nil {
+						rows.Close()
+						return jerr
+					}
+					torn = append(torn, quarantined{marketplace.QuarantineInbox, r.Provider + "/" + r.ID, data, err.Error()})
+					provs, ids = append(provs, r.Provider), append(ids, r.ID)
+					continue
+				}
+				if err != nil {
+					rows.Close()
+					return err
+				}
+				out = append(out, n)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if len(torn) == 0 {
+				return nil
+			}
+			if err := quarantine(ctx, tx, torn...); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `DELETE FROM inbox i USING unnest($1::text[], $2::text[]) AS t (provider, id)
+				WHERE i.provider = t.provider AND i.id = t.id`, provs, ids); err != nil {
+				return err
+			}
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim notifications: %w", err)
 	}
@@ -101,21 +145,25 @@ func (s *Store) SettleNotification(ctx context.Context, owner string, n marketpl
 	return fmt.Errorf("postgres: settle notification: %s/%s is not leased by %s: %w", n.Provider, n.ID, owner, marketplace.ErrVersionConflict)
 }
 
-// GetNotification implements marketplace.NotificationInbox.
+// GetNotification implements marketplace.NotificationInbox. A row that
+// cannot be read is an error wrapping marketplace.ErrInvalidInput.
 func (s *Store) GetNotification(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Notification, error) {
-	n, err := scanNotification(s.pool.QueryRow(ctx, `SELECT `+inboxCols+` FROM inbox WHERE provider = $1 AND id = $2`, string(p), id))
+	n, _, err := scanInboxRow(s.pool.QueryRow(ctx, `SELECT `+inboxText+` FROM inbox WHERE provider = $1 AND id = $2`, string(p), id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound(fmt.Sprintf("notification %s/%s", p, id))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get notification %s/%s: %w", p, id, err)
 	}
-	return n, nil
+	return &n, nil
 }
 
-// ListNotifications implements marketplace.NotificationInbox.
+// ListNotifications implements marketplace.NotificationInbox. A row that
+// cannot be read fails the list with an error wrapping
+// marketplace.ErrInvalidInput and naming the row (ClaimNotifications
+// quarantines a pending one).
 func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, error) {
-	q := `SELECT ` + inboxCols + ` FROM inbox WHERE ($1 = '' OR provider = $1) AND ($2 = '' OR state = $2)
+	q := `SELECT ` + inboxText + ` FROM inbox WHERE ($1 = '' OR provider = $1) AND ($2 = '' OR state = $2)
 		ORDER BY received, provider, id`
 	if limit > 0 {
 		q += ` LIMIT ` + strconv.Itoa(limit)

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -182,19 +183,26 @@ func fold(ctx context.Context, tx pgx.Tx) ([]ledger.BucketDelta, error) {
 		return nil, err
 	}
 	var (
-		agg  ledger.Aggregator
-		seq  int64
-		data []byte
-		n    int
+		agg     ledger.Aggregator
+		seq     int64
+		data    []byte
+		n       int
+		corrupt []quarantined
 	)
 	_, err = pgx.ForEachRow(rows, []any{&seq, &data}, func() error {
 		n++
+		// An entry the ledger cannot fold is moved aside (it is deleted
+		// with the rest), not a reason to stop folding everyone else's
+		// usage; AddEntry added none of it.
 		if err := agg.AddEntry(data); err != nil {
-			return fmt.Errorf("log entry %d: %w", seq, err)
+			corrupt = append(corrupt, quarantined{marketplace.QuarantineUsageLog, fmt.Sprintf("seq %d", seq), bytes.Clone(data), err.Error()})
 		}
 		return nil
 	})
 	if err != nil || n == 0 {
+		return nil, err
+	}
+	if err := quarantine(ctx, tx, corrupt...); err != nil {
 		return nil, err
 	}
 	deltas := agg.Deltas()

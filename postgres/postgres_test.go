@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/saasmarket/marketplace/postgres"
 	"github.com/saasmarket/marketplace/postgres/pgtest"
@@ -39,9 +41,46 @@ func open(t testing.TB, db string) *postgres.Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
-		NewDB: func(t *testing.T) string { return pg.NewDB(t) },
-		Open:  func(t *testing.T, db string) storetest.Store { return open(t, db) },
+		NewDB:  func(t *testing.T) string { return pg.NewDB(t) },
+		Open:   func(t *testing.T, db string) storetest.Store { return open(t, db) },
+		Damage: damage,
 	})
+}
+
+// damage damages the database behind the store's back, through a
+// connection of its own, as storetest.Damage says.
+func damage(t *testing.T, db string, d storetest.Damage) {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	switch d.Kind {
+	case storetest.DamageAppendRaw:
+		_, err = conn.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, d.Entry)
+	case storetest.DamageFlipLogByte:
+		var seq int64
+		var data []byte
+		if err = conn.QueryRow(ctx, `SELECT seq, data FROM usage_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &data); err == nil {
+			_, err = conn.Exec(ctx, `UPDATE usage_log SET data = $1 WHERE seq = $2`, d.Flip(data), seq)
+		}
+	case storetest.DamageInboxColumn:
+		// The simple protocol sends the value as a quoted literal, which
+		// the server converts to the column's type.
+		var tag pgconn.CommandTag
+		tag, err = conn.Exec(ctx, `UPDATE inbox SET `+pgx.Identifier{d.Column}.Sanitize()+` = $1 WHERE provider = $2 AND id = $3`,
+			pgx.QueryExecModeSimpleProtocol, d.Value, string(d.Provider), d.ID)
+		if err == nil && tag.RowsAffected() != 1 {
+			err = fmt.Errorf("no inbox row %s/%s", d.Provider, d.ID)
+		}
+	default:
+		err = fmt.Errorf("unknown damage %q", d.Kind)
+	}
+	if err != nil {
+		t.Fatalf("damage %+v: %v", d, err)
+	}
 }
 
 // TestConformanceWithoutPreparedStatements runs the suite as the store runs
@@ -59,7 +98,8 @@ func TestConformanceWithoutPreparedStatements(t *testing.T) {
 			u.RawQuery = q.Encode()
 			return u.String()
 		},
-		Open: func(t *testing.T, db string) storetest.Store { return open(t, db) },
+		Open:   func(t *testing.T, db string) storetest.Store { return open(t, db) },
+		Damage: damage,
 	})
 }
 

@@ -1,0 +1,155 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
+)
+
+var _ marketplace.QuarantineStore = (*Store)(nil)
+
+// quarantined is a row on its way into the quarantine.
+type quarantined struct {
+	source, ref string
+	data        []byte
+	reason      string
+}
+
+// quarantine inserts rows into the quarantine, in the caller's transaction,
+// which also deletes them from where they were.
+func quarantine(ctx context.Context, tx pgx.Tx, rows ...quarantined) error {
+	at := time.Now().UnixMilli()
+	// TEXT takes neither NUL nor invalid UTF-8, which a reason quoting a
+	// damaged row must not make a reason to fail the whole commit.
+	text := func(s string) string { return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\\x00") }
+	for _, q := range rows {
+		data := q.data
+		if data == nil {
+			data = []byte{}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO quarantine (source, ref, data, reason, at) VALUES ($1, $2, $3, $4, $5)`,
+			q.source, text(q.ref), data, text(q.reason), at); err != nil {
+			return fmt.Errorf("quarantine %s %s: %w", q.source, q.ref, err)
+		}
+	}
+	return nil
+}
+
+const quarantineCols = `id, source, ref, data, reason, at`
+
+func scanQuarantined(row pgx.Row) (marketplace.Quarantined, error) {
+	var (
+		q  marketplace.Quarantined
+		at int64
+	)
+	err := row.Scan(&q.ID, &q.Source, &q.Ref, &q.Data, &q.Reason, &at)
+	q.At = fromMilli(at)
+	return q, err
+}
+
+// ListQuarantined implements marketplace.QuarantineStore.
+func (s *Store) ListQuarantined(ctx context.Context, limit int) ([]marketplace.Quarantined, error) {
+	q := `SELECT ` + quarantineCols + ` FROM quarantine ORDER BY id`
+	if limit > 0 {
+		q += ` LIMIT ` + strconv.Itoa(limit)
+	}
+	rows, err := s.pool.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list quarantined: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (marketplace.Quarantined, error) { return scanQuarantined(row) })
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list quarantined: %w", err)
+	}
+	return out, nil
+}
+
+// GetQuarantined implements marketplace.QuarantineStore.
+func (s *Store) GetQuarantined(ctx context.Context, id int64) (*marketplace.Quarantined, error) {
+	q, err := scanQuarantined(s.pool.QueryRow(ctx, `SELECT `+quarantineCols+` FROM quarantine WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound(fmt.Sprintf("quarantined row %d", id))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get quarantined %d: %w", id, err)
+	}
+	return &q, nil
+}
+
+// CountQuarantined implements marketplace.QuarantineStore.
+func (s *Store) CountQuarantined(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT source, COUNT(*) FROM quarantine GROUP BY source`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: count quarantined: %w", err)
+	}
+	out := map[string]int64{}
+	var (
+		src string
+		n   int64
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&src, &n}, func() error { out[src] = n; return nil }); err != nil {
+		return nil, fmt.Errorf("postgres: count quarantined: %w", err)
+	}
+	return out, nil
+}
+
+// RestoreQuarantined implements marketplace.QuarantineStore.
+func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		q, err := scanQuarantined(tx.QueryRow(ctx, `SELECT `+quarantineCols+` FROM quarantine WHERE id = $1 FOR UPDATE`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound(fmt.Sprintf("quarantined row %d", id))
+		}
+		if err != nil {
+			return err
+		}
+		if data == nil {
+			data = q.Data
+		}
+		switch q.Source {
+		case marketplace.QuarantineUsageLog:
+			if err := ledger.CheckEntry(data); err != nil {
+				return fmt.Errorf("%w: %w", marketplace.ErrInvalidInput, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, data); err != nil {
+				return err
+			}
+		case marketplace.QuarantineInbox:
+			var r marketplace.InboxRow
+			if err := json.Unmarshal(data, &r); err != nil {
+				return fmt.Errorf("%w: inbox row: %w", marketplace.ErrInvalidInput, err)
+			}
+			n, err := r.Notification()
+			if err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO inbox (`+inboxCols+`)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING`,
+				string(n.Provider), n.ID, n.Kind, n.Subject, unixMilli(n.Time), n.Payload, n.State, n.Attempts, unixMilli(n.NextAttempt),
+				n.Progress, n.Reason, unixMilli(n.Received), unixMilli(n.Expires))
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() != 1 {
+				return fmt.Errorf("%w: notification %s/%s is in the inbox again", marketplace.ErrInvalidInput, n.Provider, n.ID)
+			}
+		default:
+			return fmt.Errorf("%w: unknown source %q", marketplace.ErrInvalidInput, q.Source)
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM quarantine WHERE id = $1`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: restore quarantined row %d: %w", id, err)
+	}
+	return nil
+}
