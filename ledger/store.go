@@ -16,6 +16,17 @@ import (
 // PlanSeal (late usage, units, settlement). Package storetest is the
 // conformance suite every Store must pass; package sqlite is a complete
 // example.
+//
+// A row the store cannot read must not halt everyone else's usage: a log
+// entry that Aggregator.AddEntry refuses (a checksum that does not match, an
+// unknown cloud, bytes that do not decode; nothing of it is added) is moved
+// to the store's quarantine (marketplace.QuarantineStore) with the error as
+// its reason, in the same transaction that deletes it from the log, and the
+// fold goes on with the other entries. Nothing of a quarantined entry is
+// billed until an operator restores it, mended, into the log
+// (RestoreQuarantined checks it with CheckEntry), where the next fold takes
+// it exactly once. storetest checks this by damaging rows on disk
+// (Harness.Damage).
 
 // Store is the durable state of the ledger, implemented once per database.
 // Users do not call it; the Ledger and the Reporter do.
@@ -37,7 +48,9 @@ type Store interface {
 	Append(ctx context.Context, b *AppendBatch) (fresh []bool, err error)
 
 	// Fold moves everything in the append log into buckets, applying
-	// PlanFold, and returns what it added.
+	// PlanFold, and returns what it added. An entry AddEntry refuses is
+	// quarantined in the same commit (see the top of this file), not an
+	// error.
 	Fold(ctx context.Context) ([]BucketDelta, error)
 
 	// Seal folds, then seals open buckets as PlanSeal plans for req, in one
