@@ -142,6 +142,16 @@ func NewBill(lines []Line) Bill {
 	return b
 }
 
+// BillOf is the Bill of an emulator's accepted records, each mapped to a
+// Line by line.
+func BillOf[R any](recs []R, line func(R) Line) Bill {
+	var lines []Line
+	for _, r := range recs {
+		lines = append(lines, line(r))
+	}
+	return NewBill(lines)
+}
+
 // Fault scopes.
 const (
 	ScopeMetering = "metering" // only the metering calls
@@ -194,6 +204,56 @@ func (f Faults) Validate() error {
 
 // MeteringOnly reports whether the faults spare the non-metering calls.
 func (f Faults) MeteringOnly() bool { return f.Scope != ScopeAll }
+
+// FaultMapping is how one emulator holds the shared Faults. The
+// validation, the refusal of a setting the cloud lacks and the scope are
+// the same for the three emulators (Convert, Shared); each supplies only
+// its field mapping and, unless it is AWS, why it has no UnprocessedRate.
+type FaultMapping[F any] struct {
+	// NoUnprocessed says why the cloud refuses a non-zero
+	// UnprocessedRate; empty when it has one (AWS).
+	NoUnprocessed string
+	// To maps valid shared settings to the emulator's; meteringOnly is
+	// their scope.
+	To func(f Faults, meteringOnly bool) F
+	// From maps the emulator's settings back, Scope aside; meteringOnly
+	// is their scope.
+	From func(F) (f Faults, meteringOnly bool)
+}
+
+// Convert validates f and maps it to the emulator's settings.
+func (m FaultMapping[F]) Convert(f Faults) (F, error) {
+	var none F
+	if err := f.Validate(); err != nil {
+		return none, err
+	}
+	if f.UnprocessedRate != 0 && m.NoUnprocessed != "" {
+		return none, fmt.Errorf("%w: unprocessedRate is AWS's only; %s", ErrBadRequest, m.NoUnprocessed)
+	}
+	return m.To(f, f.MeteringOnly()), nil
+}
+
+// Set converts f and, when it is valid, hands it to set: a Cloud's
+// SetFaults.
+func (m FaultMapping[F]) Set(f Faults, set func(F)) error {
+	ef, err := m.Convert(f)
+	if err != nil {
+		return err
+	}
+	set(ef)
+	return nil
+}
+
+// Shared maps the emulator's settings back to the shared ones: a Cloud's
+// Faults.
+func (m FaultMapping[F]) Shared(ef F) Faults {
+	f, meteringOnly := m.From(ef)
+	f.Scope = ScopeAll
+	if meteringOnly {
+		f.Scope = ScopeMetering
+	}
+	return f
+}
 
 // RegisterFlags adds the fault flags of one cloud to fs, named
 // -<cloud>-throttle-rate, -<cloud>-throttle-tps, and so on.

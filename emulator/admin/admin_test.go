@@ -85,3 +85,54 @@ func TestNewBill(t *testing.T) {
 		t.Errorf("an empty bill must encode as [] and {}: %+v", empty)
 	}
 }
+
+// TestFaultMapping: what the three emulators share when they map the
+// shared faults to their own: validation, the refusal of unprocessedRate
+// where the cloud has none, and the scope both ways.
+func TestFaultMapping(t *testing.T) {
+	// own is an emulator's settings: a rate and its scope.
+	type own struct {
+		rate     float64
+		metering bool
+	}
+	mapping := func(noUnprocessed string) admin.FaultMapping[own] {
+		return admin.FaultMapping[own]{
+			NoUnprocessed: noUnprocessed,
+			To:            func(f admin.Faults, meteringOnly bool) own { return own{f.ErrorRate, meteringOnly} },
+			From:          func(o own) (admin.Faults, bool) { return admin.Faults{ErrorRate: o.rate}, o.metering },
+		}
+	}
+	cases := []struct {
+		name          string
+		noUnprocessed string
+		f             admin.Faults
+		want          own
+		wantScope     string
+		bad           string // a word the error must name; "" for valid
+	}{
+		{"default scope is metering", "", admin.Faults{ErrorRate: 0.5}, own{0.5, true}, admin.ScopeMetering, ""},
+		{"scope metering", "", admin.Faults{ErrorRate: 0.2, Scope: admin.ScopeMetering}, own{0.2, true}, admin.ScopeMetering, ""},
+		{"scope all", "", admin.Faults{ErrorRate: 0.1, Scope: admin.ScopeAll}, own{0.1, false}, admin.ScopeAll, ""},
+		{"invalid", "", admin.Faults{ErrorRate: 2}, own{}, "", "errorRate"},
+		{"unprocessed where the cloud has it", "", admin.Faults{UnprocessedRate: 0.3}, own{0, true}, admin.ScopeMetering, ""},
+		{"unprocessed where it has none", "its own status", admin.Faults{UnprocessedRate: 0.3}, own{}, "", "its own status"},
+	}
+	for _, tc := range cases {
+		m := mapping(tc.noUnprocessed)
+		var set []own
+		err := m.Set(tc.f, func(o own) { set = append(set, o) })
+		if tc.bad != "" {
+			if err == nil || !errors.Is(err, admin.ErrBadRequest) || !strings.Contains(err.Error(), tc.bad) || len(set) != 0 {
+				t.Errorf("%s: %v (set %v), want an ErrBadRequest naming %q and nothing set", tc.name, err, set, tc.bad)
+			}
+			continue
+		}
+		if err != nil || len(set) != 1 || set[0] != tc.want {
+			t.Errorf("%s: set %v, %v; want %v", tc.name, set, err, tc.want)
+			continue
+		}
+		if back := m.Shared(set[0]); back.Scope != tc.wantScope || back.ErrorRate != tc.want.rate {
+			t.Errorf("%s: back %+v, want scope %q and errorRate %g", tc.name, back, tc.wantScope, tc.want.rate)
+		}
+	}
+}

@@ -125,40 +125,31 @@ func cmpOr(a, b string) string {
 }
 
 func (a adminAPI) Bill() admin.Bill {
-	var lines []admin.Line
-	for _, l := range a.e.Bill().Lines {
-		lines = append(lines, admin.Line{ID: l.MeteringRecordId, Buyer: l.Customer, Dimension: l.Dimension, Start: l.Hour, Quantity: float64(l.Quantity)})
-	}
-	return admin.NewBill(lines)
+	return admin.BillOf(a.e.Bill().Lines, func(l Line) admin.Line {
+		return admin.Line{ID: l.MeteringRecordId, Buyer: l.Customer, Dimension: l.Dimension, Start: l.Hour, Quantity: float64(l.Quantity)}
+	})
 }
 
 func (a adminAPI) Faults() admin.Faults {
 	a.e.mu.Lock()
-	f := a.e.faults
-	a.e.mu.Unlock()
-	scope := admin.ScopeMetering
-	if f.AllCalls {
-		scope = admin.ScopeAll
-	}
-	return admin.Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, ErrorRate: f.ErrorRate, DropRate: f.DropRate,
-		UnprocessedRate: f.UnprocessedRate, Latency: admin.Duration(f.Latency), Scope: scope}
+	defer a.e.mu.Unlock()
+	return faultMapping.Shared(a.e.faults)
 }
 
-func (a adminAPI) SetFaults(f admin.Faults) error {
-	nf, err := FaultsFrom(f)
-	if err != nil {
-		return err
-	}
-	a.e.SetFaults(nf)
-	return nil
-}
+func (a adminAPI) SetFaults(f admin.Faults) error { return faultMapping.Set(f, a.e.SetFaults) }
 
-// FaultsFrom converts the shared fault settings to this emulator's. AWS
-// sends no Retry-After, so RetryAfter is not kept.
-func FaultsFrom(f admin.Faults) (Faults, error) {
-	if err := f.Validate(); err != nil {
-		return Faults{}, err
-	}
-	return Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, ErrorRate: f.ErrorRate, DropRate: f.DropRate,
-		UnprocessedRate: f.UnprocessedRate, Latency: time.Duration(f.Latency), AllCalls: !f.MeteringOnly()}, nil
+// FaultsFrom converts the shared fault settings to this emulator's.
+func FaultsFrom(f admin.Faults) (Faults, error) { return faultMapping.Convert(f) }
+
+// faultMapping is AWS's side of the shared faults: AWS sends no
+// Retry-After, so RetryAfter is not kept; scope "all" is AllCalls.
+var faultMapping = admin.FaultMapping[Faults]{
+	To: func(f admin.Faults, meteringOnly bool) Faults {
+		return Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, ErrorRate: f.ErrorRate, DropRate: f.DropRate,
+			UnprocessedRate: f.UnprocessedRate, Latency: time.Duration(f.Latency), AllCalls: !meteringOnly}
+	},
+	From: func(f Faults) (admin.Faults, bool) {
+		return admin.Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, ErrorRate: f.ErrorRate, DropRate: f.DropRate,
+			UnprocessedRate: f.UnprocessedRate, Latency: admin.Duration(f.Latency)}, !f.AllCalls
+	},
 }

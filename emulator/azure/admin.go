@@ -94,42 +94,31 @@ func (a adminAPI) Event(ctx context.Context, id string, req admin.EventRequest) 
 }
 
 func (a adminAPI) Bill() admin.Bill {
-	var lines []admin.Line
-	for _, l := range a.e.Bill() {
-		lines = append(lines, admin.Line{ID: l.UsageEventID, Buyer: l.ResourceID, Dimension: l.Dimension, Start: l.Hour, Quantity: l.Quantity})
-	}
-	return admin.NewBill(lines)
+	return admin.BillOf(a.e.Bill(), func(l BillLine) admin.Line {
+		return admin.Line{ID: l.UsageEventID, Buyer: l.ResourceID, Dimension: l.Dimension, Start: l.Hour, Quantity: l.Quantity}
+	})
 }
 
 func (a adminAPI) Faults() admin.Faults {
 	a.e.mu.Lock()
-	f := a.e.faults
-	a.e.mu.Unlock()
-	scope := admin.ScopeAll
-	if f.MeteringOnly {
-		scope = admin.ScopeMetering
-	}
-	return admin.Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, RetryAfter: admin.Duration(f.RetryAfter),
-		ErrorRate: f.ErrorRate, DropRate: f.DropRate, Latency: admin.Duration(f.Latency), Scope: scope}
+	defer a.e.mu.Unlock()
+	return faultMapping.Shared(a.e.faults)
 }
 
-func (a adminAPI) SetFaults(f admin.Faults) error {
-	nf, err := FaultsFrom(f)
-	if err != nil {
-		return err
-	}
-	a.e.SetFaults(nf)
-	return nil
-}
+func (a adminAPI) SetFaults(f admin.Faults) error { return faultMapping.Set(f, a.e.SetFaults) }
 
 // FaultsFrom converts the shared fault settings to this emulator's.
-func FaultsFrom(f admin.Faults) (Faults, error) {
-	if err := f.Validate(); err != nil {
-		return Faults{}, err
-	}
-	if f.UnprocessedRate != 0 {
-		return Faults{}, fmt.Errorf("%w: unprocessedRate is AWS's only; Azure answers each batch event with its own status", admin.ErrBadRequest)
-	}
-	return Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, RetryAfter: time.Duration(f.RetryAfter), ErrorRate: f.ErrorRate,
-		DropRate: f.DropRate, Latency: time.Duration(f.Latency), MeteringOnly: f.MeteringOnly()}, nil
+func FaultsFrom(f admin.Faults) (Faults, error) { return faultMapping.Convert(f) }
+
+// faultMapping is Azure's side of the shared faults.
+var faultMapping = admin.FaultMapping[Faults]{
+	NoUnprocessed: "Azure answers each batch event with its own status",
+	To: func(f admin.Faults, meteringOnly bool) Faults {
+		return Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, RetryAfter: time.Duration(f.RetryAfter), ErrorRate: f.ErrorRate,
+			DropRate: f.DropRate, Latency: time.Duration(f.Latency), MeteringOnly: meteringOnly}
+	},
+	From: func(f Faults) (admin.Faults, bool) {
+		return admin.Faults{ThrottleRate: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, RetryAfter: admin.Duration(f.RetryAfter),
+			ErrorRate: f.ErrorRate, DropRate: f.DropRate, Latency: admin.Duration(f.Latency)}, f.MeteringOnly
+	},
 }

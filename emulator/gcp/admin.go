@@ -137,47 +137,36 @@ func (a adminAPI) Event(ctx context.Context, id string, req admin.EventRequest) 
 }
 
 func (a adminAPI) Bill() admin.Bill {
-	var lines []admin.Line
-	for _, l := range a.e.Bill() {
-		lines = append(lines, admin.Line{ID: l.OperationID, Buyer: l.ConsumerID, Dimension: l.MetricName, Start: l.StartTime, Quantity: float64(l.Value)})
-	}
-	return admin.NewBill(lines)
+	return admin.BillOf(a.e.Bill(), func(l BillLine) admin.Line {
+		return admin.Line{ID: l.OperationID, Buyer: l.ConsumerID, Dimension: l.MetricName, Start: l.StartTime, Quantity: float64(l.Value)}
+	})
 }
 
 func (a adminAPI) Faults() admin.Faults {
 	a.e.mu.Lock()
-	f := a.e.faults
-	a.e.mu.Unlock()
-	scope := admin.ScopeAll
-	if f.Scope == "servicecontrol" {
-		scope = admin.ScopeMetering
-	}
-	return admin.Faults{ThrottleRate: f.Throttle, ThrottleTPS: f.ThrottleTPS, RetryAfter: admin.Duration(f.RetryAfter),
-		ErrorRate: f.ErrorRate, DropRate: f.DropResponse, Latency: admin.Duration(f.Latency), Scope: scope}
+	defer a.e.mu.Unlock()
+	return faultMapping.Shared(a.e.faults)
 }
 
-func (a adminAPI) SetFaults(f admin.Faults) error {
-	nf, err := FaultsFrom(f)
-	if err != nil {
-		return err
-	}
-	a.e.SetFaults(nf)
-	return nil
-}
+func (a adminAPI) SetFaults(f admin.Faults) error { return faultMapping.Set(f, a.e.SetFaults) }
 
-// FaultsFrom converts the shared fault settings to this emulator's:
-// scope "metering" is Service Control.
-func FaultsFrom(f admin.Faults) (Faults, error) {
-	if err := f.Validate(); err != nil {
-		return Faults{}, err
-	}
-	if f.UnprocessedRate != 0 {
-		return Faults{}, fmt.Errorf("%w: unprocessedRate is AWS's only; Service Control reports each operation's error", admin.ErrBadRequest)
-	}
-	scope := ""
-	if f.MeteringOnly() {
-		scope = "servicecontrol"
-	}
-	return Faults{Throttle: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, RetryAfter: time.Duration(f.RetryAfter), ErrorRate: f.ErrorRate,
-		DropResponse: f.DropRate, Latency: time.Duration(f.Latency), Scope: scope}, nil
+// FaultsFrom converts the shared fault settings to this emulator's.
+func FaultsFrom(f admin.Faults) (Faults, error) { return faultMapping.Convert(f) }
+
+// faultMapping is Google's side of the shared faults: scope "metering" is
+// Service Control.
+var faultMapping = admin.FaultMapping[Faults]{
+	NoUnprocessed: "Service Control reports each operation's error",
+	To: func(f admin.Faults, meteringOnly bool) Faults {
+		scope := ""
+		if meteringOnly {
+			scope = "servicecontrol"
+		}
+		return Faults{Throttle: f.ThrottleRate, ThrottleTPS: f.ThrottleTPS, RetryAfter: time.Duration(f.RetryAfter), ErrorRate: f.ErrorRate,
+			DropResponse: f.DropRate, Latency: time.Duration(f.Latency), Scope: scope}
+	},
+	From: func(f Faults) (admin.Faults, bool) {
+		return admin.Faults{ThrottleRate: f.Throttle, ThrottleTPS: f.ThrottleTPS, RetryAfter: admin.Duration(f.RetryAfter),
+			ErrorRate: f.ErrorRate, DropRate: f.DropResponse, Latency: admin.Duration(f.Latency)}, f.Scope == "servicecontrol"
+	},
 }
