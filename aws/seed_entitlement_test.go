@@ -33,6 +33,7 @@ func (g *gatedStore) Get(ctx context.Context, customer, dimension string) (*aws.
 func TestCheckerRevokeRace(t *testing.T) {
 	g := &gatedStore{MemoryEntitlementStore: aws.NewMemoryEntitlementStore(), entered: make(chan struct{}), release: make(chan struct{})}
 	c := aws.NewEntitlementChecker(g, time.Hour)
+	t.Cleanup(c.Close)
 	ctx := t.Context()
 	if err := c.GrantEntitlement(ctx, aws.Entitlement{CustomerIdentifier: "c", Dimension: "gpu", Value: 1}); err != nil {
 		t.Fatal(err)
@@ -56,6 +57,7 @@ func TestCheckerRevokeRace(t *testing.T) {
 
 func TestCheckerSeedAPI(t *testing.T) {
 	c := aws.NewEntitlementChecker(aws.NewMemoryEntitlementStore(), 5*time.Minute)
+	t.Cleanup(c.Close)
 	ctx := t.Context()
 	if ok, _ := c.IsEntitled(ctx, "c", "tokens_1m"); ok {
 		t.Error("entitled before grant")
@@ -96,6 +98,7 @@ func (s *countingStore) Get(ctx context.Context, customer, dimension string) (*a
 func TestCheckerInvalidateOneDimension(t *testing.T) {
 	s := &countingStore{MemoryEntitlementStore: aws.NewMemoryEntitlementStore(), reads: map[string]int{}}
 	c := aws.NewEntitlementChecker(s, time.Hour)
+	t.Cleanup(c.Close)
 	ctx := t.Context()
 	for _, d := range []string{"a", "b"} {
 		if err := s.Put(ctx, aws.Entitlement{CustomerIdentifier: "c", Dimension: d, Value: 1}); err != nil {

@@ -314,6 +314,7 @@ func TestSeedAPIConstants(t *testing.T) {
 		t.Errorf("Flush through the user's MeteringAPI: %+v %v", out, err)
 	}
 	chk := aws.NewEntitlementChecker(seedEntitlements{}, time.Minute)
+	t.Cleanup(chk.Close)
 	if ok, err := chk.IsEntitled(ctx, "cust-1", aws.DimensionTokens); ok || err != nil {
 		t.Errorf("IsEntitled on an empty store: %v %v", ok, err)
 	}

@@ -19,10 +19,14 @@ type checker interface {
 
 var designs = []struct {
 	name string
-	new  func(LoadFunc, Config) checker
+	new  func(testing.TB, LoadFunc, Config) checker // closed when the benchmark ends
 }{
-	{"lockfree", func(l LoadFunc, c Config) checker { return New(l, c) }},
-	{"legacy", func(l LoadFunc, c Config) checker { return newLegacy(l, c) }},
+	{"lockfree", func(tb testing.TB, l LoadFunc, c Config) checker {
+		ca := New(l, c)
+		tb.Cleanup(ca.Close)
+		return ca
+	}},
+	{"legacy", func(_ testing.TB, l LoadFunc, c Config) checker { return newLegacy(l, c) }},
 }
 
 // grantAll is a LoadFunc that grants everything, as a store would answer
@@ -43,7 +47,7 @@ func BenchmarkCheckHit(b *testing.B) {
 	for _, d := range designs {
 		b.Run("design="+d.name, func(b *testing.B) {
 			keys := benchKeys(10_000)
-			c := d.new(grantAll, Config{TTL: time.Hour})
+			c := d.new(b, grantAll, Config{TTL: time.Hour})
 			ctx := b.Context()
 			for _, k := range keys {
 				c.Check(ctx, k)
@@ -82,7 +86,7 @@ func BenchmarkInvalidate(b *testing.B) {
 		for _, entries := range []int{1_000, 100_000} {
 			b.Run(fmt.Sprintf("design=%s/entries=%d", d.name, entries), func(b *testing.B) {
 				keys := benchKeys(entries)
-				c := d.new(grantAll, Config{TTL: time.Hour, MaxEntries: 2 * entries})
+				c := d.new(b, grantAll, Config{TTL: time.Hour, MaxEntries: 2 * entries})
 				ctx := b.Context()
 				for _, k := range keys {
 					c.Check(ctx, k)

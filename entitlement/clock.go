@@ -1,6 +1,7 @@
 package entitlement
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -16,20 +17,27 @@ const (
 
 // coarseClock is the time a hit compares expiries with: nanoseconds since
 // base, advanced every clockTick by a goroutine that stops by itself after
-// a second without checks. Reading the system clock costs 60–115 ns on the
+// a second without checks, and for good when the clock's owner (the
+// Cache, Cache.Close) closes it. Reading the system clock costs 60–115 ns on the
 // VMs this runs on (no vDSO clock), more than all the rest of a hit; an
 // atomic load costs nothing.
 //
 // The goroutine refers to the coarseClock only, never to the Cache, so a
-// Cache that is dropped is collected, and its clock stops within a second.
+// Cache that is dropped unclosed is still collected, and its clock stops
+// within a second.
 type coarseClock struct {
 	base    time.Time    // with a monotonic reading
 	now     atomic.Int64 // nanoseconds since base, as of the last tick
 	running atomic.Bool  // a goroutine advances now
 	used    atomic.Bool  // read since the last tick
+
+	mu      sync.Mutex     // guards closed and the Add of ticking
+	closed  bool           // no goroutine starts any more
+	stop    chan struct{}  // closed by close: the goroutine returns
+	ticking sync.WaitGroup // the goroutine, while it runs
 }
 
-func newCoarseClock() *coarseClock { return &coarseClock{base: time.Now()} }
+func newCoarseClock() *coarseClock { return &coarseClock{base: time.Now(), stop: make(chan struct{})} }
 
 // read returns the time since base, at most clockTick old.
 func (c *coarseClock) read() int64 {
@@ -46,31 +54,60 @@ func (c *coarseClock) read() int64 {
 func (c *coarseClock) exact() int64 { return int64(time.Since(c.base)) }
 
 // start publishes the exact time, then starts the goroutine unless another
-// caller just did.
+// caller just did or the clock is closed. A closed clock is exact: every
+// read comes here, as nothing advances now any more.
 func (c *coarseClock) start() int64 {
 	n := c.exact()
 	c.now.Store(n) // before running is set: a reader that sees running sees this
 	c.used.Store(true)
 	if c.running.CompareAndSwap(false, true) {
-		go c.tick()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed {
+			c.running.Store(false)
+			return n
+		}
+		c.ticking.Add(1)
+		go func() {
+			defer c.ticking.Done()
+			c.tick()
+		}()
 	}
 	return n
 }
 
-// tick advances now until the clock has not been read for clockIdleTicks.
+// tick advances now until the clock has not been read for clockIdleTicks,
+// or until it is closed.
 func (c *coarseClock) tick() {
+	defer c.running.Store(false)
 	t := time.NewTicker(clockTick)
 	defer t.Stop()
 	idle := 0
-	for range t.C {
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
 		c.now.Store(c.exact())
 		if c.used.Swap(false) {
 			idle = 0
 			continue
 		}
 		if idle++; idle >= clockIdleTicks {
-			c.running.Store(false)
 			return
 		}
 	}
+}
+
+// close stops the goroutine, if it runs, and waits until it has returned;
+// no other starts. Reads go on, exact.
+func (c *coarseClock) close() {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.stop)
+	}
+	c.mu.Unlock()
+	c.ticking.Wait()
 }

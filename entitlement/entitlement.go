@@ -203,6 +203,12 @@ func New(load LoadFunc, cfg Config) *Cache {
 	return c
 }
 
+// Close stops the goroutine that advances the cache's coarse clock and
+// waits until it has returned; whoever made the cache calls it when done
+// with it. A closed cache still answers, reading the system clock on every
+// check. Close may be called more than once.
+func (c *Cache) Close() { c.clock.close() }
+
 // hash hashes k: the customer alone picks the shard (the low bits), so
 // that a customer's decisions share one; the feature moves the slot.
 func (c *Cache) hash(p marketplace.CloudProvider, customer, feature string) uint64 {

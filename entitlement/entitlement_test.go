@@ -56,6 +56,7 @@ func TestCheck(t *testing.T) {
 	g.set("c1", "gold", true)
 	g.set("c1", "silver", false)
 	c := entitlement.New(g.load, entitlement.Config{})
+	t.Cleanup(c.Close)
 	tests := []struct {
 		k    entitlement.Key
 		want error
@@ -81,6 +82,7 @@ func TestExpiry(t *testing.T) {
 	g.set("c1", "gold", true)
 	clk := ledgertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	c := entitlement.New(g.load, entitlement.Config{TTL: time.Minute, NegativeTTL: time.Second, Clock: clk.Now})
+	t.Cleanup(c.Close)
 	ctx := t.Context()
 	c.Check(ctx, key("c1", "gold"))
 	c.Check(ctx, key("c1", "bronze"))
@@ -103,6 +105,7 @@ func TestExpiry(t *testing.T) {
 		g.loads.Add(1)
 		return entitlement.Decision{Until: until}, nil
 	}, entitlement.Config{Clock: clk.Now})
+	t.Cleanup(c2.Close)
 	before := g.loads.Load()
 	c2.Check(ctx, key("c", "f"))
 	clk.Advance(11 * time.Second)
@@ -122,6 +125,7 @@ func TestLoadErrorIsNotCached(t *testing.T) {
 		}
 		return entitlement.Decision{}, nil
 	}, entitlement.Config{})
+	t.Cleanup(c.Close)
 	if err := c.Check(t.Context(), key("c", "f")); !errors.Is(err, down) {
 		t.Errorf("first check: %v, want the load error", err)
 	}
@@ -146,6 +150,7 @@ func TestRevokeDuringCheck(t *testing.T) {
 		}
 		return d, err
 	}, entitlement.Config{TTL: time.Hour})
+	t.Cleanup(c.Close)
 
 	done := make(chan error)
 	go func() { done <- c.Check(context.Background(), key("c1", "gold")) }()
@@ -166,6 +171,7 @@ func TestInvalidateOneCustomer(t *testing.T) {
 	g.set("a", "f", true)
 	g.set("b", "f", true)
 	c := entitlement.New(g.load, entitlement.Config{})
+	t.Cleanup(c.Close)
 	c.Check(t.Context(), key("a", "f"))
 	c.Check(t.Context(), key("b", "f"))
 	c.Invalidate(marketplace.AWS, "a")
@@ -180,6 +186,7 @@ func TestInvalidateKey(t *testing.T) {
 	g.set("a", "f", true)
 	g.set("a", "g", true)
 	c := entitlement.New(g.load, entitlement.Config{})
+	t.Cleanup(c.Close)
 	c.Check(t.Context(), key("a", "f"))
 	c.Check(t.Context(), key("a", "g"))
 	g.set("a", "f", false)
@@ -195,6 +202,7 @@ func TestInvalidateKey(t *testing.T) {
 func TestBounded(t *testing.T) {
 	g := &grants{}
 	c := entitlement.New(g.load, entitlement.Config{MaxEntries: 640})
+	t.Cleanup(c.Close)
 	for i := range 10_000 {
 		c.Check(t.Context(), key(fmt.Sprint("c", i), "f"))
 	}
@@ -209,6 +217,7 @@ func TestConcurrent(t *testing.T) {
 		g.set(fmt.Sprint("c", i), "f", i%2 == 0)
 	}
 	c := entitlement.New(g.load, entitlement.Config{})
+	t.Cleanup(c.Close)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {

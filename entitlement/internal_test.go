@@ -76,6 +76,7 @@ func TestMissesAfterInvalidateCoalesce(t *testing.T) {
 	g := &gatedLoad{}
 	g.set("c1", true, nil)
 	c := New(g.load, Config{})
+	t.Cleanup(c.Close)
 	k := Key{marketplace.AWS, "c1", "gold"}
 	if err := c.Check(t.Context(), k); err != nil {
 		t.Fatal(err)
@@ -107,6 +108,7 @@ func TestCheckAfterInvalidateDoesNotJoinOlderLoad(t *testing.T) {
 	gate := make(chan struct{})
 	g.set("c1", true, gate)
 	c := New(g.load, Config{})
+	t.Cleanup(c.Close)
 	k := Key{marketplace.AWS, "c1", "gold"}
 	old := make(chan error)
 	go func() { old <- c.Check(context.Background(), k) }()
@@ -134,6 +136,7 @@ func TestCancelledLoaderDoesNotFailWaiters(t *testing.T) {
 	gate := make(chan struct{})
 	g.set("c1", true, gate)
 	c := New(g.load, Config{})
+	t.Cleanup(c.Close)
 	k := Key{marketplace.AWS, "c1", "gold"}
 	ctx, cancel := context.WithCancel(t.Context())
 	first := make(chan error)
@@ -159,6 +162,7 @@ func TestCoarseClock(t *testing.T) {
 	g := &gatedLoad{}
 	g.set("c1", true, nil)
 	c := New(g.load, Config{TTL: 50 * time.Millisecond})
+	t.Cleanup(c.Close)
 	k := Key{marketplace.AWS, "c1", "gold"}
 	for range 3 {
 		if err := c.Check(t.Context(), k); err != nil {
@@ -180,9 +184,50 @@ func TestCoarseClock(t *testing.T) {
 	}
 }
 
+// TestCacheClose: Close stops the clock's goroutine and waits for it;
+// the closed cache still answers, on the exact clock (its decisions still
+// expire), and its clock does not start again.
+func TestCacheClose(t *testing.T) {
+	g := &gatedLoad{}
+	g.set("c1", true, nil)
+	c := New(g.load, Config{TTL: 50 * time.Millisecond})
+	t.Cleanup(c.Close)
+	k := Key{marketplace.AWS, "c1", "gold"}
+	for range 2 { // a miss, then a hit: hits read the coarse clock
+		if err := c.Check(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.clock.running.Load() {
+		t.Fatal("the coarse clock is not running after a hit")
+	}
+	c.Close()
+	if c.clock.running.Load() {
+		t.Fatal("the coarse clock still runs after Close returned")
+	}
+	for range 3 {
+		if err := c.Check(t.Context(), k); err != nil {
+			t.Fatalf("check after Close: %v", err)
+		}
+	}
+	if n := g.loads.Load(); n != 1 {
+		t.Fatalf("%d loads, want 1: the closed cache did not serve its hits", n)
+	}
+	time.Sleep(50*time.Millisecond + clockTick)
+	c.Check(t.Context(), k)
+	if n := g.loads.Load(); n != 2 {
+		t.Fatalf("%d loads, want 2: the closed cache served a decision past its TTL", n)
+	}
+	if c.clock.running.Load() {
+		t.Fatal("the coarse clock started again after Close")
+	}
+	c.Close() // again: no effect
+}
+
 func TestLenFollowsInvalidateAndEviction(t *testing.T) {
 	g := &gatedLoad{}
 	c := New(g.load, Config{MaxEntries: 4 * shardCount}) // four decisions per shard
+	t.Cleanup(c.Close)
 	for i := range 1000 {
 		for _, f := range []string{"a", "b", "c"} {
 			c.Check(t.Context(), Key{marketplace.Azure, fmt.Sprint("c", i), f})

@@ -49,7 +49,9 @@ type Deps struct {
 	// Entitlements answers entitlement checks for every cloud; it is
 	// invalidated for a customer whenever one of its subscriptions changes.
 	// Nil: New makes one on Store with entitlement.StoreLoader's rules and
-	// the default cache settings.
+	// the default cache settings; it reads Clock on every check, so it runs
+	// no clock goroutine and needs no Close. A cache passed here stays its
+	// maker's to close (entitlement.Cache.Close), after the engine's last use.
 	Entitlements *entitlement.Cache
 	Logger       *slog.Logger
 	Clock        func() time.Time

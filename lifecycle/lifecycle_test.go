@@ -65,6 +65,7 @@ func (e *env) open(t *testing.T, cfg lifecycle.Config) {
 		e.loads.Add(1)
 		return loader.Load(ctx, k)
 	}, entitlement.Config{Clock: e.clk.Now, TTL: time.Hour})
+	t.Cleanup(e.cache.Close)
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = time.Second
 	}

@@ -63,6 +63,7 @@ func newBenchServer(b testing.TB) http.Handler {
 	led := ledger.New(store, ledger.Config{Units: cfg.Catalogue.Units()})
 	b.Cleanup(func() { led.Close() })
 	cache := entitlement.New(entitlement.StoreLoader{Subscriptions: store}.Load, entitlement.Config{})
+	b.Cleanup(cache.Close)
 	srv, err := New(cfg, Deps{Ledger: led, Subscriptions: store, Entitlements: cache, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)

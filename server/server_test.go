@@ -100,6 +100,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Cleanup(func() { led.Close() })
 	cache := entitlement.New(entitlement.StoreLoader{Subscriptions: store, Entitlements: store, Clock: clock}.Load,
 		entitlement.Config{Clock: clock})
+	t.Cleanup(cache.Close)
 	engine, err := lifecycle.New(lifecycle.Deps{Store: store, Ledger: led, Entitlements: cache, Logger: logger, Clock: clock}, lifecycle.Config{})
 	if err != nil {
 		t.Fatal(err)
