@@ -1,144 +1,34 @@
 package sqlite_test
 
 import (
-	"context"
-	"fmt"
 	"path/filepath"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/sqlite"
+	"github.com/saasmarket/marketplace/storetest"
 )
 
-func openBenchLedger(b *testing.B) *ledger.Ledger {
-	b.Helper()
-	st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	l := ledger.New(st, ledger.Config{})
-	b.Cleanup(func() {
-		l.Close()
-		st.Close()
-	})
-	return l
-}
-
-// benchKeys are 10,000 distinct buckets: 2,500 customers × 4 dimensions, one hour.
-func benchKeys() [][2]string {
-	keys := make([][2]string, 0, 10_000)
-	for c := range 2500 {
-		for _, d := range []string{"tokens_in", "tokens_out", "requests", "gpu_seconds"} {
-			keys = append(keys, [2]string{fmt.Sprintf("customer-%04d", c), d})
-		}
-	}
-	return keys
-}
-
-// BenchmarkLedgerIngest is durable ingest (fsync on) from 64 concurrent
-// writers, each submitting batches of 100 records over 10,000 buckets.
-// One op is one record.
-func BenchmarkLedgerIngest(b *testing.B) {
-	for _, tc := range []struct {
-		name          string
-		withIDs, fold bool
-	}{{"NoEventIDs", false, false}, {"UniqueEventIDs", true, false}, {"NoEventIDsFoldingEverySecond", false, true}} {
-		withIDs := tc.withIDs
-		b.Run(tc.name, func(b *testing.B) {
-			l := openBenchLedger(b)
-			if tc.fold {
-				// Sustained ingest: the maintenance loop folds the log into
-				// buckets concurrently, sharing the one writer.
-				ctx, cancel := context.WithCancel(b.Context())
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					l.Maintain(ctx, ledger.MaintainConfig{FoldEvery: time.Second, SealEvery: time.Hour})
-				}()
-				defer func() { cancel(); <-done }()
-			}
-			keys := benchKeys()
-			now := time.Now()
-			var next atomic.Int64 // record sequence: keys and event ids
-			const writers, batch = 64, 100
-			batches := (b.N + batch - 1) / batch
-			var issued atomic.Int64
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for range writers {
-				wg.Go(func() {
-					recs := make([]ledger.Record, batch)
-					for issued.Add(1) <= int64(batches) {
-						start := next.Add(batch) - batch
-						for i := range recs {
-							n := start + int64(i)
-							k := keys[n%int64(len(keys))]
-							recs[i] = ledger.Record{Provider: marketplace.AWS, Customer: k[0], Dimension: k[1], Quantity: 1, Time: now}
-							if withIDs {
-								recs[i].EventID = fmt.Sprintf("evt-%d", n)
-							}
-						}
-						if _, err := l.Ingest(b.Context(), recs); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.StopTimer()
-			b.ReportMetric(float64(batches*batch)/b.Elapsed().Seconds(), "records/s")
-		})
-	}
-}
-
-// BenchmarkLedgerRecordLatency is one durable record at a time, no
-// concurrency: the latency a lone caller sees (one fsync'd commit each).
-func BenchmarkLedgerRecordLatency(b *testing.B) {
-	l := openBenchLedger(b)
-	now := time.Now()
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		start := time.Now()
-		err := l.Record(b.Context(), ledger.Record{Provider: marketplace.AWS, Customer: "c", Dimension: "d", Quantity: 1, Time: now, EventID: fmt.Sprint(i)})
+// The ledger benchmarks are storetest's (storetest/bench.go), the same as
+// PostgreSQL's; SQLite supplies a fresh database file. Every commit is
+// fsync'd (WAL, synchronous=FULL) before Ingest returns.
+var bench = storetest.BenchHarness{
+	Open: func(b *testing.B, _ string) storetest.BenchStore {
+		b.Helper()
+		st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"))
 		if err != nil {
 			b.Fatal(err)
 		}
-		lat = append(lat, time.Since(start))
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		b.Cleanup(func() { st.Close() })
+		return storetest.BenchStore{Store: st}
+	},
 }
 
-// BenchmarkLedgerFold folds one second's worth of ingest (1M records over
-// 10,000 buckets, logged as 64×100-record commits) into buckets.
-func BenchmarkLedgerFold(b *testing.B) {
-	keys := benchKeys()
-	now := time.Now()
-	for b.Loop() {
-		b.StopTimer()
-		l := openBenchLedger(b)
-		recs := make([]ledger.Record, 6400)
-		for n := 0; n < 1_000_000; n += len(recs) {
-			for i := range recs {
-				k := keys[(n+i)%len(keys)]
-				recs[i] = ledger.Record{Provider: marketplace.AWS, Customer: k[0], Dimension: k[1], Quantity: 1, Time: now}
-			}
-			if _, err := l.Ingest(b.Context(), recs); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.StartTimer()
-		if err := l.Fold(b.Context()); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+// BenchmarkLedgerIngest: 64 writers, batches of 100 records, 10,000
+// buckets; one op is one record (storetest.BenchIngest).
+func BenchmarkLedgerIngest(b *testing.B) { storetest.BenchIngest(b, bench) }
+
+// BenchmarkLedgerRecordLatency: one caller, one fsync'd commit per record.
+func BenchmarkLedgerRecordLatency(b *testing.B) { storetest.BenchRecordLatency(b, bench) }
+
+// BenchmarkLedgerFold folds one million logged records into buckets.
+func BenchmarkLedgerFold(b *testing.B) { storetest.BenchFold(b, bench) }
