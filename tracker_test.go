@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -790,5 +791,179 @@ func TestUsageTrackerGrowsWhileRecording(t *testing.T) {
 	}
 	if p := tr.Pending(); p != 0 {
 		t.Errorf("Pending() = %d, want 0", p)
+	}
+}
+
+// TestUsageTrackerLookupComparesWholeKeys puts in one table cells whose keys
+// all share one hash and differ in a single byte, for keys of every length
+// up to 40 bytes and each byte position, in the customer id or in the
+// dimension: lookup, which compares keys of 8 to 16 bytes by two loads
+// each, must find every cell and only its own.
+func TestUsageTrackerLookupComparesWholeKeys(t *testing.T) {
+	const h = 0x5eed << trackerShardBits
+	base := "0123456789abcdefghijklmnopqrstuvwxyzABCDE"
+	for n := range len(base) - 1 {
+		// Keys of length n that differ from base[:n] in one byte, and the
+		// keys one byte shorter and longer; in one table, all on one hash.
+		keys := []pairKey{{base[:n], "d"}, {"c", base[:n]}, {base[:n+1], "d"}, {"c", base[:n+1]}}
+		if n > 0 {
+			keys = append(keys, pairKey{base[:n-1], "d"}, pairKey{"c", base[:n-1]})
+		}
+		for i := range n {
+			b := []byte(base[:n])
+			b[i] ^= 0x20
+			keys = append(keys, pairKey{string(b), "d"}, pairKey{"c", string(b)})
+		}
+		tb := newCellTable(len(keys))
+		cells := make(map[pairKey]*usageCell, len(keys))
+		for _, k := range keys {
+			c := &usageCell{key: k, hash: h}
+			tb.put(c)
+			cells[k] = c
+		}
+		for k, want := range cells {
+			// Copies, so that no comparison can succeed on equal pointers.
+			customer, dimension := string([]byte(k.customer)), string([]byte(k.dimension))
+			if got := tb.lookup(h, customer, dimension); got != want {
+				t.Errorf("lookup(%q, %q) found the cell of %v", customer, dimension, got.key)
+			}
+			if got := tb.find(h, customer, dimension); got != want {
+				t.Errorf("find(%q, %q) found the cell of %v", customer, dimension, got.key)
+			}
+		}
+		if c := tb.lookup(h, "not-held-customer", "d"); c != nil {
+			t.Errorf("lookup of a pair not held found %v", c.key)
+		}
+	}
+}
+
+// TestUsageTrackerHashEveryByte checks that the pair hash depends on every byte
+// of the customer id and on its length, for lengths up to 64 (each of the
+// hash's load patterns), and on the tracker's keys.
+func TestUsageTrackerHashEveryByte(t *testing.T) {
+	// Keys unrelated to each other, as random ones would be.
+	const k0, k1 = 0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9
+	base := make([]byte, 64)
+	for i := range base {
+		base[i] = byte('a' + i%26)
+	}
+	seen := make(map[uint64]string)
+	for n := range len(base) + 1 {
+		s := string(base[:n])
+		variants := []string{s}
+		for i := range n {
+			b := []byte(s)
+			b[i] ^= 1
+			variants = append(variants, string(b))
+		}
+		for _, v := range variants {
+			h := hashString(k0, k1, v)
+			if prev, ok := seen[h]; ok {
+				t.Fatalf("hashString(%q) == hashString(%q)", v, prev)
+			}
+			seen[h] = v
+		}
+	}
+	if hashString(k0, k1, "customer-0000042") == hashString(k0+1, k1, "customer-0000042") {
+		t.Error("hashString ignores its seed")
+	}
+	if hashString(k0, k1, "customer-0000042") == hashString(k0, k1+2, "customer-0000042") {
+		t.Error("hashString ignores k1")
+	}
+}
+
+// TestUsageTrackerHammerRecordWhileFlushing records from many goroutines
+// at once, every one walking the same pairs in the same order (so that
+// they meet on each pair at about the same time, in every lane), while two
+// goroutines flush over and over, some pairs are recorded rarely enough to
+// be evicted and recorded again, and some records create pairs. The bill
+// plus what is pending must equal what was recorded, per pair and in
+// total, and the records Flush reports accepted must equal the calls.
+func TestUsageTrackerHammerRecordWhileFlushing(t *testing.T) {
+	writers := 4 * max(runtime.GOMAXPROCS(0), 2)
+	const perWriter = 30_000
+	pairs := benchPairs(64)
+	tr := NewUsageTracker()
+	svc := &fakeMetering{}
+
+	var accepted atomic.Int64
+	stop := make(chan struct{})
+	var flushers sync.WaitGroup
+	for range 2 {
+		flushers.Go(func() {
+			for {
+				n, err := tr.Flush(t.Context(), svc)
+				if err != nil {
+					t.Errorf("Flush: %v", err)
+				}
+				accepted.Add(int64(n))
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		})
+	}
+
+	recorded := make([]map[pairKey]int64, writers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		recorded[w] = make(map[pairKey]int64)
+		wg.Go(func() {
+			<-start
+			for i := range perWriter {
+				k := pairs[i%len(pairs)]
+				switch {
+				case i%997 == 0: // a rare pair: idle between most flushes
+					k = pairKey{fmt.Sprintf("rare-%d", i%5), "requests"}
+				case i%1009 == 0: // a new pair
+					k = pairKey{fmt.Sprintf("new-%d-%d", w, i), "gpu_hours"}
+				}
+				q := int64(i%7 + 1)
+				tr.Record(k.customer, k.dimension, q)
+				recorded[w][k] += q
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(stop)
+	flushers.Wait()
+
+	want := make(map[pairKey]int64)
+	var wantTotal int64
+	for _, m := range recorded {
+		for k, q := range m {
+			want[k] += q
+			wantTotal += q
+		}
+	}
+	got := svc.bill()
+	for k, q := range flat(tr.Aggregate()) {
+		got[k] += q
+	}
+	var gotTotal int64
+	for _, q := range got {
+		gotTotal += q
+	}
+	if gotTotal != wantTotal {
+		t.Errorf("billed + pending = %d in total, recorded %d", gotTotal, wantTotal)
+	}
+	if !maps.Equal(got, want) {
+		var diffs []string
+		for k := range want {
+			if got[k] != want[k] {
+				diffs = append(diffs, fmt.Sprintf("%v: billed+pending %d, recorded %d", k, got[k], want[k]))
+			}
+		}
+		t.Fatalf("%d of %d pairs differ, e.g. %v", len(diffs), len(want), diffs[:min(3, len(diffs))])
+	}
+	if n := accepted.Load() + int64(tr.Pending()); n != int64(writers*perWriter) {
+		t.Errorf("accepted %d + pending %d records, want %d", accepted.Load(), tr.Pending(), writers*perWriter)
+	}
+	if svc.calls < 10 {
+		t.Logf("only %d flushes overlapped the writers; the test was weak this time", svc.calls)
 	}
 }
