@@ -110,9 +110,14 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 			if err := quarantine(ctx, tx, torn...); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `DELETE FROM inbox i USING unnest($1::text[], $2::text[]) AS t (provider, id)
-				WHERE i.provider = t.provider AND i.id = t.id`, provs, ids); err != nil {
+			tag, err := tx.Exec(ctx, `DELETE FROM inbox i USING unnest($1::text[], $2::text[]) AS t (provider, id)
+				WHERE i.provider = t.provider AND i.id = t.id`, provs, ids)
+			if err != nil {
 				return err
+			}
+			// Not deleted, the rows would be read again, forever.
+			if tag.RowsAffected() != int64(len(torn)) {
+				return fmt.Errorf("%d of %d torn inbox rows were not deleted", int64(len(torn))-tag.RowsAffected(), len(torn))
 			}
 		}
 	})

@@ -131,8 +131,13 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 				return err
 			}
 			for _, id := range tornIDs {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE rowid = ?`, id); err != nil {
+				res, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE rowid = ?`, id)
+				if err != nil {
 					return err
+				}
+				// Not deleted, the row would be read again, forever.
+				if k, err := res.RowsAffected(); err != nil || k != 1 {
+					return errors.Join(err, fmt.Errorf("torn inbox row %d was not deleted", id))
 				}
 			}
 		}
