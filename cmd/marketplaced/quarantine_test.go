@@ -23,7 +23,7 @@ import (
 	"github.com/saasmarket/marketplace/sqlite"
 )
 
-// TestQuarantineDamagedRows: rows damaged on disk do not halt the daemon.
+// TestReliabilityQuarantine: rows damaged on disk do not halt the daemon.
 // marketplaced serve runs against marketplaced emulate (AWS) on a data
 // folder; usage of five customers is ingested and acknowledged while the
 // test holds folding back (a trigger refuses new buckets), so that it is
@@ -35,7 +35,7 @@ import (
 // reasons, counted by /metrics and listed by the dashboard's data and by
 // marketplaced quarantine list. Restoring the garbage is refused, saying
 // why; restoring X's entry with the original bytes bills X exactly once.
-func TestQuarantineDamagedRows(t *testing.T) {
+func TestReliabilityQuarantine(t *testing.T) {
 	if *reliabilityOff {
 		t.Skip("reliability suite skipped (-reliability.skip)")
 	}
