@@ -1,10 +1,20 @@
 package server
 
 import (
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
+
+	jsonv2 "github.com/go-json-experiment/json"
+
+	"github.com/saasmarket/marketplace"
 )
 
 // FuzzPostUsage sends arbitrary bodies to POST /v1/usage: the answer is
@@ -33,6 +43,153 @@ func FuzzPostUsage(f *testing.F) {
 		}
 		if !strings.HasPrefix(rec.Body.String(), "{") {
 			t.Fatalf("body %q: answer is not JSON: %s", body, rec.Body)
+		}
+	})
+}
+
+// FuzzPostSeal sends arbitrary bodies to POST /v1/usage/seal: the answer
+// is 200, 400 or 413 with a JSON body, never a 5xx or a panic; 200 only
+// for a body that names a configured cloud and a customer, and nothing
+// else in it.
+func FuzzPostSeal(f *testing.F) {
+	for _, s := range []string{`{"provider":"aws","customer":"c1"}`, `{"provider":"gcp","customer":"project_number:100001"}`,
+		`{"provider":"azure","customer":"5b0e0d3a-9c1d-4e7b-8f6a-1a2b3c4d5e6f"}`, `{"provider":"aws"}`, `{"provider":"oracle","customer":"c"}`,
+		`{"provider":"aws","customer":"c","extra":1}`, `{"provider":"aws","customer":"c","customer":"d"}`, `{"provider":1,"customer":"c"}`,
+		`{"provider":"aws","customer":"\ud800"}`, `{}`, `[]`, `null`, `{`, ``} {
+		f.Add(s)
+	}
+	h := newBenchServer(f)
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest("POST", "/v1/usage/seal", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK:
+			var want sealRequest
+			if err := jsonv2.Unmarshal([]byte(body), &want, jsonv2.RejectUnknownMembers(true)); err != nil ||
+				!marketplace.CloudProvider(want.Provider).Valid() || want.Customer == "" {
+				t.Fatalf("body %q: sealed (%s), though it is not a valid request (%v)", body, rec.Body, err)
+			}
+			var got struct {
+				Sealed *int `json:"sealed"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || got.Sealed == nil || *got.Sealed < 0 {
+				t.Fatalf("body %q: answer %s", body, rec.Body)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("body %q: status %d %s", body, rec.Code, rec.Body)
+		}
+		if !strings.HasPrefix(rec.Body.String(), "{") {
+			t.Fatalf("body %q: answer is not JSON: %s", body, rec.Body)
+		}
+	})
+}
+
+// FuzzParseCatalogue decodes arbitrary catalogue files (operator input,
+// still from outside the process): an error wraps ErrCatalogue or names
+// the file as JSON it cannot read; an accepted catalogue resolves every
+// metric it lists to its dimension, with a unit of 1 or more, and survives
+// being written out and read again.
+func FuzzParseCatalogue(f *testing.F) {
+	if b, err := os.ReadFile(catalogueFile); err == nil {
+		f.Add(b)
+	} else {
+		f.Fatal(err)
+	}
+	for _, s := range []string{`{"products":[]}`, `{"products":[{"provider":"aws","product":"p","metrics":{"m":{"dimension":"d","unit":-1}}}]}`,
+		`{"products":[{"provider":"gcp","product":"s","metrics":{"m":{"dimension":"s/"}}}]}`,
+		`{"products":[{"provider":"aws","product":"p","metrics":{"m":{"dimension":"d"}}},{"provider":"aws","product":"p","metrics":{"m":{"dimension":"d"}}}]}`,
+		`{"products":[{"provider":"azure","product":"o","metrics":{"m":{"dimension":"x","unit":9223372036854775807}}}]}`,
+		`{"products":[{"provider":"aws","product":"p","metrics":{"m":{"dimension":"d"}}}],"x":1}`, `null`, `[]`, ``} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseCatalogue(b)
+		if err != nil {
+			if !errors.Is(err, ErrCatalogue) && !strings.HasPrefix(err.Error(), "catalogue: ") {
+				t.Fatalf("error names neither the catalogue nor what is wrong: %v", err)
+			}
+			return
+		}
+		if len(c.Products) == 0 {
+			t.Fatal("accepted a catalogue with no product")
+		}
+		for _, p := range c.Products {
+			if !p.Provider.Valid() || checkName(p.Product, 256) != nil || len(p.Metrics) == 0 {
+				t.Fatalf("accepted product %+v", p)
+			}
+			for name, m := range p.Metrics {
+				if m.Unit < 1 || checkDimension(p.Provider, m.Dimension) != nil {
+					t.Fatalf("accepted metric %s: %+v", name, m)
+				}
+				if d, err := c.Resolve(p.Provider, p.Product, name); err != nil || d != m.Dimension {
+					t.Fatalf("metric %s of %s/%s resolves to %q, %v; want %q", name, p.Provider, p.Product, d, err, m.Dimension)
+				}
+				if u := c.Units()[string(p.Provider)+"/"+m.Dimension]; u != m.Unit {
+					t.Fatalf("unit of %s/%s is %d, want %d", p.Provider, m.Dimension, u, m.Unit)
+				}
+			}
+		}
+		out, err := json.Marshal(c)
+		if err != nil {
+			t.Fatalf("accepted a catalogue that cannot be written out: %v", err)
+		}
+		again, err := ParseCatalogue(out)
+		if err != nil || !reflect.DeepEqual(again.Products, c.Products) {
+			t.Fatalf("written out and read again: %+v, %v; was %+v", again, err, c.Products)
+		}
+	})
+}
+
+// FuzzParseConfig sets one setting's environment variable to anything (the
+// settings are operator input: flags, environment, a unit file): never a
+// panic; a refusal names a setting (this one, or one it makes required);
+// a secret's value never shows in the
+// error.
+func FuzzParseConfig(f *testing.F) {
+	ss := settings()
+	for i, s := range ss {
+		f.Add(uint8(i), s.def)
+	}
+	for _, v := range []string{"", " ", "-1", "0", "9223372036854775808", "1e400", "10ß", "http://", "postgres://u:SECRET-pw@h:5432/db",
+		"arn:aws:sns:us-east-1:1:t,", "\x00", "\xff\xfe", "true", "2026-13-01T00:00:00Z", "-87600h"} {
+		f.Add(uint8(len(v)*7), v)
+	}
+	// The catalogue and pages settings read files: the fuzzer must not
+	// point them at /dev/zero.
+	reads := map[string]bool{"catalogue": true, "pages": true, "data": true}
+	base := map[string]string{"MARKETPLACED_API_KEYS": testKey, "MARKETPLACED_CATALOGUE": catalogueFile}
+	if _, err := ParseConfig(nil, env(base), io.Discard); err != nil {
+		f.Fatalf("the base settings are refused: %v", err)
+	}
+	f.Fuzz(func(t *testing.T, i uint8, v string) {
+		s := ss[int(i)%len(ss)]
+		if reads[s.flag] {
+			return
+		}
+		parse := func(v string) error {
+			m := maps.Clone(base)
+			m[envName(s.flag)] = v
+			_, err := ParseConfig(nil, env(m), io.Discard)
+			return err
+		}
+		err := parse(v)
+		if err == nil {
+			return
+		}
+		// A setting may enable a cloud whose other settings are then
+		// missing: the error names those, or the catalogue file.
+		if msg := err.Error(); !strings.Contains(msg, envName(s.flag)) && !strings.Contains(msg, "-"+s.flag) &&
+			!strings.HasPrefix(msg, "setting") && !strings.HasPrefix(msg, "catalogue "+catalogueFile) {
+			t.Fatalf("%s=%q: the error names no setting: %v", envName(s.flag), v, err)
+		}
+		if s.secret && len(v) >= 8 && strings.Contains(err.Error(), v) {
+			if other := parse(strings.Repeat("x", len(v))); other == nil || !strings.Contains(other.Error(), v) {
+				t.Fatalf("%s: the error shows the secret: %v", envName(s.flag), err)
+			}
 		}
 	})
 }
