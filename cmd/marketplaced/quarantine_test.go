@@ -319,3 +319,39 @@ func TestReliabilityQuarantine(t *testing.T) {
 		"all 3 quarantined; the 4 other customers billed exactly (%v units), settled %.1f s after the restart; X billed exactly once (%v units), settled %.1f s after its entry was restored (each settling includes 3 s in which nothing more may arrive)",
 		entries+1, total(want)-ingested[x], billedIn.Seconds(), ingested[x], time.Since(restored).Seconds())
 }
+
+// TestQuarantineCommand: marketplaced quarantine's usage errors and an
+// empty quarantine, in-process on a data folder.
+func TestQuarantineCommand(t *testing.T) {
+	data := t.TempDir()
+	store, err := sqlite.Open(t.Context(), filepath.Join(data, "marketplace.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	out, err := adminRun(t, "quarantine", "list", "-data", data)
+	if err != nil || !strings.Contains(out, "0 quarantined (usage_log 0, inbox 0)") {
+		t.Errorf("list of an empty quarantine: %v\n%s", err, out)
+	}
+	if out, err := adminRun(t, "quarantine", "list", "-json", "-data", data); err != nil ||
+		strings.TrimSpace(out) != "{\n  \"counts\": {\n    \"inbox\": 0,\n    \"usage_log\": 0\n  },\n  \"quarantined\": []\n}" {
+		t.Errorf("list -json: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "want list, show or restore"},
+		{[]string{"mend"}, "want list, show or restore"},
+		{[]string{"show", "-data", data}, "setting -id: is required"},
+		{[]string{"show", "-id", "7", "-data", data}, "no quarantined row 7"},
+		{[]string{"restore", "-id", "7", "-data", data}, "no quarantined row 7"},
+		{[]string{"restore", "-id", "7", "-file", filepath.Join(data, "missing"), "-data", data}, "setting -file"},
+		{[]string{"list", "-data", filepath.Join(data, "nowhere")}, "holds no marketplace.db"},
+	} {
+		_, err := adminRun(t, append([]string{"quarantine"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("quarantine %v: %v, want an error with %q", c.args, err, c.want)
+		}
+	}
+}
