@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"reflect"
 	"strings"
@@ -190,6 +191,82 @@ func FuzzParseConfig(f *testing.F) {
 			if other := parse(strings.Repeat("x", len(v))); other == nil || !strings.Contains(other.Error(), v) {
 				t.Fatalf("%s: the error shows the secret: %v", envName(s.flag), err)
 			}
+		}
+	})
+}
+
+// FuzzGetQueries sends arbitrary query strings to the GET routes of /v1
+// (filters, page sizes, cursors, times: parsed by hand): the answer is 200
+// or 400 with a JSON body, never a 5xx or a panic.
+func FuzzGetQueries(f *testing.F) {
+	routes := []string{"/v1/subscriptions", "/v1/usage", "/v1/entitlements/check"}
+	for _, s := range []struct {
+		route uint8
+		query string
+	}{{0, "provider=aws&state=active&limit=10"}, {0, "provider=gcp&cursor=gcp%2Fsub-1"}, {0, "limit=-1"}, {0, "limit=99999999999999999999"},
+		{0, "cursor=%00"}, {1, "provider=aws&customer=c1&from=2026-12-01T00:00:00Z&to=2026-12-01T14:00:00Z"},
+		{1, "provider=azure&customer=c&from=2026-13-01T00:00:00Z"}, {1, "state=reported&customer=%E2%9C%93"},
+		{2, "provider=aws&customer=cust00000001"}, {2, "provider=gcp&customer=project_number%3A100001&feature=x"}, {2, "provider=&customer="},
+		{2, "provider=aws&provider=gcp&customer=c"}, {0, "%zz"}} {
+		f.Add(s.route, s.query)
+	}
+	h := newBenchServer(f)
+	f.Fuzz(func(t *testing.T, route uint8, query string) {
+		req := httptest.NewRequest("GET", routes[int(route)%len(routes)], nil)
+		req.URL.RawQuery = query
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK && rec.Code != http.StatusBadRequest {
+			t.Fatalf("%s?%s: status %d %s", req.URL.Path, query, rec.Code, rec.Body)
+		}
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("%s?%s: answer is not JSON: %s", req.URL.Path, query, rec.Body)
+		}
+	})
+}
+
+// FuzzDashboardSignIn posts any secret to the dashboard's sign-in form
+// and sends any session cookie to its data route: only an API key signs
+// in, and only the cookie that sign-in set reads the data.
+func FuzzDashboardSignIn(f *testing.F) {
+	h := newBenchServer(f)
+	signIn := func(secret string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/dashboard/login", strings.NewReader(url.Values{"secret": {secret}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	var genuine string
+	for _, c := range signIn(testKey).Result().Cookies() {
+		if c.Name == sessionCookie {
+			genuine = c.Value
+		}
+	}
+	if genuine == "" {
+		f.Fatal("signing in with the API key set no session cookie")
+	}
+	ts, mac, _ := strings.Cut(genuine, ".")
+	for _, s := range [][2]string{{testKey, genuine}, {testKey[:len(testKey)-1], ts + "." + mac[:len(mac)-1] + "A"},
+		{testKey + " ", "9999999999." + mac}, {"", "."}, {"\x00", ts + "."}, {strings.ToUpper(testKey), "\"" + genuine + "\""},
+		{"ü✓", "+" + genuine}, {"secret", "-1." + mac}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, secret, cookie string) {
+		rec := signIn(secret)
+		switch {
+		case rec.Code == http.StatusSeeOther && secret != testKey && secret != testKey2:
+			t.Fatalf("secret %q signed in", secret)
+		case rec.Code != http.StatusSeeOther && rec.Code != http.StatusUnauthorized && rec.Code != http.StatusRequestEntityTooLarge:
+			t.Fatalf("secret %q: status %d", secret, rec.Code)
+		}
+		req := httptest.NewRequest("GET", "/dashboard/data", nil)
+		req.Header.Set("Cookie", sessionCookie+"="+cookie)
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized && !strings.Contains(cookie, genuine) {
+			t.Fatalf("cookie %q: status %d", cookie, rec.Code)
 		}
 	})
 }
