@@ -343,7 +343,13 @@ func (r *Reporter) RunOnce(ctx context.Context) (RoundStats, error) {
 			return st, err // the claim expires; nothing more was sent
 		}
 		if t := r.l.cfg.Clock(); t.After(stopAt) || r.pace.paused(t) {
-			return st, r.complete(ctx, owner, r.release(calls, now), &st)
+			rest := r.release(calls, now)
+			why := "a call would outlive the lease"
+			if r.pace.paused(t) {
+				why = "the cloud asked to wait until " + r.pace.resume().UTC().Format(time.RFC3339)
+			}
+			r.cfg.Logger.Debug("report round released buckets unsent", "provider", p, "buckets", len(rest), "why", why)
+			return st, r.complete(ctx, owner, rest, &st)
 		}
 		call := calls[0]
 		calls = calls[1:]
@@ -599,6 +605,8 @@ func (r *Reporter) complete(ctx context.Context, owner string, outs []Completion
 		case StateSealed:
 			if c.Attempted {
 				ret++
+				r.cfg.Logger.Debug("usage report to be retried", "provider", p, "bucket", c.BucketID, "reason", c.Reason,
+					"next_attempt", c.NextAttempt, "maybe_applied", c.MaybeApplied)
 			}
 		case StateCarried, StateExpired:
 			miss++

@@ -377,7 +377,11 @@ func TestReporterReleasesWhatTheLeaseCannotCover(t *testing.T) {
 		e.advance(time.Minute) // a slow call
 		return reportAll(rs), nil
 	}
-	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{Lease: 2 * time.Minute, SendTimeout: 50 * time.Second})
+	// The release is logged at debug level: a round that sends nothing
+	// reads the same as an idle one otherwise.
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := ledger.NewReporter(e.l, tg, ledger.ReporterConfig{Lease: 2 * time.Minute, SendTimeout: 50 * time.Second, Logger: logger})
 	st, err := r.RunOnce(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -385,6 +389,9 @@ func TestReporterReleasesWhatTheLeaseCannotCover(t *testing.T) {
 	// Lease 2 min, send timeout 50 s: after the second slow call no third fits.
 	if st.Reported != 2 || len(tg.calls) != 2 {
 		t.Fatalf("round: %+v after %d calls, want 2 reported", st, len(tg.calls))
+	}
+	if want := `msg="report round released buckets unsent" provider=aws buckets=1 why="a call would outlive the lease"`; !strings.Contains(logs.String(), want) {
+		t.Errorf("log %q, want a line with %s", logs.String(), want)
 	}
 	for _, b := range e.states(t) {
 		if b.State == ledger.StateSealed && (b.MaybeApplied || b.Attempts != 0) {
