@@ -103,14 +103,9 @@ func serve(ctx context.Context, cfg server.Config, logger *slog.Logger, opts ser
 	}
 	defer closeClouds()
 
-	// A store that moves unreadable rows aside shows them to the operator.
-	var quarantine marketplace.QuarantineStore
-	if q, ok := store.(marketplace.QuarantineStore); ok {
-		quarantine = q
-	}
 	srv, err := server.New(cfg, server.Deps{
 		Ledger: led, Subscriptions: store, Entitlements: cache, Clouds: clouds,
-		Lifecycle: engine, Updater: engine, Quarantine: quarantine,
+		Lifecycle: engine, Updater: engine, Quarantine: store,
 		Parked: func(ctx context.Context, p marketplace.CloudProvider) (int, error) {
 			ns, err := engine.Parked(ctx, p)
 			return len(ns), err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
 	"github.com/saasmarket/marketplace/lifecycle"
 	"github.com/saasmarket/marketplace/postgres"
@@ -17,6 +18,8 @@ import (
 type store interface {
 	ledger.Store
 	lifecycle.Store
+	// The rows it could not read and moved aside, for the operator.
+	marketplace.QuarantineStore
 	Close() error
 }
 
