@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -273,5 +275,57 @@ func TestQuarantineMetricsAndDashboard(t *testing.T) {
 	scrape()
 	if !strings.Contains(h.logs.String(), "counting quarantined rows") {
 		t.Error("a failed count is not logged")
+	}
+}
+
+// TestQuarantineOnTheSQLiteStore: the routes on the real store. An entry
+// damaged on disk is quarantined by the next fold; restoring it as stored
+// is refused (400), restoring the mended entry puts its usage in the
+// customer's bucket, once.
+func TestQuarantineOnTheSQLiteStore(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	good := ledger.EncodeDeltas(nil, []ledger.Delta{{BucketKey: ledger.BucketKey{
+		SeriesKey: ledger.SeriesKey{Provider: marketplace.AWS, Customer: "c9", Dimension: "tokens_1m"}, Hour: ledger.HourOf(t0)}, Quantity: 77}})
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-5] ^= 0x01 // the quantity's last byte
+	db, err := sql.Open("sqlite", "file:"+h.cfg.DBPath()+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(t.Context(), `INSERT INTO usage_log (data) VALUES (?)`, bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ledger.Fold(t.Context()); err != nil {
+		t.Fatalf("a damaged entry halted folding: %v", err)
+	}
+	resp, body := h.do(t, "GET", "/v1/quarantine", nil, testKey)
+	l := decode[struct {
+		Quarantined []quarantined    `json:"quarantined"`
+		Counts      map[string]int64 `json:"counts"`
+	}](t, body)
+	if resp.StatusCode != 200 || len(l.Quarantined) != 1 || l.Counts["usage_log"] != 1 || !strings.Contains(l.Quarantined[0].Reason, "corrupt log entry") {
+		t.Fatalf("list: %d %s", resp.StatusCode, body)
+	}
+	path := "/v1/quarantine/" + strconv.FormatInt(l.Quarantined[0].ID, 10)
+	if resp, body := h.do(t, "GET", path, nil, testKey); resp.StatusCode != 200 || string(decode[quarantined](t, body).Data) != string(bad) {
+		t.Errorf("show: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := h.do(t, "POST", path+"/restore", nil, testKey); resp.StatusCode != 400 || decode[apiError](t, body).Error.Code != "invalid_row" {
+		t.Errorf("restore as stored: %d %s, want 400 invalid_row", resp.StatusCode, body)
+	}
+	if resp, body := h.do(t, "POST", path+"/restore", map[string]any{"data": good}, testKey); resp.StatusCode != 200 {
+		t.Fatalf("restore mended: %d %s", resp.StatusCode, body)
+	}
+	resp, body = h.do(t, "GET", "/v1/usage?provider=aws&customer=c9", nil, testKey)
+	var got int64
+	for _, b := range decode[struct{ Buckets []bucket }](t, body).Buckets {
+		got += b.Quantity
+	}
+	if resp.StatusCode != 200 || got != 77 {
+		t.Errorf("usage after the restore: %d %s, want 77", resp.StatusCode, body)
+	}
+	if resp, body := h.do(t, "GET", "/v1/quarantine", nil, testKey); !strings.Contains(string(body), `"quarantined":[]`) {
+		t.Errorf("after the restore: %d %s", resp.StatusCode, body)
 	}
 }
