@@ -111,13 +111,20 @@ func Redact(connURL string) string {
 	// that may be a password.
 	connURL = quotedPassword.ReplaceAllString(connURL, "password=xxxxx")
 	connURL = plainPassword.ReplaceAllString(connURL, "password=xxxxx")
+	if !strings.Contains(connURL, "://") {
+		// No scheme: "app:pw@db/mk", or a typo of one ("postgres:/app:pw@db").
+		return bareUserinfoPassword.ReplaceAllString(connURL, "${1}:xxxxx@")
+	}
 	return userinfoPassword.ReplaceAllString(connURL, "${1}:xxxxx@")
 }
 
 var (
-	quotedPassword   = regexp.MustCompile(`password\s*=\s*'(?:[^'\\]|\\.)*'`)
-	plainPassword    = regexp.MustCompile(`password\s*=\s*[^'\s][^\s]*`)
+	quotedPassword   = regexp.MustCompile(`(?i)password\s*=\s*'(?:[^'\\]|\\.)*'`)
+	plainPassword    = regexp.MustCompile(`(?i)password\s*=\s*[^'\s][^\s]*`)
 	userinfoPassword = regexp.MustCompile(`(://[^:@/]*):[^@]*@`)
+	// bareUserinfoPassword: user:password@ at the start of a value without
+	// "://", which the error for a -store that is no postgres:// URL shows.
+	bareUserinfoPassword = regexp.MustCompile(`^([^:@/\s]*):\S*@`)
 )
 
 // migrate applies the embedded migrations that the database lacks, each in
