@@ -23,7 +23,7 @@ const (
 	trackerShards    = 1 << trackerShardBits
 
 	// maxTrackerLanes caps the number of lanes (see UsageTracker), and with
-	// it the memory a pair can take when it is recorded from every P.
+	// it the memory a pair can take when it is recorded from every CPU.
 	maxTrackerLanes = 8
 
 	// cacheLine is the unit padded to so that neighbouring shards do not
@@ -182,10 +182,15 @@ func newTrackerLane(owner *UsageTracker) *trackerLane {
 //
 // A counter that every CPU increments would move from one CPU's cache to the
 // other's on nearly every record, which costs more than all the rest of
-// Record. The tracker therefore keeps one lane (a complete table of pairs)
-// per P, up to 8, and each P adds to its own lane's counters; Flush,
-// Pending and Aggregate sum the lanes. A pair recorded from every P takes
-// one 64-byte cell in each lane, and one copy of its key.
+// Record. The tracker therefore keeps lanes (complete tables of pairs), one
+// per CPU up to 8, and each CPU adds to its own lane's counters; Flush,
+// Pending and Aggregate sum the lanes. A pair recorded from every CPU takes
+// one 64-byte cell in each lane, and one copy of its key. On linux/amd64
+// Record asks the processor which CPU it runs on (RDPID, a few ns); elsewhere
+// it takes a lane from a sync.Pool, whose per-P cache gives each P the same
+// lane call after call, at about 4 ns more per record. Either way the lane
+// is a hint for locality only: the counters are atomic, so two goroutines
+// that pick the same lane still add exactly.
 //
 // Usage is held in memory only: what has not been flushed is lost if the
 // process dies. Flush never loses usage and never sends the same usage twice
@@ -206,9 +211,10 @@ type UsageTracker struct {
 	// per tracker so that no one can choose customer ids that collide.
 	k0, k1 uint64
 	lanes  []*trackerLane
-	// lanePool hands out lanes. sync.Pool keeps a per-P cache, so a P
-	// gets the same lane back call after call; that affinity is all it is
-	// used for, and correctness does not depend on it.
+	// byCPU is set when Record picks its lane by CPU id (cpuLanes);
+	// otherwise it takes one from lanePool, whose per-P cache gives a P the
+	// same lane back call after call.
+	byCPU    bool
 	lanePool sync.Pool
 	nextLane atomic.Uint32
 	dropped  atomic.Int64
@@ -217,9 +223,20 @@ type UsageTracker struct {
 
 // NewUsageTracker returns an empty tracker.
 func NewUsageTracker() *UsageTracker {
+	return newUsageTracker(cpuLanes())
+}
+
+// newUsageTracker returns an empty tracker whose Record picks lanes by CPU
+// id if byCPU, or else from a sync.Pool.
+func newUsageTracker(byCPU bool) *UsageTracker {
+	// With one P, records never run at the same time: one lane. Lanes
+	// picked by CPU id are one per CPU, as the Ps may run on any of them.
 	n := min(max(runtime.GOMAXPROCS(0), 1), maxTrackerLanes)
+	if byCPU && n > 1 {
+		n = min(max(runtime.NumCPU(), n), maxTrackerLanes)
+	}
 	// math/rand/v2's global source is seeded from the operating system.
-	t := &UsageTracker{k0: rand.Uint64(), k1: rand.Uint64() | 1, lanes: make([]*trackerLane, n)}
+	t := &UsageTracker{k0: rand.Uint64(), k1: rand.Uint64() | 1, lanes: make([]*trackerLane, n), byCPU: byCPU}
 	for i := range t.lanes {
 		t.lanes[i] = newTrackerLane(t)
 	}
@@ -248,8 +265,13 @@ func (t *UsageTracker) Record(customerID, dimension string, quantity int64) {
 	}
 	h := t.hash(customerID, dimension)
 	ln := t.lanes[0]
+	pooled := false
 	if len(t.lanes) > 1 {
-		ln = t.lanePool.Get().(*trackerLane)
+		if t.byCPU {
+			ln = t.lanes[cpuID()%uint32(len(t.lanes))]
+		} else {
+			ln, pooled = t.lanePool.Get().(*trackerLane), true
+		}
 	}
 	// lane.add, written out: every call saved is about a nanosecond of a
 	// record that costs a few tens.
@@ -264,7 +286,7 @@ func (t *UsageTracker) Record(customerID, dimension string, quantity int64) {
 	} else {
 		s.insert(t, h, customerID, dimension, quantity, 1)
 	}
-	if len(t.lanes) > 1 {
+	if pooled {
 		t.lanePool.Put(ln)
 	}
 }

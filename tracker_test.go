@@ -878,12 +878,23 @@ func TestUsageTrackerHashEveryByte(t *testing.T) {
 // goroutines flush over and over, some pairs are recorded rarely enough to
 // be evicted and recorded again, and some records create pairs. The bill
 // plus what is pending must equal what was recorded, per pair and in
-// total, and the records Flush reports accepted must equal the calls.
+// total, and the records Flush reports accepted must equal the calls. It
+// runs with lanes picked by CPU id (where the CPU can) and from a sync.Pool.
 func TestUsageTrackerHammerRecordWhileFlushing(t *testing.T) {
+	for _, byCPU := range []bool{true, false} {
+		t.Run(fmt.Sprintf("byCPU=%v", byCPU), func(t *testing.T) {
+			if byCPU && !cpuLanes() {
+				t.Skip("this CPU has no RDPID")
+			}
+			hammerRecordWhileFlushing(t, newUsageTracker(byCPU))
+		})
+	}
+}
+
+func hammerRecordWhileFlushing(t *testing.T, tr *UsageTracker) {
 	writers := 4 * max(runtime.GOMAXPROCS(0), 2)
 	const perWriter = 30_000
 	pairs := benchPairs(64)
-	tr := NewUsageTracker()
 	svc := &fakeMetering{}
 
 	var accepted atomic.Int64
