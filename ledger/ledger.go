@@ -264,7 +264,10 @@ func (e *ValidationError) Error() string {
 
 func (e *ValidationError) Unwrap() error { return ErrInvalidRecord }
 
-const maxIDLen = 256
+// MaxIDLen is the most bytes a customer, dimension, event id or
+// idempotency key may have (each valid UTF-8). The ledger enforces it;
+// callers refer to it rather than keep a copy.
+const MaxIDLen = 256
 
 // validate checks record i of a batch as Ingest does at time now, and
 // sets a zero Time to now.
@@ -280,17 +283,17 @@ func (c Config) validate(i int, r *Record, now time.Time) error {
 		return bad("provider", string(r.Provider), `must be one of "aws", "azure", "gcp"`)
 	case r.Customer == "":
 		return bad("customer", "", "must not be empty")
-	case len(r.Customer) > maxIDLen || !utf8.ValidString(r.Customer):
+	case len(r.Customer) > MaxIDLen || !utf8.ValidString(r.Customer):
 		return bad("customer", r.Customer, "must be valid UTF-8 of at most 256 bytes")
 	case r.Dimension == "":
 		return bad("dimension", "", "must not be empty")
-	case len(r.Dimension) > maxIDLen || !utf8.ValidString(r.Dimension):
+	case len(r.Dimension) > MaxIDLen || !utf8.ValidString(r.Dimension):
 		return bad("dimension", r.Dimension, "must be valid UTF-8 of at most 256 bytes")
 	case r.Quantity < 0:
 		return bad("quantity", fmt.Sprint(r.Quantity), "must not be negative")
 	case r.Quantity > maxQuantity:
 		return bad("quantity", fmt.Sprint(r.Quantity), "must be at most 2^53")
-	case len(r.EventID) > maxIDLen || !utf8.ValidString(r.EventID) || strings.HasPrefix(r.EventID, "\x1f"):
+	case len(r.EventID) > MaxIDLen || !utf8.ValidString(r.EventID) || strings.HasPrefix(r.EventID, "\x1f"):
 		return bad("event_id", r.EventID, "must be valid UTF-8 of at most 256 bytes, not starting with the control character US (0x1f)")
 	}
 	if r.Time.IsZero() {
@@ -433,8 +436,8 @@ func (l *Ledger) Ingest(ctx context.Context, recs []Record) (IngestResult, error
 // In Buffered mode, which may split a batch across commits, each record
 // is given the event id key:i instead.
 func (l *Ledger) IngestOnce(ctx context.Context, key string, recs []Record) (IngestResult, error) {
-	if key == "" || len(key) > maxIDLen || !utf8.ValidString(key) {
-		return IngestResult{}, fmt.Errorf("%w: idempotency key %q: must be 1 to %d bytes of UTF-8", ErrInvalidRecord, key, maxIDLen)
+	if key == "" || len(key) > MaxIDLen || !utf8.ValidString(key) {
+		return IngestResult{}, fmt.Errorf("%w: idempotency key %q: must be 1 to %d bytes of UTF-8", ErrInvalidRecord, key, MaxIDLen)
 	}
 	return l.ingest(ctx, key, recs)
 }

@@ -62,8 +62,6 @@ type usageResponse struct {
 	DuplicateIDs []string `json:"duplicate_event_ids"`
 }
 
-const maxEventID = 256
-
 // postUsage ingests a batch, all or nothing: a bad record refuses the whole
 // batch (400 naming the record and field) and nothing of it is stored;
 // success means the batch is committed to disk.
@@ -103,9 +101,11 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("records: %d records, at most %d per request", n, s.cfg.MaxRecords))
 		return
 	}
+	// The key's rule is the ledger's (IngestOnce refuses a bad key too);
+	// checked here so that the 400 names the header.
 	key := r.Header.Get("Idempotency-Key")
-	if len(key) > maxEventID || !utf8.ValidString(key) {
-		writeError(w, r, http.StatusBadRequest, "invalid_request", fmt.Sprintf("Idempotency-Key: must be 1 to %d bytes of UTF-8", maxEventID))
+	if len(key) > ledger.MaxIDLen || !utf8.ValidString(key) {
+		writeError(w, r, http.StatusBadRequest, "invalid_request", fmt.Sprintf("Idempotency-Key: must be 1 to %d bytes of UTF-8", ledger.MaxIDLen))
 		return
 	}
 	recs := make([]ledger.Record, len(req.Records))
@@ -155,16 +155,15 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request) {
 }
 
 // toRecord checks a record against the catalogue and converts it; on a bad
-// record it returns the field and what is wrong.
+// record it returns the field and what is wrong. The rules that are the
+// ledger's own (lengths of ids, the event id, the time window) are left to
+// it: postUsage maps its ValidationError to the same 400.
 func (s *Server) toRecord(u *usageRecord, rec *ledger.Record) (field, msg string) {
 	if !u.Provider.Valid() {
 		return "provider", fmt.Sprintf("%q is not one of aws, azure, gcp", u.Provider)
 	}
 	if u.Customer == "" {
 		return "customer", "is required"
-	}
-	if len(u.EventID) > maxEventID {
-		return "event_id", fmt.Sprintf("is longer than %d bytes", maxEventID)
 	}
 	if !u.Quantity.set {
 		return "quantity", "is required"

@@ -269,7 +269,10 @@ func TestIngestRefusesBadRecordsNamingRecordAndField(t *testing.T) {
 		{"bad time", with("time", "yesterday"), "time", "want RFC 3339"},
 		{"too old", with("time", t0.Add(-30*time.Hour).Format(time.RFC3339)), "time", ""},
 		{"too far ahead", with("time", t0.Add(time.Hour).Format(time.RFC3339)), "time", ""},
-		{"long event id", with("event_id", strings.Repeat("x", 257)), "event_id", "longer than 256"},
+		// The event id's rules are the ledger's; the 400 is the same.
+		{"long event id", with("event_id", strings.Repeat("x", 257)), "event_id", "at most 256 bytes"},
+		{"event id in the batch-key namespace", with("event_id", "\x1fkey:0"), "event_id", "not starting with the control character US"},
+		{"long customer", with("customer", strings.Repeat("c", 257)), "customer", "at most 256 bytes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
