@@ -129,8 +129,10 @@ func FuzzValidate(f *testing.F) {
 }
 
 // FuzzDecodeDeltas decodes arbitrary log entries: never a panic; a corrupt
-// entry fails with ErrCorruptLog; what decodes encodes and decodes again
-// to the same deltas.
+// entry fails with ErrCorruptLog, and CheckEntry (what a store asks before
+// it folds or restores an entry) says so too; an Aggregator adds nothing of
+// it; what decodes encodes and decodes again to the same deltas, and the
+// Aggregator sums them per bucket.
 func FuzzDecodeDeltas(f *testing.F) {
 	h := ledger.HourOf(testNow)
 	f.Add([]byte{})
@@ -146,13 +148,42 @@ func FuzzDecodeDeltas(f *testing.F) {
 		if len(ds) < 1 || ds[0].Quantity != -7 {
 			t.Fatalf("DecodeDeltas lost what dst held: %+v", ds)
 		}
+		if cerr := ledger.CheckEntry(b); (cerr == nil) != (err == nil) {
+			t.Fatalf("DecodeDeltas: %v, but CheckEntry: %v", err, cerr)
+		}
+		var agg ledger.Aggregator
+		aerr := agg.AddEntry(b)
+		if (aerr == nil) != (err == nil) {
+			t.Fatalf("DecodeDeltas: %v, but Aggregator.AddEntry: %v", err, aerr)
+		}
 		if err != nil {
 			if !errors.Is(err, ledger.ErrCorruptLog) {
 				t.Fatalf("error %v does not match ErrCorruptLog", err)
 			}
+			if len(agg.Deltas()) != 0 {
+				t.Fatalf("a corrupt entry added %+v to the aggregate", agg.Deltas())
+			}
 			return
 		}
 		ds = ds[1:]
+		type bucket struct {
+			ledger.SeriesKey
+			hour int64
+		}
+		sums := map[bucket]int64{}
+		for _, d := range ds {
+			sums[bucket{d.SeriesKey, d.Hour.Unix()}] += d.Quantity
+		}
+		for _, d := range agg.Deltas() {
+			k := bucket{d.SeriesKey, d.Hour.Unix()}
+			if sums[k] != d.Quantity {
+				t.Fatalf("aggregate %+v, decoded %+v", agg.Deltas(), ds)
+			}
+			delete(sums, k)
+		}
+		if len(sums) != 0 {
+			t.Fatalf("aggregate %+v misses %+v", agg.Deltas(), sums)
+		}
 		again, err := ledger.DecodeDeltas(nil, ledger.EncodeDeltas(nil, ds))
 		if err != nil {
 			t.Fatalf("re-encoded entry does not decode: %v", err)
