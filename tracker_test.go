@@ -700,7 +700,10 @@ func TestUsageTrackerDimensionsAlike(t *testing.T) {
 	}
 }
 
-func TestFoldDimension(t *testing.T) {
+// TestUsageTrackerDimensionFold checks which dimensions the pair hash
+// folds alike: only names alike in length and first and last eight bytes.
+func TestUsageTrackerDimensionFold(t *testing.T) {
+	const k0, k1 = 0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9
 	tests := []struct {
 		a, b string
 		same bool
@@ -714,8 +717,8 @@ func TestFoldDimension(t *testing.T) {
 		{"requests_tier_a_eu_west", "requests_tier_b_eu_west", true}, // differ only in the middle
 	}
 	for _, tt := range tests {
-		if got := foldDimension(tt.a) == foldDimension(tt.b); got != tt.same {
-			t.Errorf("foldDimension(%q) == foldDimension(%q) is %v, want %v", tt.a, tt.b, got, tt.same)
+		if got := pairHash(k0, k1, "alice", tt.a) == pairHash(k0, k1, "alice", tt.b); got != tt.same {
+			t.Errorf("pairHash of alice with %q and with %q: equal is %v, want %v", tt.a, tt.b, got, tt.same)
 		}
 	}
 }
@@ -857,18 +860,18 @@ func TestUsageTrackerHashEveryByte(t *testing.T) {
 			variants = append(variants, string(b))
 		}
 		for _, v := range variants {
-			h := hashString(k0, k1, v)
+			h := pairHash(k0, k1, v, "tokens_1m")
 			if prev, ok := seen[h]; ok {
-				t.Fatalf("hashString(%q) == hashString(%q)", v, prev)
+				t.Fatalf("pairHash(%q) == pairHash(%q)", v, prev)
 			}
 			seen[h] = v
 		}
 	}
-	if hashString(k0, k1, "customer-0000042") == hashString(k0+1, k1, "customer-0000042") {
-		t.Error("hashString ignores its seed")
+	if pairHash(k0, k1, "customer-0000042", "d") == pairHash(k0+1, k1, "customer-0000042", "d") {
+		t.Error("pairHash ignores k0")
 	}
-	if hashString(k0, k1, "customer-0000042") == hashString(k0, k1+2, "customer-0000042") {
-		t.Error("hashString ignores k1")
+	if pairHash(k0, k1, "customer-0000042", "d") == pairHash(k0, k1+2, "customer-0000042", "d") {
+		t.Error("pairHash ignores k1")
 	}
 }
 
