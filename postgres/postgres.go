@@ -97,7 +97,9 @@ func (s *Store) Close() error {
 // Redact returns connURL with its password, if any, replaced by "xxxxx":
 // the form in which a connection string may be logged or shown.
 func Redact(connURL string) string {
-	if u, err := url.Parse(connURL); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+	// Only a URL with "://" has its password where url.Parse puts it
+	// ("postgres:app:pw@db" parses too, with the password in Opaque).
+	if u, err := url.Parse(connURL); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && strings.Contains(connURL, "://") {
 		if _, ok := u.User.Password(); ok {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}

@@ -218,13 +218,19 @@ func FuzzParseConfig(f *testing.F) {
 // a -store value: a URL's (the scheme may be missing) and key=value ones.
 func passwords(v string) []string {
 	var out []string
-	u := v
-	if !strings.Contains(u, "://") {
-		u = "postgres://" + u
+	us := []string{v}
+	if !strings.Contains(v, "://") {
+		// "app:pw@db", or a typo: "postgres:/app:pw@db".
+		us = []string{"postgres://" + v}
+		if scheme, rest, ok := strings.Cut(v, ":"); ok && strings.HasPrefix(scheme, "postgres") {
+			us = append(us, "postgres://"+strings.TrimLeft(rest, "/"))
+		}
 	}
-	if pu, err := url.Parse(u); err == nil {
-		if pw, ok := pu.User.Password(); ok {
-			out = append(out, pw)
+	for _, u := range us {
+		if pu, err := url.Parse(u); err == nil {
+			if pw, ok := pu.User.Password(); ok {
+				out = append(out, pw)
+			}
 		}
 	}
 	for _, m := range keyValuePassword.FindAllStringSubmatch(v, -1) {
