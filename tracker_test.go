@@ -981,3 +981,30 @@ func hammerRecordWhileFlushing(t *testing.T, tr *UsageTracker) {
 		t.Logf("only %d flushes overlapped the writers; the test was weak this time", svc.calls)
 	}
 }
+
+// TestUsageTrackerLaneCount checks the lanes Record picks from: one per P
+// (up to 8) from the pool; by CPU id, a power of two covering the CPUs up
+// to 8, so that cpuID()&laneMask is a lane.
+func TestUsageTrackerLaneCount(t *testing.T) {
+	if maxTrackerLanes&(maxTrackerLanes-1) != 0 {
+		t.Fatalf("maxTrackerLanes = %d, not a power of two", maxTrackerLanes)
+	}
+	procs := runtime.GOMAXPROCS(0)
+	for _, byCPU := range []bool{false, true} {
+		tr := newUsageTracker(byCPU)
+		n := len(tr.lanes)
+		switch {
+		case procs == 1 && n != 1:
+			t.Errorf("byCPU=%v, GOMAXPROCS 1: %d lanes, want 1", byCPU, n)
+		case !byCPU && n != min(procs, maxTrackerLanes):
+			t.Errorf("from the pool: %d lanes, want %d", n, min(procs, maxTrackerLanes))
+		case byCPU && procs > 1:
+			if n&(n-1) != 0 || tr.laneMask != uint32(n-1) {
+				t.Errorf("by CPU: %d lanes with mask %#x, want a power of two and its mask", n, tr.laneMask)
+			}
+			if n < min(runtime.NumCPU(), maxTrackerLanes) {
+				t.Errorf("by CPU: %d lanes for %d CPUs", n, runtime.NumCPU())
+			}
+		}
+	}
+}
