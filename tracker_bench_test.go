@@ -54,13 +54,19 @@ func (m *mutexMapTracker) Record(customerID, dimension string, quantity int64) {
 }
 
 // benchRecord runs record from b.RunParallel goroutines over 10,000 distinct
-// pairs, every pair known before the timer starts (the steady state). With
-// lockstep false each goroutine walks the pairs from its own starting point,
-// as independent request handlers would; with lockstep true every goroutine
-// walks them from the first in the same order, so all of them record the
-// same pair at about the same time (a burst of one workload's requests).
-func benchRecord(b *testing.B, lockstep bool, record func(customerID, dimension string, quantity int64)) {
+// pairs, every pair known before the timer starts (the steady state). In the
+// pattern "spread" each goroutine walks the pairs from its own starting
+// point, as independent request handlers would; in "lockstep" every
+// goroutine walks them from the first in the same order, so all of them
+// record the same pair at about the same time (a burst of one workload's
+// requests); in "hot" every goroutine records the first pair only (one
+// customer's traffic).
+func benchRecord(b *testing.B, pattern string, record func(customerID, dimension string, quantity int64)) {
 	pairs := benchPairs(10_000)
+	lockstep := pattern == "lockstep"
+	if pattern == "hot" {
+		pairs = pairs[:1]
+	}
 	for _, p := range pairs {
 		record(p.customer, p.dimension, 1)
 	}
@@ -89,7 +95,7 @@ func benchRecord(b *testing.B, lockstep bool, record func(customerID, dimension 
 }
 
 // BenchmarkRecord compares UsageTracker with a plain map under one mutex
-// and with the slice design it replaced, in both access patterns.
+// and with the slice design it replaced, in three access patterns.
 func BenchmarkRecord(b *testing.B) {
 	designs := []struct {
 		name   string
@@ -99,10 +105,10 @@ func BenchmarkRecord(b *testing.B) {
 		{"MutexMap", func() func(string, string, int64) { return newMutexMapTracker().Record }},
 		{"Slice", func() func(string, string, int64) { return new(sliceTracker).Record }},
 	}
-	for _, pattern := range []string{"spread", "lockstep"} {
+	for _, pattern := range []string{"spread", "lockstep", "hot"} {
 		for _, d := range designs {
 			b.Run("pattern="+pattern+"/design="+d.name, func(b *testing.B) {
-				benchRecord(b, pattern == "lockstep", d.record())
+				benchRecord(b, pattern, d.record())
 			})
 		}
 	}
