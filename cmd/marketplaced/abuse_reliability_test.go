@@ -488,7 +488,25 @@ func replayGenuine(t *testing.T, d *daemon, emu map[string]string, gemu *gcpemu.
 		if after != before {
 			t.Errorf("%s replay of %s changed the subscription: %+v, was %+v", cloud, id, after, before)
 		}
-		t.Logf("%s: replay of %s answered %d (first delivery %d); subscription %+v, was %+v", cloud, id, resp.StatusCode, first.status, after, before)
+		// The daemon told the replay from a first delivery by the cloud's
+		// id: its debug log has the delivery accepted twice, first then not.
+		var seen []bool
+		for line := range strings.Lines(d.logs()) {
+			var l struct {
+				Msg                  string
+				ID, Operation, Event string
+				First                *bool
+			}
+			if json.Unmarshal([]byte(line), &l) == nil && l.First != nil && strings.HasSuffix(l.Msg, "accepted") &&
+				(l.ID == id || l.Operation == id || l.Event == id) {
+				seen = append(seen, *l.First)
+			}
+		}
+		if len(seen) != 2 || !seen[0] || seen[1] {
+			t.Errorf("%s: the daemon's log has %s accepted with first=%v, want [true false]", cloud, id, seen)
+		}
+		t.Logf("%s: replay of %s answered %d (first delivery %d), accepted as first=%v; subscription %+v, was %+v",
+			cloud, id, resp.StatusCode, first.status, seen, after, before)
 		out = append(out, replay{cloud: cloud, id: id, header: first.header})
 	}
 	// only returns the one delivery to path the daemon accepted.
