@@ -55,10 +55,14 @@ func (f *fakeMetering) SubmitUsage(_ context.Context, records []UsageRecord) err
 	return err
 }
 
+// bill returns a copy of what was accepted, never nil, so that callers may
+// add to it even when nothing was accepted.
 func (f *fakeMetering) bill() map[pairKey]int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return maps.Clone(f.accepted)
+	b := make(map[pairKey]int64, len(f.accepted))
+	maps.Copy(b, f.accepted)
+	return b
 }
 
 // flat turns an Aggregate result into a map per pair.
