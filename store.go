@@ -2,6 +2,7 @@ package marketplace
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -257,6 +258,17 @@ func InboxRowOf(n Notification) InboxRow {
 	return InboxRow{Provider: string(n.Provider), ID: n.ID, Kind: n.Kind, Subject: n.Subject, Time: ms(n.Time),
 		Payload: n.Payload, State: n.State, Attempts: strconv.Itoa(n.Attempts), NextAttempt: ms(n.NextAttempt),
 		Progress: n.Progress, Reason: n.Reason, Received: ms(n.Received), Expires: ms(n.Expires)}
+}
+
+// ParseInboxRow decodes the JSON of an InboxRow (a quarantined inbox row,
+// perhaps mended by an operator) and converts it with Notification. Errors
+// wrap ErrInvalidInput and say what is wrong.
+func ParseInboxRow(data []byte) (Notification, error) {
+	var r InboxRow
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Notification{}, fmt.Errorf("%w: inbox row: %w", ErrInvalidInput, err)
+	}
+	return r.Notification()
 }
 
 // Notification converts the row, checking every column; the error wraps

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -124,11 +123,7 @@ func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) e
 				return err
 			}
 		case marketplace.QuarantineInbox:
-			var r marketplace.InboxRow
-			if err := json.Unmarshal(data, &r); err != nil {
-				return fmt.Errorf("%w: inbox row: %w", marketplace.ErrInvalidInput, err)
-			}
-			n, err := r.Notification()
+			n, err := marketplace.ParseInboxRow(data)
 			if err != nil {
 				return err
 			}

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -130,7 +129,7 @@ func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) e
 				return err
 			}
 		case marketplace.QuarantineInbox:
-			n, err := decodeInboxRow(data)
+			n, err := marketplace.ParseInboxRow(data)
 			if err != nil {
 				return err
 			}
@@ -154,14 +153,4 @@ func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) e
 		return fmt.Errorf("sqlite: restore quarantined row %d: %w", id, err)
 	}
 	return nil
-}
-
-// decodeInboxRow reads a quarantined inbox row: the JSON of a
-// marketplace.InboxRow, checked as a store reads the inbox.
-func decodeInboxRow(data []byte) (marketplace.Notification, error) {
-	var r marketplace.InboxRow
-	if err := json.Unmarshal(data, &r); err != nil {
-		return marketplace.Notification{}, fmt.Errorf("%w: inbox row: %w", marketplace.ErrInvalidInput, err)
-	}
-	return r.Notification()
 }
