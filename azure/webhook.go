@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
 // WebhookPayload is the body Azure posts to the publisher's webhook.
@@ -84,11 +85,12 @@ func (p *Provider) authenticate(ctx context.Context, header string) error {
 const maxWebhookBody = 1 << 20
 
 // NotificationHandler is Azure's webhook. It authenticates the call (401
-// "not authentic"), decodes it (400 naming what is wrong), stores it in the
-// lifecycle engine's inbox, deduplicated by operation id, and only then
-// answers 200, at once, to a first delivery and a redelivery alike. It
-// applies nothing itself: Process does, once the call is answered, as
-// Microsoft expects. A store failure answers 500, and Azure delivers again.
+// "not authentic") before it reads the body, so a forged call is refused
+// unread; then a body over 1 MiB answers 413. It decodes it (400 naming
+// what is wrong), stores it in the lifecycle engine's inbox, deduplicated
+// by operation id, and only then answers 200, at once, to a first delivery
+// and a redelivery alike. It applies nothing itself: Process does, once the
+// call is answered, as Microsoft expects. A store failure answers 500, and Azure delivers again.
 func (p *Provider) NotificationHandler() http.Handler { return webhook{p} }
 
 type webhook struct{ p *Provider }
@@ -107,13 +109,9 @@ func (h webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not authentic", http.StatusUnauthorized)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxWebhookBody+1))
-	switch {
-	case err != nil:
-		http.Error(w, "unreadable body", http.StatusBadRequest)
-		return
-	case len(body) > maxWebhookBody:
-		http.Error(w, "body larger than 1 MiB", http.StatusBadRequest)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		http.Error(w, "unreadable body (at most 1 MiB): "+err.Error(), lifecycle.BodyStatus(err))
 		return
 	}
 	wp, err := DecodeWebhook(body)

@@ -480,7 +480,9 @@ func (h *hooked) post(auth, body string) *httptest.ResponseRecorder {
 }
 
 // TestWebhookBadRequests: authentic calls with bodies that do not decode
-// are refused with 400 naming what is wrong, and nothing is stored.
+// are refused with 400 naming what is wrong, a body over 1 MiB with 413
+// (lifecycle.BodyStatus), a forged one with 401 before its body is read,
+// and nothing is stored.
 func TestWebhookBadRequests(t *testing.T) {
 	h := newHooked(t, options{})
 	tok, err := h.emu.SignToken(h.emu.WebhookClaims())
@@ -488,18 +490,30 @@ func TestWebhookBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	op := uuid.NewString()
-	cases := []struct{ name, body, want string }{
-		{"not JSON", "{", "invalid input"},
-		{"no operation id", payload("", "s", "Renew"), "id must be an operation id"},
-		{"subscription id with a slash", payload(op, "a/b", "Renew"), "subscriptionId"},
-		{"unknown action", payload(op, "s", "Explode"), `unknown action "Explode"`},
-		{"too large", `{"id":"` + strings.Repeat("x", 1<<20) + `"}`, "larger than 1 MiB"},
+	// sized pads a body that is no notification to exactly n bytes.
+	sized := func(n int) string { return `{"id":"` + strings.Repeat("x", n-len(`{"id":""}`)) + `"}` }
+	auth := "Bearer " + tok
+	cases := []struct {
+		name, auth, body string
+		code             int
+		want             string
+	}{
+		{"not JSON", auth, "{", http.StatusBadRequest, "invalid input"},
+		{"no operation id", auth, payload("", "s", "Renew"), http.StatusBadRequest, "id must be an operation id"},
+		{"subscription id with a slash", auth, payload(op, "a/b", "Renew"), http.StatusBadRequest, "subscriptionId"},
+		{"unknown action", auth, payload(op, "s", "Explode"), http.StatusBadRequest, `unknown action "Explode"`},
+		{"exactly 1 MiB is read", auth, sized(1 << 20), http.StatusBadRequest, "id must be an operation id"},
+		{"one byte over 1 MiB", auth, sized(1<<20 + 1), http.StatusRequestEntityTooLarge, "at most 1 MiB"},
+		{"too large", auth, sized(2 << 20), http.StatusRequestEntityTooLarge, "at most 1 MiB"},
+		{"too large and forged", "Bearer forged", sized(2 << 20), http.StatusUnauthorized, "not authentic"},
 	}
 	for _, tc := range cases {
-		rec := h.post("Bearer "+tok, tc.body)
-		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.want) {
-			t.Errorf("%s: %d %q, want 400 naming %q", tc.name, rec.Code, rec.Body, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			rec := h.post(tc.auth, tc.body)
+			if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.want) {
+				t.Errorf("%d %.200q, want %d naming %q", rec.Code, rec.Body, tc.code, tc.want)
+			}
+		})
 	}
 	if ns, err := h.store.ListNotifications(t.Context(), marketplace.Azure, "", 0); err != nil || len(ns) != 0 {
 		t.Errorf("stored: %+v, %v", ns, err)
