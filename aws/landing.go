@@ -14,6 +14,9 @@ import (
 // TokenField is the form field AWS posts the registration token in.
 const TokenField = "x-amzn-marketplace-token"
 
+// maxForm bounds the registration form: AWS posts one short token.
+const maxForm = 64 << 10
+
 // LandingHandler serves the seller's registration URL: AWS Marketplace
 // sends the buyer's browser there with a POST carrying the form field
 // x-amzn-marketplace-token. The handler resolves the token with AWS
@@ -22,8 +25,9 @@ const TokenField = "x-amzn-marketplace-token"
 // every change goes through the lifecycle engine's Update. What Link writes
 // (a redirect, a page, a cookie) is held until the subscription is active,
 // as on every cloud; a failure shows the error page instead. An invalid or
-// expired token gets a 400 that says so, and nothing is stored. A reload
-// repeats the steps harmlessly.
+// expired token gets a 400 that says so, and nothing is stored; a form over
+// 64 KiB gets 413 before any token is looked at. A reload repeats the steps
+// harmlessly.
 func (p *Provider) LandingHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -31,9 +35,9 @@ func (p *Provider) LandingHandler() http.Handler {
 			p.problem(w, r, http.StatusMethodNotAllowed, "", "This page is where AWS Marketplace sends you after a purchase (a POST of the form field "+TokenField+").")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
-			p.problem(w, r, http.StatusBadRequest, "", "The registration form AWS Marketplace sent could not be read.")
+			p.problem(w, r, lifecycle.BodyStatus(err), "", "The registration form AWS Marketplace sent could not be read.")
 			return
 		}
 		token := r.PostForm.Get(TokenField)

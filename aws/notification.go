@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
 // maxNotification bounds a notification body.
@@ -30,8 +31,10 @@ const snsTypeHeader = "x-amz-sns-message-type"
 // logged): an EventBridge call must carry Config.EventBridgeHeader with
 // Config.EventBridgeSecret (compared in constant time); an SNS message must
 // be of one of Config.SNSTopicARNs, with a certificate URL Config.SNSAllowURL
-// allows and a valid signature (SignatureVersion 1 or 2). It decodes it
-// (400 naming what is wrong), stores it in the lifecycle engine's inbox,
+// allows and a valid signature (SignatureVersion 1 or 2). A body over 256
+// KiB answers 413: for EventBridge only once the secret is checked (a
+// forged call gets 401 unread), for SNS at once (the signature is in the
+// body). It decodes it (400 naming what is wrong), stores it in the lifecycle engine's inbox,
 // deduplicated by the EventBridge id or SNS MessageId, and only then
 // answers 204, to a first delivery and a redelivery alike. It applies
 // nothing itself: Process does. A store failure answers 500, and AWS
@@ -56,11 +59,13 @@ func (h notifications) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.eventBridge(w, r)
 }
 
-// readBody reads a bounded body, answering 400 itself on failure.
+// readBody reads a bounded body, answering itself on failure: 413 when it
+// is over maxNotification, 400 when it cannot be read
+// (lifecycle.BodyStatus).
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxNotification))
 	if err != nil {
-		http.Error(w, fmt.Sprintf("unreadable body (at most %d bytes): %v", maxNotification, err), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("unreadable body (at most %d bytes): %v", maxNotification, err), lifecycle.BodyStatus(err))
 		return nil, false
 	}
 	return body, true

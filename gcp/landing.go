@@ -14,6 +14,9 @@ import (
 // SignupField is the form field Google posts the sign-up JWT in.
 const SignupField = "x-gcp-marketplace-token"
 
+// maxForm bounds the sign-up form: Google posts one JWT.
+const maxForm = 64 << 10
+
 type signupKey struct{}
 
 // SignupFromContext returns the verified sign-up token of a request that
@@ -27,7 +30,8 @@ func SignupFromContext(ctx context.Context) (*Signup, bool) {
 // LandingHandler serves the sign-up URL: Google's POST with the form field
 // x-gcp-marketplace-token, a JWT naming the buyer's procurement account.
 //
-// It verifies the token, or answers 401 with one error page that says the
+// A form over 64 KiB answers 413 before the token (which is in the form)
+// is looked at. It verifies the token, or answers 401 with one error page that says the
 // token is not authentic (the detail is logged; 503 when Google's keys
 // cannot be fetched now), and changes nothing. It finds the account's stored subscriptions from the store's
 // index (reading the account's entitlements from the Procurement API, and
@@ -58,9 +62,9 @@ func (l landing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.problem(w, r, http.StatusMethodNotAllowed, "This page is where Google Cloud Marketplace sends you after a purchase (a POST of the form field "+SignupField+").")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	if err := r.ParseForm(); err != nil {
-		p.problem(w, r, http.StatusBadRequest, "The sign-up form Google Cloud Marketplace sent could not be read.")
+		p.problem(w, r, lifecycle.BodyStatus(err), "The sign-up form Google Cloud Marketplace sent could not be read.")
 		return
 	}
 	token := r.PostForm.Get(SignupField)

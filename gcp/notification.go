@@ -14,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/lifecycle"
 )
 
 // maxPush bounds a push delivery's body.
@@ -88,8 +89,10 @@ func decodePush(body []byte) (*Message, error) {
 //
 // It authenticates each delivery, or answers 401 "not authentic" (the
 // detail is logged): the bearer token must be a Google-signed OIDC token
-// for Config.PushAudience of Config.PushServiceAccount (verified email). It
-// decodes the message (400 naming what is wrong), stores it in the
+// for Config.PushAudience of Config.PushServiceAccount (verified email).
+// Only then is the body read: a forged delivery is refused unread, and a
+// body over 1 MiB answers 413. It decodes the message (400 naming what is
+// wrong), stores it in the
 // lifecycle engine's inbox, deduplicated by eventId, and only then answers
 // 204, to a first delivery and a redelivery alike. It applies nothing
 // itself: Process does. A store failure answers 500, and keys that cannot
@@ -123,7 +126,7 @@ func (h pushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPush))
 	if err != nil {
-		http.Error(w, fmt.Sprintf("unreadable body (at most %d bytes): %v", maxPush, err), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("unreadable body (at most %d bytes): %v", maxPush, err), lifecycle.BodyStatus(err))
 		return
 	}
 	m, err := decodePush(body)
