@@ -146,7 +146,17 @@ type BucketFilter struct {
 	Provider marketplace.CloudProvider
 	Customer string
 	States   []State
-	Limit    int
+	// From and Before bound the buckets' hours: From <= Hour < Before
+	// (zero = unbounded). Both stores index (provider, hour) and
+	// (provider, state, hour), so a bounded read costs what it returns
+	// rather than the whole retention.
+	From, Before time.Time
+	// MinAttempts keeps buckets sent at least that many times.
+	MinAttempts int
+	// NewestFirst orders by hour, newest first (then by id, newest first);
+	// otherwise the order is provider, customer, dimension, hour.
+	NewestFirst bool
+	Limit       int
 }
 
 // Backlog is the unreported work of one cloud.

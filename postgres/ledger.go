@@ -581,10 +581,42 @@ func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bu
 	for i, st := range f.States {
 		states[i] = string(st)
 	}
-	q := `SELECT ` + bucketCols + ` FROM buckets
-		WHERE ($1 = '' OR provider = $1) AND ($2 = '' OR customer = $2) AND (cardinality($3::text[]) = 0 OR state = ANY($3))
-		ORDER BY provider, customer, dimension, hour`
-	args := []any{string(f.Provider), f.Customer, states}
+	// The optional conditions are added only when set, so that the planner
+	// sees plain comparisons it can match to an index (buckets_hour,
+	// buckets_by_state) rather than ($n = '' OR ...).
+	q := `SELECT ` + bucketCols + ` FROM buckets WHERE true`
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return `$` + strconv.Itoa(len(args))
+	}
+	if f.Provider != "" {
+		q += ` AND provider = ` + arg(string(f.Provider))
+	}
+	if f.Customer != "" {
+		q += ` AND customer = ` + arg(f.Customer)
+	}
+	switch len(states) {
+	case 0:
+	case 1:
+		q += ` AND state = ` + arg(states[0])
+	default:
+		q += ` AND state = ANY(` + arg(states) + `::text[])`
+	}
+	if !f.From.IsZero() {
+		q += ` AND hour >= ` + arg(f.From.Unix())
+	}
+	if !f.Before.IsZero() {
+		q += ` AND hour < ` + arg(f.Before.Unix())
+	}
+	if f.MinAttempts > 0 {
+		q += ` AND attempts >= ` + arg(f.MinAttempts)
+	}
+	if f.NewestFirst {
+		q += ` ORDER BY hour DESC, id DESC`
+	} else {
+		q += ` ORDER BY provider, customer, dimension, hour`
+	}
 	if f.Limit > 0 {
 		q += ` LIMIT ` + strconv.Itoa(f.Limit)
 	}

@@ -464,6 +464,16 @@ func (s *Store) Freeze(ctx context.Context, owner string, frozen []ledger.Frozen
 
 // Buckets implements ledger.Store.
 func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bucket, error) {
+	q, args := bucketsQuery(f)
+	out, err := queryBuckets(ctx, s.r, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: buckets: %w", err)
+	}
+	return out, nil
+}
+
+// bucketsQuery is Buckets' query (apart, so that plan_test checks its plan).
+func bucketsQuery(f ledger.BucketFilter) (string, []any) {
 	q := `SELECT ` + bucketCols + ` FROM buckets WHERE 1 = 1`
 	var args []any
 	if f.Provider != "" {
@@ -480,16 +490,31 @@ func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bu
 			args = append(args, st)
 		}
 	}
-	q += ` ORDER BY provider, customer, dimension, hour`
+	if !f.From.IsZero() {
+		q += ` AND hour >= ?`
+		args = append(args, f.From.Unix())
+	}
+	if !f.Before.IsZero() {
+		q += ` AND hour < ?`
+		args = append(args, f.Before.Unix())
+	}
+	if f.MinAttempts > 0 {
+		q += ` AND attempts >= ?`
+		args = append(args, f.MinAttempts)
+	}
+	if f.NewestFirst {
+		// buckets_by_state (provider, state, hour) yields this order for
+		// one provider and state without sorting: its entries end in the
+		// rowid, which is id.
+		q += ` ORDER BY hour DESC, id DESC`
+	} else {
+		q += ` ORDER BY provider, customer, dimension, hour`
+	}
 	if f.Limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, f.Limit)
 	}
-	out, err := queryBuckets(ctx, s.r, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: buckets: %w", err)
-	}
-	return out, nil
+	return q, args
 }
 
 // Backlog implements ledger.Store.

@@ -637,32 +637,63 @@ func runAppend(t *testing.T, h Harness) {
 // runBucketFilter checks every field of BucketFilter and the order of Buckets.
 func runBucketFilter(t *testing.T, h Harness) {
 	e := newEnv(t, h, ledger.Config{})
+	h10 := ledger.HourOf(t0)
 	e.ingest(
 		rec("gcp", "c2", "b", 1, t0, ""),
 		rec("aws", "c2", "a", 2, t0, ""),
 		rec("aws", "c1", "b", 3, t0.Add(-time.Hour), ""),
 		rec("aws", "c1", "b", 4, t0, ""),
 		rec("aws", "c1", "a", 5, t0, ""),
+		rec("aws", "c3", "a", 6, t0.Add(-2*time.Hour), ""),
 	)
-	e.seal() // c1/b 09:00
+	e.seal() // c1/b 09:00, c3/a 08:00
+	// c3/a 08:00 was sent once and waits for a retry.
+	ctx, now := t.Context(), e.clock.Now()
+	claimed, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "A", Now: now, Lease: time.Minute, Limit: 10})
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("claim: %d buckets, %v", len(claimed), err)
+	}
+	var done []ledger.Completion
+	for _, b := range claimed {
+		c := ledger.Completion{BucketID: b.ID, State: ledger.StateSealed, Now: now}
+		if b.Customer == "c3" {
+			c.Attempted, c.NextAttempt, c.Reason = true, now.Add(time.Minute), "throttled"
+		}
+		done = append(done, c)
+	}
+	must(t, e.store.Complete(ctx, "A", done))
 	all := e.buckets(ledger.BucketFilter{})
 	var keys []string
 	for _, b := range all {
 		keys = append(keys, fmt.Sprintf("%s/%s/%s/%s", b.Provider, b.Customer, b.Dimension, b.Hour.Format("15")))
 	}
-	if want := []string{"aws/c1/a/10", "aws/c1/b/09", "aws/c1/b/10", "aws/c2/a/10", "gcp/c2/b/10"}; !slices.Equal(keys, want) {
+	if want := []string{"aws/c1/a/10", "aws/c1/b/09", "aws/c1/b/10", "aws/c2/a/10", "aws/c3/a/08", "gcp/c2/b/10"}; !slices.Equal(keys, want) {
 		t.Errorf("Buckets order: %q, want %q", keys, want)
 	}
 	for _, tc := range []struct {
 		f    ledger.BucketFilter
 		want int
 	}{
-		{ledger.BucketFilter{Provider: "aws"}, 4},
+		{ledger.BucketFilter{Provider: "aws"}, 5},
 		{ledger.BucketFilter{Customer: "c2"}, 2},
 		{ledger.BucketFilter{Provider: "aws", Customer: "c2"}, 1},
-		{ledger.BucketFilter{States: []ledger.State{ledger.StateSealed}}, 1},
-		{ledger.BucketFilter{States: []ledger.State{ledger.StateSealed, ledger.StateOpen}}, 5},
+		{ledger.BucketFilter{States: []ledger.State{ledger.StateSealed}}, 2},
+		{ledger.BucketFilter{States: []ledger.State{ledger.StateSealed, ledger.StateOpen}}, 6},
 		{ledger.BucketFilter{Limit: 2}, 2},
+		// The hour range: From <= Hour < Before, on the bucket's hour.
+		{ledger.BucketFilter{From: h10}, 4},
+		{ledger.BucketFilter{Before: h10}, 2},
+		{ledger.BucketFilter{From: h10.Add(-time.Hour), Before: h10}, 1},
+		{ledger.BucketFilter{Provider: "aws", From: h10.Add(-2 * time.Hour), Before: h10.Add(-time.Hour)}, 1},
+		{ledger.BucketFilter{Provider: "gcp", Before: h10}, 0},
+		{ledger.BucketFilter{From: h10, Before: h10}, 0},
+		{ledger.BucketFilter{From: h10.Add(time.Minute)}, 0},
+		{ledger.BucketFilter{Provider: "aws", From: h10.Add(-2 * time.Hour), Before: h10.Add(time.Hour), States: []ledger.State{ledger.StateOpen}}, 3},
+		{ledger.BucketFilter{MinAttempts: 1}, 1},
+		{ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateSealed}, MinAttempts: 1}, 1},
+		{ledger.BucketFilter{Provider: "gcp", MinAttempts: 1}, 0},
+		{ledger.BucketFilter{MinAttempts: 2}, 0},
+		{ledger.BucketFilter{NewestFirst: true, Limit: 3}, 3},
 	} {
 		got := e.buckets(tc.f)
 		if len(got) != tc.want {
@@ -671,6 +702,25 @@ func runBucketFilter(t *testing.T, h Harness) {
 	}
 	if got := e.buckets(ledger.BucketFilter{Limit: 2}); len(got) == 2 && (got[0].ID != all[0].ID || got[1].ID != all[1].ID) {
 		t.Errorf("Buckets with Limit 2 is not the first two in order")
+	}
+	if got := e.buckets(ledger.BucketFilter{MinAttempts: 1}); len(got) == 1 && (got[0].Customer != "c3" || got[0].Attempts != 1) {
+		t.Errorf("Buckets with MinAttempts 1: %+v, want c3's retried bucket", got[0])
+	}
+	// NewestFirst: by hour, newest first, then by id, newest first; a
+	// Limit keeps the newest.
+	newest := e.buckets(ledger.BucketFilter{Provider: "aws", NewestFirst: true})
+	if len(newest) != 5 {
+		t.Fatalf("Buckets NewestFirst: %d buckets, want 5", len(newest))
+	}
+	for i := 1; i < len(newest); i++ {
+		a, b := newest[i-1], newest[i]
+		if a.Hour.Before(b.Hour) || (a.Hour.Equal(b.Hour) && a.ID < b.ID) {
+			t.Errorf("Buckets NewestFirst: %s #%d before %s #%d", a.Hour.Format("15"), a.ID, b.Hour.Format("15"), b.ID)
+		}
+	}
+	sealed := e.buckets(ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateSealed}, NewestFirst: true, Limit: 1})
+	if len(sealed) != 1 || sealed[0].Customer != "c1" || !sealed[0].Hour.Equal(h10.Add(-time.Hour)) {
+		t.Errorf("newest sealed bucket: %+v, want c1's at 09:00", views(sealed))
 	}
 }
 
