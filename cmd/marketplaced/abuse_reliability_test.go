@@ -124,9 +124,18 @@ func TestReliabilityAbuse(t *testing.T) {
 	cases := []req{
 		{"aws eventbridge without secret", "POST", "/aws/notifications", ebEvent, map[string]string{"Content-Type": "application/json"}, 401},
 		{"aws eventbridge wrong secret", "POST", "/aws/notifications", ebEvent, map[string]string{"Content-Type": "application/json", "X-Marketplace-Secret": "not-" + ebSecret[:8]}, 401},
-		// The AWS adapter reads at most 256 KiB and answers 400 naming the
-		// limit (413 would say it better: RELIABILITY.md).
-		{"aws eventbridge oversized", "POST", "/aws/notifications", `{"detail":"` + strings.Repeat("A", 2<<20) + `"}`, map[string]string{"Content-Type": "application/json", "X-Marketplace-Secret": ebSecret}, 400},
+		// The adapters' body limits (AWS notifications 256 KiB, Azure and
+		// Google notifications 1 MiB, landing forms 64 KiB) answer 413
+		// (lifecycle.BodyStatus) once the body is read past them. Where the
+		// credentials are checked first (EventBridge's secret, Azure's and
+		// Google's bearer tokens), a forgery is refused 401 unread; SNS and
+		// the landings carry theirs in the body, so its size is met first.
+		{"aws eventbridge oversized", "POST", "/aws/notifications", `{"detail":"` + strings.Repeat("A", 2<<20) + `"}`, map[string]string{"Content-Type": "application/json", "X-Marketplace-Secret": ebSecret}, 413},
+		{"aws eventbridge oversized, without secret", "POST", "/aws/notifications", `{"detail":"` + strings.Repeat("A", 2<<20) + `"}`, map[string]string{"Content-Type": "application/json"}, 401},
+		{"aws sns oversized, unsigned", "POST", "/aws/notifications", `{"Type":"Notification","Message":"` + strings.Repeat("A", 2<<20) + `"}`, map[string]string{"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"}, 413},
+		{"aws landing oversized", "POST", "/aws/landing", "x-amzn-marketplace-token=" + strings.Repeat("A", 2<<20), map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 413},
+		{"gcp landing oversized", "POST", "/gcp/landing", "x-gcp-marketplace-token=" + strings.Repeat("A", 2<<20), map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 413},
+		{"gcp push oversized, forged", "POST", "/gcp/notifications", `{"message":{"data":"` + strings.Repeat("A", 2<<20) + `"}}`, bearer(forged["expired"]), 401},
 		{"aws sns bad signature", "POST", "/aws/notifications", `{"Type":"Notification","MessageId":"m","TopicArn":"arn:aws:sns:us-east-1:287250355862:evil","Message":"{}","Timestamp":"2026-01-01T00:00:00Z","SignatureVersion":"2","Signature":"Zm9yZ2Vk","SigningCertURL":"https://evil.example.com/cert.pem"}`, map[string]string{"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"}, 401},
 		{"azure webhook without token", "POST", "/azure/notifications", azEvent, map[string]string{"Content-Type": "application/json"}, 401},
 		{"azure webhook unsigned token", "POST", "/azure/notifications", azEvent, bearer(forged["none"]), 401},
