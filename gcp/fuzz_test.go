@@ -42,7 +42,8 @@ func FuzzDecodeMessage(f *testing.F) {
 }
 
 // FuzzPushBody posts arbitrary push bodies with a valid token: the
-// handler answers 204 (stored) or 400, never a server error.
+// handler answers 204 (stored) or 400, or 413 for a body over 1 MiB, never
+// a server error.
 func FuzzPushBody(f *testing.F) {
 	l := newLifecycleEnv(f, nil, nil)
 	l.emu.Purchase(f.Context(), "acc-1", "example-api", "standard")
@@ -55,8 +56,9 @@ func FuzzPushBody(f *testing.F) {
 	auth := l.bearer(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		w := l.push(t, body, auth)
-		if w.Code != http.StatusNoContent && w.Code != http.StatusBadRequest {
-			t.Fatalf("body %q: %d %s", body, w.Code, w.Body)
+		tooLarge := len(body) > 1<<20
+		if (w.Code == http.StatusRequestEntityTooLarge) != tooLarge || (!tooLarge && w.Code != http.StatusNoContent && w.Code != http.StatusBadRequest) {
+			t.Fatalf("body %.200q (%d bytes): %d %s", body, len(body), w.Code, w.Body)
 		}
 	})
 }
