@@ -43,7 +43,10 @@ const (
 	dashboardCacheFor = 2 * time.Second
 	// usageHours is how many hours the usage chart shows.
 	usageHours = 24
-	// problemLimit bounds the rejected and conflict buckets listed per cloud.
+	// problemLimit bounds the retried, rejected and conflict buckets read
+	// (and the rejected and conflict listed) per cloud: the newest of
+	// them, so that a refresh reads a bounded number of buckets however
+	// many retention keeps.
 	problemLimit = 50
 )
 
@@ -220,17 +223,28 @@ type usageSeries struct {
 // reportHealth is one cloud reporter's state.
 type reportHealth struct {
 	Provider marketplace.CloudProvider `json:"provider"`
-	// Pending is the sealed buckets waiting to be reported; Retried those
-	// of them that failed at least once.
+	// Pending is the sealed buckets waiting to be reported (the store's
+	// Backlog, exact); Retried those of them that failed at least once.
 	Pending int `json:"pending"`
 	Retried int `json:"retried"`
 	// OldestUnreported is the hour of the oldest pending bucket.
-	OldestUnreported *time.Time     `json:"oldest_unreported,omitempty"`
-	Reported         int            `json:"reported"`
-	RejectedCount    int            `json:"rejected_count"`
-	ConflictCount    int            `json:"conflict_count"`
-	Rejected         []problemEntry `json:"rejected"`
-	Conflict         []problemEntry `json:"conflict"`
+	OldestUnreported *time.Time `json:"oldest_unreported,omitempty"`
+	// Reported counts the reported buckets of the usage chart's hours
+	// (Hours), not of all time.
+	Reported int `json:"reported"`
+	// RejectedCount and ConflictCount count the buckets in those states,
+	// and Rejected and Conflict list them, newest hour first.
+	RejectedCount int            `json:"rejected_count"`
+	ConflictCount int            `json:"conflict_count"`
+	Rejected      []problemEntry `json:"rejected"`
+	Conflict      []problemEntry `json:"conflict"`
+	// Retried, RejectedCount and ConflictCount stop at ProblemLimit: the
+	// dashboard reads only the newest ProblemLimit buckets of each. The
+	// Capped flags say that there are more than the count.
+	ProblemLimit   int  `json:"problem_limit"`
+	RetriedCapped  bool `json:"retried_capped"`
+	RejectedCapped bool `json:"rejected_capped"`
+	ConflictCapped bool `json:"conflict_capped"`
 }
 
 // problemEntry is a bucket the cloud refused, with the cloud's reason.
@@ -306,6 +320,14 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 	if err := s.deps.Ledger.Fold(ctx); err != nil {
 		return nil, err
 	}
+	bls, err := s.deps.Ledger.Store().Backlog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	backlog := map[marketplace.CloudProvider]ledger.Backlog{}
+	for _, bl := range bls {
+		backlog[bl.Provider] = bl
+	}
 	for _, p := range providers {
 		subs, err := s.deps.Subscriptions.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: p})
 		if err != nil {
@@ -322,11 +344,17 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 		dd.Subscriptions[p] = counts
 		dd.Linked[p] = linked
 
-		bs, err := s.deps.Ledger.Buckets(ctx, ledger.BucketFilter{Provider: p})
+		// Only the chart's hours, whatever retention keeps.
+		bs, err := s.deps.Ledger.Buckets(ctx, ledger.BucketFilter{Provider: p, From: first, Before: first.Add(usageHours * time.Hour)})
 		if err != nil {
 			return nil, err
 		}
-		h := reportHealth{Provider: p, Rejected: []problemEntry{}, Conflict: []problemEntry{}}
+		h := reportHealth{Provider: p, ProblemLimit: problemLimit}
+		if bl, ok := backlog[p]; ok && bl.Sealed > 0 {
+			h.Pending = int(bl.Sealed)
+			t := bl.OldestHour.UTC()
+			h.OldestUnreported = &t
+		}
 		series := map[string][]int64{}
 		for _, b := range bs {
 			if i := int(b.Hour.Sub(first) / time.Hour); !b.Hour.Before(first) && i < usageHours {
@@ -337,28 +365,22 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 				}
 				q[i] += b.Quantity
 			}
-			pe := problemEntry{Customer: b.Customer, Dimension: b.Dimension, Hour: b.Hour.UTC(), Units: b.Units, Attempts: b.Attempts, Reason: b.Reason}
-			switch b.State {
-			case ledger.StateSealed:
-				h.Pending++
-				if b.Attempts > 0 {
-					h.Retried++
-				}
-				if h.OldestUnreported == nil || b.Hour.Before(*h.OldestUnreported) {
-					t := b.Hour.UTC()
-					h.OldestUnreported = &t
-				}
-			case ledger.StateReported:
+			if b.State == ledger.StateReported {
 				h.Reported++
-			case ledger.StateRejected:
-				h.RejectedCount++
-				h.Rejected = append(h.Rejected, pe)
-			case ledger.StateConflict:
-				h.ConflictCount++
-				h.Conflict = append(h.Conflict, pe)
 			}
 		}
-		h.Rejected, h.Conflict = newestFirst(h.Rejected), newestFirst(h.Conflict)
+		retried, more, err := d.newest(ctx, ledger.BucketFilter{Provider: p, States: []ledger.State{ledger.StateSealed}, MinAttempts: 1})
+		if err != nil {
+			return nil, err
+		}
+		h.Retried, h.RetriedCapped = len(retried), more
+		if h.Rejected, h.RejectedCapped, err = d.newest(ctx, ledger.BucketFilter{Provider: p, States: []ledger.State{ledger.StateRejected}}); err != nil {
+			return nil, err
+		}
+		if h.Conflict, h.ConflictCapped, err = d.newest(ctx, ledger.BucketFilter{Provider: p, States: []ledger.State{ledger.StateConflict}}); err != nil {
+			return nil, err
+		}
+		h.RejectedCount, h.ConflictCount = len(h.Rejected), len(h.Conflict)
 		dims := make([]string, 0, len(series))
 		for dim := range series {
 			dims = append(dims, dim)
@@ -394,12 +416,21 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 	return dd, nil
 }
 
-// newestFirst orders problem buckets by hour, newest first, and keeps
-// problemLimit of them (the counts stay whole).
-func newestFirst(ps []problemEntry) []problemEntry {
-	slices.SortStableFunc(ps, func(a, b problemEntry) int { return b.Hour.Compare(a.Hour) })
-	if len(ps) > problemLimit {
-		ps = ps[:problemLimit]
+// newest returns the newest problemLimit buckets that f selects, newest
+// hour first, and whether there are more.
+func (d *dashboard) newest(ctx context.Context, f ledger.BucketFilter) ([]problemEntry, bool, error) {
+	f.NewestFirst, f.Limit = true, problemLimit+1
+	bs, err := d.s.deps.Ledger.Buckets(ctx, f)
+	if err != nil {
+		return nil, false, err
 	}
-	return ps
+	more := len(bs) > problemLimit
+	if more {
+		bs = bs[:problemLimit]
+	}
+	out := make([]problemEntry, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, problemEntry{Customer: b.Customer, Dimension: b.Dimension, Hour: b.Hour.UTC(), Units: b.Units, Attempts: b.Attempts, Reason: b.Reason})
+	}
+	return out, more, nil
 }

@@ -1,12 +1,15 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -307,5 +310,105 @@ func TestDashboardPasswordSetting(t *testing.T) {
 	c, err := ParseConfig(base, env(map[string]string{"MARKETPLACED_DASHBOARD_PASSWORD": "a long enough password"}), io.Discard)
 	if err != nil || c.DashboardPassword != "a long enough password" {
 		t.Errorf("from the environment: %q %v", c.DashboardPassword, err)
+	}
+}
+
+// bucketRecorder is a ledger store that records the BucketFilters asked of
+// it, so that a test can see how much the dashboard reads.
+type bucketRecorder struct {
+	ledger.Store
+	mu      sync.Mutex
+	filters []ledger.BucketFilter
+}
+
+func (r *bucketRecorder) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bucket, error) {
+	r.mu.Lock()
+	r.filters = append(r.filters, f)
+	r.mu.Unlock()
+	return r.Store.Buckets(ctx, f)
+}
+
+func (r *bucketRecorder) take() []ledger.BucketFilter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fs := r.filters
+	r.filters = nil
+	return fs
+}
+
+// TestDashboardReadsBounded: a refresh reads the buckets of the chart's
+// hours and the newest few of each problem state, never all the buckets
+// retention keeps; the lists it caps say so.
+func TestDashboardReadsBounded(t *testing.T) {
+	rec := &bucketRecorder{}
+	h := newHarness(t, harnessOptions{ledgerStore: func(s ledger.Store) ledger.Store { rec.Store = s; return rec }})
+	ctx := t.Context()
+	// More rejected buckets than the dashboard lists: problemLimit+1 at
+	// one hour and an older one.
+	newer, older := ledger.HourOf(t0.Add(-2*time.Hour)), ledger.HourOf(t0.Add(-3*time.Hour))
+	var recs []ledger.Record
+	for i := range problemLimit + 2 {
+		at := newer
+		if i == 0 {
+			at = older
+		}
+		recs = append(recs, ledger.Record{Provider: marketplace.AWS, Customer: fmt.Sprintf("c%d", i), Dimension: "tokens_1m",
+			Quantity: 1_000_000, Time: at, EventID: fmt.Sprintf("e%d", i)})
+	}
+	if _, err := h.ledger.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ledger.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := h.store.Claim(ctx, ledger.ClaimRequest{Provider: marketplace.AWS, Owner: "test", Now: t0, Lease: time.Minute, Limit: 1000})
+	if err != nil || len(claimed) != len(recs) {
+		t.Fatalf("claim: %d buckets, %v", len(claimed), err)
+	}
+	var done []ledger.Completion
+	for _, b := range claimed {
+		done = append(done, ledger.Completion{BucketID: b.ID, State: ledger.StateRejected, Attempted: true, Reason: "CustomerNotEntitledException", Now: t0})
+	}
+	if err := h.store.Complete(ctx, "test", done); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+
+	res, body := get(t, http.DefaultClient, h.rawURL+"/dashboard/data", "Authorization", "Bearer "+testKey)
+	if res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	filters := rec.take()
+	if len(filters) == 0 {
+		t.Fatal("the dashboard read no buckets")
+	}
+	for _, f := range filters {
+		window := !f.From.IsZero() && !f.Before.IsZero() && f.Before.Sub(f.From) <= usageHours*time.Hour
+		if !window && (f.Limit <= 0 || f.Limit > problemLimit+1) {
+			t.Errorf("the dashboard read buckets unbounded: %+v", f)
+		}
+	}
+	var dd dashboardData
+	if err := json.Unmarshal([]byte(body), &dd); err != nil {
+		t.Fatal(err)
+	}
+	var aws reportHealth
+	for _, r := range dd.Health {
+		if r.Provider == marketplace.AWS {
+			aws = r
+		}
+	}
+	if aws.RejectedCount != problemLimit || !aws.RejectedCapped || len(aws.Rejected) != problemLimit || aws.ProblemLimit != problemLimit {
+		t.Errorf("rejected: count %d capped %v listed %d limit %d; want %d, true, %d, %d",
+			aws.RejectedCount, aws.RejectedCapped, len(aws.Rejected), aws.ProblemLimit, problemLimit, problemLimit, problemLimit)
+	}
+	for _, p := range aws.Rejected {
+		if !p.Hour.Equal(newer) {
+			t.Errorf("listed rejected bucket of %v; the newest %d are all at %v", p.Hour, problemLimit, newer)
+			break
+		}
+	}
+	if aws.ConflictCapped || aws.RetriedCapped || aws.Pending != 0 {
+		t.Errorf("conflict capped %v, retried capped %v, pending %d; want false, false, 0", aws.ConflictCapped, aws.RetriedCapped, aws.Pending)
 	}
 }

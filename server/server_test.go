@@ -35,6 +35,8 @@ type harnessOptions struct {
 	// quarantine replaces the store's quarantine (default: the SQLite
 	// store's, when it keeps one).
 	quarantine marketplace.QuarantineStore
+	// ledgerStore wraps the store the ledger uses (default: the store).
+	ledgerStore func(ledger.Store) ledger.Store
 }
 
 // harness is a Server on a real SQLite store, behind an httptest server whose
@@ -96,7 +98,11 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	clock := func() time.Time { return t0 }
 	metrics := NewMetrics()
-	led := ledger.New(store, ledger.Config{Units: cfg.Catalogue.Units(), Clock: clock, Metrics: metrics, Logger: logger})
+	var ls ledger.Store = store
+	if o.ledgerStore != nil {
+		ls = o.ledgerStore(store)
+	}
+	led := ledger.New(ls, ledger.Config{Units: cfg.Catalogue.Units(), Clock: clock, Metrics: metrics, Logger: logger})
 	t.Cleanup(func() { led.Close() })
 	cache := entitlement.New(entitlement.StoreLoader{Subscriptions: store, Entitlements: store, Clock: clock}.Load,
 		entitlement.Config{Clock: clock})

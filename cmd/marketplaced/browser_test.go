@@ -419,6 +419,14 @@ func TestBrowser(t *testing.T) {
 		if len(h) != 3 || h["Azure"][4] != "1" || h["Azure"][1] != "0" || h["AWS"][4] != "0" {
 			t.Errorf("reporter health: %v, want Azure's ended hour reported\n%s", h, d.logs())
 		}
+		// The reported count is of the chart's hours, and says so; no
+		// problem list is capped, so the page does not say it is.
+		if head := value(t, ctx, "health header", chromedp.Text(chromedp.CSS(`#health thead`))); !strings.Contains(head, "Reported (last 24 h)") {
+			t.Errorf("reporter health header %q does not say the reported count is of the last 24 hours", head)
+		}
+		if note := value(t, ctx, "problems note", chromedp.Evaluate[string](`document.getElementById("problems-note").textContent`)); note != "" {
+			t.Errorf("problems note %q, want none (nothing is capped)", note)
+		}
 		screenshot(t, ctx, "dashboard", true)
 
 		// New usage shows without a reload: a mark set on the page survives.

@@ -164,23 +164,31 @@
     fillBody(t, rows, provs.length + 1, "No usage in the last 24 hours.");
   }
 
+  // fmtCount shows a count the server stopped at its limit as "50+".
+  function fmtCount(n, capped) { return fmtNum(n) + (capped ? "+" : ""); }
+
   function renderHealth(d) {
     fillBody($("health"), d.reporter.map((h) => [
       name(h.provider),
       { text: fmtNum(h.pending), cls: "num" },
       fmtHour(h.oldest_unreported),
-      { text: fmtNum(h.retried), cls: "num" },
+      { text: fmtCount(h.retried, h.retried_capped), cls: "num" },
       { text: fmtNum(h.reported), cls: "num" },
-      { text: fmtNum(h.rejected_count), cls: "num" + (h.rejected_count ? " bad" : "") },
-      { text: fmtNum(h.conflict_count), cls: "num" + (h.conflict_count ? " bad" : "") },
+      { text: fmtCount(h.rejected_count, h.rejected_capped), cls: "num" + (h.rejected_count ? " bad" : "") },
+      { text: fmtCount(h.conflict_count, h.conflict_capped), cls: "num" + (h.conflict_count ? " bad" : "") },
     ]), 7, "No cloud is configured.");
     const rows = [];
+    const capped = [];
     for (const h of d.reporter) {
-      for (const [state, list] of [["rejected", h.rejected], ["conflict", h.conflict]]) {
+      for (const [state, list, more] of [["rejected", h.rejected, h.rejected_capped], ["conflict", h.conflict, h.conflict_capped]]) {
         for (const b of list) rows.push([name(h.provider), state, b.customer, b.dimension, fmtHour(b.hour), { text: fmtNum(b.units), cls: "num" }, b.reason]);
+        if (more) capped.push(name(h.provider) + " " + state);
       }
     }
     fillBody($("problems"), rows, 7, "None: every cloud accepted what was sent.");
+    const limit = d.reporter.length ? d.reporter[0].problem_limit : 0;
+    $("problems-note").textContent = capped.length === 0 ? "" :
+      "Only the newest " + fmtNum(limit) + " of each are counted and listed; there are more (" + capped.join(", ") + ").";
   }
 
   function renderParked(d) {
