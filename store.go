@@ -169,10 +169,13 @@ type NotificationInbox interface {
 	// lease. It fails with ErrVersionConflict when owner no longer holds
 	// the lease.
 	SettleNotification(ctx context.Context, owner string, n Notification) error
-	// GetNotification returns one stored notification, or an error wrapping ErrNotFound.
+	// GetNotification returns one stored notification, or an error wrapping
+	// ErrNotFound (also when its row could not be read: the store moves such
+	// a row to its quarantine, as every reader of the inbox does).
 	GetNotification(ctx context.Context, p CloudProvider, id string) (*Notification, error)
 	// ListNotifications returns the notifications of p (all clouds if empty)
 	// in state (any if empty), oldest first, at most limit (all when zero).
+	// A row that cannot be read is quarantined and left out.
 	ListNotifications(ctx context.Context, p CloudProvider, state string, limit int) ([]Notification, error)
 	// RequeueNotification makes a parked notification pending and due at
 	// now, with its attempts reset (an operator mended its cause).

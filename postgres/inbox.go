@@ -3,7 +3,6 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,13 +32,6 @@ func scanInboxRow(row pgx.Row) (marketplace.Notification, marketplace.InboxRow, 
 	}
 	n, err := r.Notification()
 	return n, r, err
-}
-
-func collectNotifications(rows pgx.Rows) ([]marketplace.Notification, error) {
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (marketplace.Notification, error) {
-		n, _, err := scanInboxRow(row)
-		return n, err
-	})
 }
 
 // AddNotification implements marketplace.NotificationInbox.
@@ -80,18 +72,11 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 				return err
 			}
 			out = out[:0]
-			var torn []quarantined
-			var provs, ids []string
+			var torn []inboxKey
 			for rows.Next() {
 				n, r, err := scanInboxRow(rows)
 				if errors.Is(err, marketplace.ErrInvalidInput) {
-					data, jerr := json.Marshal(r)
-					if jerr != nil {
-						rows.Close()
-						return jerr
-					}
-					torn = append(torn, quarantined{marketplace.QuarantineInbox, r.Provider + "/" + r.ID, data, err.Error()})
-					provs, ids = append(provs, r.Provider), append(ids, r.ID)
+					torn = append(torn, inboxKey{r.Provider, r.ID})
 					continue
 				}
 				if err != nil {
@@ -107,17 +92,14 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 			if len(torn) == 0 {
 				return nil
 			}
-			if err := quarantine(ctx, tx, torn...); err != nil {
-				return err
-			}
-			tag, err := tx.Exec(ctx, `DELETE FROM inbox i USING unnest($1::text[], $2::text[]) AS t (provider, id)
-				WHERE i.provider = t.provider AND i.id = t.id`, provs, ids)
+			moved, err := quarantineInbox(ctx, tx, torn...)
 			if err != nil {
 				return err
 			}
-			// Not deleted, the rows would be read again, forever.
-			if tag.RowsAffected() != int64(len(torn)) {
-				return fmt.Errorf("%d of %d torn inbox rows were not deleted", int64(len(torn))-tag.RowsAffected(), len(torn))
+			// Not moved, a row would be read again, forever (the claim
+			// holds its lock, so nothing else can have mended or moved it).
+			if moved != len(torn) {
+				return fmt.Errorf("%d of %d torn inbox rows were not quarantined", len(torn)-moved, len(torn))
 			}
 		}
 	})
@@ -151,23 +133,66 @@ func (s *Store) SettleNotification(ctx context.Context, owner string, n marketpl
 }
 
 // GetNotification implements marketplace.NotificationInbox. A row that
-// cannot be read is an error wrapping marketplace.ErrInvalidInput.
+// cannot be read is moved to the quarantine (see quarantineInboxRows), and
+// the notification is then not found: the error wraps
+// marketplace.ErrNotFound and says why.
 func (s *Store) GetNotification(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Notification, error) {
-	n, _, err := scanInboxRow(s.pool.QueryRow(ctx, `SELECT `+inboxText+` FROM inbox WHERE provider = $1 AND id = $2`, string(p), id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound(fmt.Sprintf("notification %s/%s", p, id))
+	// A row read torn but mended before the quarantine's transaction
+	// looked again is read again; the bound keeps a row that flips between
+	// the two from looping.
+	for try := 1; ; try++ {
+		n, _, err := scanInboxRow(s.pool.QueryRow(ctx, `SELECT `+inboxText+` FROM inbox WHERE provider = $1 AND id = $2`, string(p), id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, notFound(fmt.Sprintf("notification %s/%s", p, id))
+		}
+		if !errors.Is(err, marketplace.ErrInvalidInput) || try == 3 {
+			if err != nil {
+				return nil, fmt.Errorf("postgres: get notification %s/%s: %w", p, id, err)
+			}
+			return &n, nil
+		}
+		moved, qerr := s.quarantineInboxRows(ctx, inboxKey{string(p), id})
+		if qerr != nil {
+			return nil, fmt.Errorf("postgres: get notification %s/%s: %w", p, id, errors.Join(err, qerr))
+		}
+		if moved == 1 {
+			return nil, fmt.Errorf("postgres: get notification %s/%s: %w: its row could not be read and was moved to the quarantine: %v",
+				p, id, marketplace.ErrNotFound, err)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("postgres: get notification %s/%s: %w", p, id, err)
-	}
-	return &n, nil
 }
 
 // ListNotifications implements marketplace.NotificationInbox. A row that
-// cannot be read fails the list with an error wrapping
-// marketplace.ErrInvalidInput and naming the row (ClaimNotifications
-// quarantines a pending one).
+// cannot be read (done or parked: a claim quarantines a pending one) is
+// moved to the quarantine and the query runs again, so the list still
+// holds up to limit of the others and one torn row does not hide them.
 func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, error) {
+	// stalled counts the runs in a row whose torn rows were all mended or
+	// gone before the quarantine's transaction looked at them again.
+	for stalled := 0; ; {
+		out, torn, err := s.listNotifications(ctx, p, state, limit)
+		if len(torn) == 0 || stalled == 2 {
+			if err != nil {
+				return nil, fmt.Errorf("postgres: list notifications: %w", err)
+			}
+			return out, nil
+		}
+		moved, qerr := s.quarantineInboxRows(ctx, torn...)
+		if qerr != nil {
+			return nil, fmt.Errorf("postgres: list notifications: %w", errors.Join(err, qerr))
+		}
+		if moved > 0 {
+			stalled = 0
+		} else {
+			stalled++
+		}
+	}
+}
+
+// listNotifications runs the list's query once. It returns the rows it
+// could read, the keys of those it could not, and an error wrapping
+// marketplace.ErrInvalidInput naming them.
+func (s *Store) listNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, []inboxKey, error) {
 	q := `SELECT ` + inboxText + ` FROM inbox WHERE ($1 = '' OR provider = $1) AND ($2 = '' OR state = $2)
 		ORDER BY received, provider, id`
 	if limit > 0 {
@@ -175,13 +200,29 @@ func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvid
 	}
 	rows, err := s.pool.Query(ctx, q, string(p), state)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list notifications: %w", err)
+		return nil, nil, err
 	}
-	out, err := collectNotifications(rows)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: list notifications: %w", err)
+	defer rows.Close()
+	var (
+		out  []marketplace.Notification
+		torn []inboxKey
+		errs []error
+	)
+	for rows.Next() {
+		n, r, err := scanInboxRow(rows)
+		if errors.Is(err, marketplace.ErrInvalidInput) {
+			torn, errs = append(torn, inboxKey{r.Provider, r.ID}), append(errs, err)
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, n)
 	}
-	return out, nil
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	return out, torn, errors.Join(errs...)
 }
 
 // RequeueNotification implements marketplace.NotificationInbox.

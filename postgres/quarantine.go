@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -41,6 +42,63 @@ func quarantine(ctx context.Context, tx pgx.Tx, rows ...quarantined) error {
 		}
 	}
 	return nil
+}
+
+// inboxKey is an inbox row's primary key as stored.
+type inboxKey struct{ provider, id string }
+
+// quarantineInbox moves the inbox rows keys that still cannot be read to
+// the quarantine, in tx: each as the JSON of its InboxRow with the reason
+// it cannot be read, deleted from the inbox in the same commit. A row gone
+// or readable when tx reads it again, locked (a caller that read it
+// outside tx raced with a restore, a mend or another quarantine), is left
+// alone. It is the one way a torn inbox row leaves the inbox:
+// ClaimNotifications, GetNotification and ListNotifications all use it.
+// It returns how many rows it moved.
+func quarantineInbox(ctx context.Context, tx pgx.Tx, keys ...inboxKey) (int, error) {
+	moved := 0
+	for _, k := range keys {
+		_, r, err := scanInboxRow(tx.QueryRow(ctx, `SELECT `+inboxText+` FROM inbox WHERE provider = $1 AND id = $2 FOR UPDATE`,
+			k.provider, k.id))
+		if err == nil || errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if !errors.Is(err, marketplace.ErrInvalidInput) {
+			return moved, err
+		}
+		data, jerr := json.Marshal(r)
+		if jerr != nil {
+			return moved, jerr
+		}
+		if err := quarantine(ctx, tx, quarantined{marketplace.QuarantineInbox, r.Provider + "/" + r.ID, data, err.Error()}); err != nil {
+			return moved, err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM inbox WHERE provider = $1 AND id = $2`, k.provider, k.id)
+		if err != nil {
+			return moved, err
+		}
+		if tag.RowsAffected() != 1 {
+			return moved, fmt.Errorf("torn inbox row %s/%s was not deleted", k.provider, k.id)
+		}
+		moved++
+	}
+	return moved, nil
+}
+
+// quarantineInboxRows is quarantineInbox in a transaction of its own, for
+// the readers (GetNotification, ListNotifications) that found torn rows
+// outside one.
+func (s *Store) quarantineInboxRows(ctx context.Context, keys ...inboxKey) (int, error) {
+	var moved int
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		moved, err = quarantineInbox(ctx, tx, keys...)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("quarantine torn inbox rows: %w", err)
+	}
+	return moved, nil
 }
 
 const quarantineCols = `id, source, ref, data, reason, at`

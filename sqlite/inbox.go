@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -98,21 +97,12 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 			if err != nil {
 				return err
 			}
-			var (
-				torn    []quarantined
-				tornIDs []int64
-			)
+			var torn []int64
 			for rows.Next() {
 				var rowid int64
-				n, r, err := readInboxRow(rows, &rowid)
+				n, _, err := readInboxRow(rows, &rowid)
 				if errors.Is(err, marketplace.ErrInvalidInput) {
-					data, jerr := json.Marshal(r)
-					if jerr != nil {
-						rows.Close()
-						return jerr
-					}
-					torn = append(torn, quarantined{marketplace.QuarantineInbox, r.Provider + "/" + r.ID, data, err.Error()})
-					tornIDs = append(tornIDs, rowid)
+					torn = append(torn, rowid)
 					continue
 				}
 				if err != nil {
@@ -127,18 +117,14 @@ func (s *Store) ClaimNotifications(ctx context.Context, c marketplace.Notificati
 			if len(torn) == 0 {
 				break
 			}
-			if err := quarantine(ctx, tx, torn...); err != nil {
+			moved, err := quarantineInbox(ctx, tx, torn...)
+			if err != nil {
 				return err
 			}
-			for _, id := range tornIDs {
-				res, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE rowid = ?`, id)
-				if err != nil {
-					return err
-				}
-				// Not deleted, the row would be read again, forever.
-				if k, err := res.RowsAffected(); err != nil || k != 1 {
-					return errors.Join(err, fmt.Errorf("torn inbox row %d was not deleted", id))
-				}
+			// Not moved, a row would be read again, forever (in this
+			// transaction nothing else can have mended or moved it).
+			if moved != len(torn) {
+				return fmt.Errorf("%d of %d torn inbox rows were not quarantined", len(torn)-moved, len(torn))
 			}
 		}
 		for _, n := range out {
@@ -176,52 +162,115 @@ func (s *Store) SettleNotification(ctx context.Context, owner string, n marketpl
 }
 
 // GetNotification implements marketplace.NotificationInbox. A row that
-// cannot be read is an error wrapping marketplace.ErrInvalidInput.
+// cannot be read is moved to the quarantine (see quarantineInboxRows), and
+// the notification is then not found: the error wraps
+// marketplace.ErrNotFound and says why.
 func (s *Store) GetNotification(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Notification, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+inboxCols+` FROM inbox WHERE provider = ? AND id = ?`, p, id)
+	// A row read torn but mended before the quarantine's write looked again
+	// is read again; the bound keeps a row that flips between the two
+	// from looping.
+	for try := 1; ; try++ {
+		n, rowid, err := s.getNotification(ctx, p, id)
+		if !errors.Is(err, marketplace.ErrInvalidInput) || try == 3 {
+			if err != nil {
+				return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
+			}
+			return n, nil
+		}
+		moved, qerr := s.quarantineInboxRows(ctx, rowid)
+		if qerr != nil {
+			return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, errors.Join(err, qerr))
+		}
+		if moved == 1 {
+			return nil, fmt.Errorf("sqlite: get notification %s/%s: %w: its row could not be read and was moved to the quarantine: %v",
+				p, id, marketplace.ErrNotFound, err)
+		}
+	}
+}
+
+// getNotification reads one notification. A row that cannot be read is
+// an error wrapping marketplace.ErrInvalidInput, with its rowid.
+func (s *Store) getNotification(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Notification, int64, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, `+inboxCols+` FROM inbox WHERE provider = ? AND id = ?`, p, id)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
+		return nil, 0, err
 	}
 	defer rows.Close()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
+			return nil, 0, err
 		}
-		return nil, notFound(fmt.Sprintf("notification %s/%s", p, id))
+		return nil, 0, marketplace.ErrNotFound
 	}
-	n, _, err := readInboxRow(rows)
+	var rowid int64
+	n, _, err := readInboxRow(rows, &rowid)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
+		return nil, rowid, err
 	}
-	return &n, nil
+	return &n, rowid, nil
 }
 
 // ListNotifications implements marketplace.NotificationInbox. A row that
-// cannot be read fails the list with an error wrapping
-// marketplace.ErrInvalidInput and naming the row (ClaimNotifications
-// quarantines a pending one).
+// cannot be read (done or parked: a claim quarantines a pending one) is
+// moved to the quarantine and the query runs again, so the list still
+// holds up to limit of the others and one torn row does not hide them.
 func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, error) {
+	// stalled counts the runs in a row whose torn rows were all mended or
+	// gone before the quarantine's write looked at them again.
+	for stalled := 0; ; {
+		out, torn, err := s.listNotifications(ctx, p, state, limit)
+		if len(torn) == 0 || stalled == 2 {
+			if err != nil {
+				return nil, fmt.Errorf("sqlite: list notifications: %w", err)
+			}
+			return out, nil
+		}
+		moved, qerr := s.quarantineInboxRows(ctx, torn...)
+		if qerr != nil {
+			return nil, fmt.Errorf("sqlite: list notifications: %w", errors.Join(err, qerr))
+		}
+		if moved > 0 {
+			stalled = 0
+		} else {
+			stalled++
+		}
+	}
+}
+
+// listNotifications runs the list's query once. It returns the rows it
+// could read, the rowids of those it could not, and an error wrapping
+// marketplace.ErrInvalidInput naming them.
+func (s *Store) listNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, []int64, error) {
 	if limit <= 0 {
 		limit = -1
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+inboxCols+` FROM inbox WHERE (? = '' OR provider = ?) AND (? = '' OR state = ?)
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, `+inboxCols+` FROM inbox WHERE (? = '' OR provider = ?) AND (? = '' OR state = ?)
 		ORDER BY received, provider, id LIMIT ?`, p, p, state, state, limit)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: list notifications: %w", err)
+		return nil, nil, err
 	}
 	defer rows.Close()
-	var out []marketplace.Notification
+	var (
+		out  []marketplace.Notification
+		torn []int64
+		errs []error
+	)
 	for rows.Next() {
-		n, _, err := readInboxRow(rows)
+		var rowid int64
+		n, _, err := readInboxRow(rows, &rowid)
+		if errors.Is(err, marketplace.ErrInvalidInput) {
+			torn, errs = append(torn, rowid), append(errs, err)
+			continue
+		}
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: list notifications: %w", err)
+			return nil, nil, err
 		}
 		out = append(out, n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: list notifications: %w", err)
+		return nil, nil, err
 	}
-	return out, nil
+	return out, torn, errors.Join(errs...)
 }
 
 // RequeueNotification implements marketplace.NotificationInbox.

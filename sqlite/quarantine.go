@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -35,6 +36,77 @@ func quarantine(ctx context.Context, tx *sql.Tx, rows ...quarantined) error {
 		}
 	}
 	return nil
+}
+
+// quarantineInbox moves the inbox rows rowids that still cannot be read to
+// the quarantine, in tx: each as the JSON of its InboxRow with the reason
+// it cannot be read, deleted from the inbox in the same commit. A row gone
+// or readable when tx reads it again (a caller that read it outside tx
+// raced with a restore, a mend or another quarantine) is left alone. It is
+// the one way a torn inbox row leaves the inbox: ClaimNotifications,
+// GetNotification and ListNotifications all use it. It returns how many
+// rows it moved.
+func quarantineInbox(ctx context.Context, tx *sql.Tx, rowids ...int64) (int, error) {
+	moved := 0
+	for _, id := range rowids {
+		q, err := tornInboxRow(ctx, tx, id)
+		if err != nil || q == nil {
+			if err != nil {
+				return moved, err
+			}
+			continue
+		}
+		if err := quarantine(ctx, tx, *q); err != nil {
+			return moved, err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE rowid = ?`, id)
+		if err != nil {
+			return moved, err
+		}
+		if k, err := res.RowsAffected(); err != nil || k != 1 {
+			return moved, errors.Join(err, fmt.Errorf("torn inbox row %d was not deleted", id))
+		}
+		moved++
+	}
+	return moved, nil
+}
+
+// tornInboxRow reads inbox row rowid in tx: nil if it is gone or can be
+// read, else the row on its way into the quarantine.
+func tornInboxRow(ctx context.Context, tx *sql.Tx, rowid int64) (*quarantined, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+inboxCols+` FROM inbox WHERE rowid = ?`, rowid)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	_, r, err := readInboxRow(rows)
+	if !errors.Is(err, marketplace.ErrInvalidInput) {
+		return nil, err
+	}
+	data, jerr := json.Marshal(r)
+	if jerr != nil {
+		return nil, jerr
+	}
+	return &quarantined{marketplace.QuarantineInbox, r.Provider + "/" + r.ID, data, err.Error()}, nil
+}
+
+// quarantineInboxRows is quarantineInbox in a write transaction of its
+// own, for the readers (GetNotification, ListNotifications) that found
+// torn rows outside one.
+func (s *Store) quarantineInboxRows(ctx context.Context, rowids ...int64) (int, error) {
+	var moved int
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		moved, err = quarantineInbox(ctx, tx, rowids...)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("quarantine torn inbox rows: %w", err)
+	}
+	return moved, nil
 }
 
 const quarantineCols = `id, source, ref, data, reason, at`
