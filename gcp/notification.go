@@ -162,8 +162,9 @@ func (p *Provider) Run(ctx context.Context) error {
 	}
 	err := p.cfg.Subscriber.Receive(ctx, func(ctx context.Context, msg *pubsub.Message) {
 		m, err := DecodeMessage(msg.Data)
+		first := false
 		if err == nil {
-			_, err = p.e.Accept(ctx, m.notification())
+			first, err = p.e.Accept(ctx, m.notification())
 		}
 		switch {
 		case errors.Is(err, marketplace.ErrInvalidInput):
@@ -172,6 +173,9 @@ func (p *Provider) Run(ctx context.Context) error {
 			p.deps.Logger.Error("Google notification not stored; Pub/Sub will deliver it again", "message", msg.ID, "err", err)
 			msg.Nack()
 			return
+		case err == nil:
+			// Every ack with its ids: what a lost notification is traced by.
+			p.deps.Logger.Debug("Google notification stored; acknowledging", "message", msg.ID, "event", m.EventID, "type", m.EventType, "first", first)
 		}
 		msg.Ack()
 	})
