@@ -157,7 +157,7 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 	// goes back.
 	anchor := time.Now().UTC().Truncate(time.Second)
 	offset := -20*time.Hour + time.Duration(seq)*8*time.Hour
-	p := newReplica(t, "daemon", []string{"-catalogue", cat, "-log-level", "info", "-seal-every", "1s", "-lifecycle-lease", "25s",
+	p := newReplica(t, "daemon", []string{"-catalogue", cat, "-log-level", "debug", "-seal-every", "1s", "-lifecycle-lease", "25s",
 		"-clock-rate", "60", "-clock-anchor", anchor.Format(time.RFC3339),
 		"-aws-product-code", "prod-rel", "-aws-region", "us-east-1",
 		"-azure-tenant-id", "72f988bf-86f1-41af-91ab-2d7cd011db47", "-azure-app-id", "6a1e7f7c-3d8e-4b5a-9c2f-0e1d2c3b4a59",
@@ -422,6 +422,11 @@ func runCrash(t *testing.T, r *crashRun, seq int) {
 			if b, err := os.ReadFile(filepath.Join(p.data(), f)); err == nil {
 				os.WriteFile(filepath.Join(t.ArtifactDir(), f), b, 0o600)
 			}
+		}
+		// The daemon's whole log, all its lives, at debug: every Pub/Sub
+		// ack is in it with its ids.
+		if b, err := os.ReadFile(p.log.Name()); err == nil {
+			os.WriteFile(filepath.Join(t.ArtifactDir(), "daemon.log"), b, 0o600)
 		}
 	}()
 	for _, cloud := range []string{"aws", "azure", "gcp"} {
