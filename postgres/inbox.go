@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/internal/tornrows"
 )
 
 const inboxCols = `provider, id, kind, subject, event_time, payload, state, attempts, next_attempt, progress, reason, received, expires`
@@ -167,26 +168,13 @@ func (s *Store) GetNotification(ctx context.Context, p marketplace.CloudProvider
 // moved to the quarantine and the query runs again, so the list still
 // holds up to limit of the others and one torn row does not hide them.
 func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, error) {
-	// stalled counts the runs in a row whose torn rows were all mended or
-	// gone before the quarantine's transaction looked at them again.
-	for stalled := 0; ; {
-		out, torn, err := s.listNotifications(ctx, p, state, limit)
-		if len(torn) == 0 || stalled == 2 {
-			if err != nil {
-				return nil, fmt.Errorf("postgres: list notifications: %w", err)
-			}
-			return out, nil
-		}
-		moved, qerr := s.quarantineInboxRows(ctx, torn...)
-		if qerr != nil {
-			return nil, fmt.Errorf("postgres: list notifications: %w", errors.Join(err, qerr))
-		}
-		if moved > 0 {
-			stalled = 0
-		} else {
-			stalled++
-		}
+	out, err := tornrows.Read(func() ([]marketplace.Notification, []inboxKey, error) {
+		return s.listNotifications(ctx, p, state, limit)
+	}, func(keys ...inboxKey) (int, error) { return s.quarantineInboxRows(ctx, keys...) })
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list notifications: %w", err)
 	}
+	return out, nil
 }
 
 // listNotifications runs the list's query once. It returns the rows it

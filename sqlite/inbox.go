@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/internal/tornrows"
 )
 
 const inboxCols = `provider, id, kind, subject, event_time, payload, state, attempts, next_attempt, progress, reason, received, expires`
@@ -215,26 +216,13 @@ func (s *Store) getNotification(ctx context.Context, p marketplace.CloudProvider
 // moved to the quarantine and the query runs again, so the list still
 // holds up to limit of the others and one torn row does not hide them.
 func (s *Store) ListNotifications(ctx context.Context, p marketplace.CloudProvider, state string, limit int) ([]marketplace.Notification, error) {
-	// stalled counts the runs in a row whose torn rows were all mended or
-	// gone before the quarantine's write looked at them again.
-	for stalled := 0; ; {
-		out, torn, err := s.listNotifications(ctx, p, state, limit)
-		if len(torn) == 0 || stalled == 2 {
-			if err != nil {
-				return nil, fmt.Errorf("sqlite: list notifications: %w", err)
-			}
-			return out, nil
-		}
-		moved, qerr := s.quarantineInboxRows(ctx, torn...)
-		if qerr != nil {
-			return nil, fmt.Errorf("sqlite: list notifications: %w", errors.Join(err, qerr))
-		}
-		if moved > 0 {
-			stalled = 0
-		} else {
-			stalled++
-		}
+	out, err := tornrows.Read(func() ([]marketplace.Notification, []int64, error) {
+		return s.listNotifications(ctx, p, state, limit)
+	}, func(keys ...int64) (int, error) { return s.quarantineInboxRows(ctx, keys...) })
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list notifications: %w", err)
 	}
+	return out, nil
 }
 
 // listNotifications runs the list's query once. It returns the rows it
