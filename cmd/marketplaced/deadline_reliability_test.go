@@ -1,8 +1,6 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -58,19 +56,7 @@ func TestReliabilityDeadline(t *testing.T) {
 			os.WriteFile(filepath.Join(t.ArtifactDir(), "daemon.log"), []byte(d.logs()), 0o600)
 		}
 	})
-	var buyer admin.Buyer
-	if st := getJSON(t, "POST", emu["aws"]+"/emulator/buyers", `{"product":"prod-rel"}`, &buyer); st != 201 {
-		t.Fatalf("new buyer: %d", st)
-	}
-	resp, err := http.PostForm(d.url+"/aws/landing", url.Values{"x-amzn-marketplace-token": {buyer.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("landing: %d\n%s", resp.StatusCode, d.logs())
-	}
+	buyer := landAWSBuyer(t, emu["aws"], "prod-rel", d)
 	body := `{"records":[{"event_id":"deadline-1","provider":"aws","customer":"` + buyer.ID + `","metric":"tokens","quantity":42}]}`
 	if st := getJSON(t, "POST", d.url+"/v1/usage", body, nil); st != 200 {
 		t.Fatalf("usage: %d", st)

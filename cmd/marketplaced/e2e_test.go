@@ -50,19 +50,7 @@ func TestServeAgainstEmulatorAWS(t *testing.T) {
 	d := startServe(t, "-addr", daemonAddr, "-catalogue", cat, "-aws-product-code", "prod-demo", "-log-level", "debug")
 
 	// A buyer subscribes on AWS and lands on the seller's registration URL.
-	var buyer admin.Buyer
-	if st := getJSON(t, "POST", awsURL+"/emulator/buyers", `{"product":"prod-demo"}`, &buyer); st != 201 || buyer.Token == "" {
-		t.Fatalf("new buyer: %d %+v", st, buyer)
-	}
-	resp, err := http.PostForm(d.url+"/aws/landing", url.Values{"x-amzn-marketplace-token": {buyer.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("landing: %d %s\n%s", resp.StatusCode, body, d.logs())
-	}
+	buyer := landAWSBuyer(t, awsURL, "prod-demo", d)
 	var sub map[string]any
 	if st := getJSON(t, "GET", d.url+"/v1/subscriptions/aws/"+url.PathEscape(buyer.ID), "", &sub); st != 200 || sub["status"] != "active" {
 		t.Fatalf("subscription after landing: %d %v", st, sub)

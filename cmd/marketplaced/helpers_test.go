@@ -549,3 +549,23 @@ func settledBills(t *testing.T, emu map[string]string, clients map[string]*http.
 	time.Sleep(3 * time.Second) // nothing more may arrive
 	return bills()
 }
+
+// landAWSBuyer makes a buyer of product on the AWS emulator at awsURL and
+// lands it on the daemon d, as AWS's registration redirect would.
+func landAWSBuyer(t *testing.T, awsURL, product string, d *daemon) admin.Buyer {
+	t.Helper()
+	var buyer admin.Buyer
+	if st := getJSON(t, "POST", awsURL+"/emulator/buyers", `{"product":"`+product+`"}`, &buyer); st != 201 || buyer.Token == "" {
+		t.Fatalf("new buyer: %d %+v", st, buyer)
+	}
+	resp, err := http.PostForm(d.url+"/aws/landing", url.Values{"x-amzn-marketplace-token": {buyer.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("landing: %d %s\n%s", resp.StatusCode, body, d.logs())
+	}
+	return buyer
+}

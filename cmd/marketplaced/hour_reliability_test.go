@@ -1,8 +1,6 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,19 +40,7 @@ func TestReliabilityHourEdge(t *testing.T) {
 		"-clock-offset", offset.Round(time.Millisecond).String(), "-seal-grace", "5s", "-seal-every", "1s")
 	daemonNow := func() time.Time { return time.Now().Add(offset) }
 
-	var buyer admin.Buyer
-	if st := getJSON(t, "POST", emu["aws"]+"/emulator/buyers", `{"product":"prod-rel"}`, &buyer); st != 201 {
-		t.Fatalf("new buyer: %d", st)
-	}
-	resp, err := http.PostForm(d.url+"/aws/landing", url.Values{"x-amzn-marketplace-token": {buyer.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("landing: %d\n%s", resp.StatusCode, d.logs())
-	}
+	buyer := landAWSBuyer(t, emu["aws"], "prod-rel", d)
 	if end := hour.Add(time.Hour); !daemonNow().Before(end) {
 		t.Fatalf("the daemon's clock passed the hour's end before the first record (start-up took too long)")
 	}
