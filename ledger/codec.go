@@ -40,7 +40,11 @@ var ErrCorruptLog = errors.New("ledger: corrupt log entry")
 // says what is wrong. A store calls it before putting a quarantined entry
 // back.
 func CheckEntry(b []byte) error {
-	return walkEntry(b, func([]byte, rawKey, int64) {})
+	body, err := entryBody(b)
+	if err != nil {
+		return err
+	}
+	return walkBody(body, func([]byte, rawKey, int64) {})
 }
 
 // EncodeDeltas appends the encoding of deltas to dst.
@@ -84,13 +88,18 @@ type Aggregator struct {
 // CheckEntry) nothing of the entry is added, so a store can move the entry
 // aside and go on folding the others.
 func (a *Aggregator) AddEntry(b []byte) error {
-	if err := CheckEntry(b); err != nil {
+	// The checksum once; the deltas twice: checked whole, then added.
+	body, err := entryBody(b)
+	if err != nil {
+		return err
+	}
+	if err := walkBody(body, func([]byte, rawKey, int64) {}); err != nil {
 		return err
 	}
 	if a.idx == nil {
 		a.idx = make(map[string]int)
 	}
-	return walkEntry(b, func(seg []byte, key rawKey, q int64) {
+	return walkBody(body, func(seg []byte, key rawKey, q int64) {
 		if i, ok := a.idx[string(seg)]; ok {
 			a.deltas[i].Quantity += q
 			return
@@ -119,23 +128,38 @@ func (k rawKey) decode() BucketKey {
 // walkEntry calls fn for each delta of an encoded entry with the bytes that
 // encode its key, the key itself, and its quantity.
 func walkEntry(b []byte, fn func(seg []byte, key rawKey, q int64)) error {
+	body, err := entryBody(b)
+	if err != nil {
+		return err
+	}
+	return walkBody(body, fn)
+}
+
+// entryBody checks an entry's version and checksum and returns the version
+// byte and the deltas, without the checksum.
+func entryBody(b []byte) ([]byte, error) {
 	if len(b) == 0 {
-		return fmt.Errorf("%w: empty", ErrCorruptLog)
+		return nil, fmt.Errorf("%w: empty", ErrCorruptLog)
 	}
 	switch b[0] {
 	case codecV1:
 	case codecVersion:
 		if len(b) < 1+checksumLen {
-			return fmt.Errorf("%w: too short for its checksum", ErrCorruptLog)
+			return nil, fmt.Errorf("%w: too short for its checksum", ErrCorruptLog)
 		}
 		body, sum := b[:len(b)-checksumLen], binary.LittleEndian.Uint32(b[len(b)-checksumLen:])
 		if crc32.Checksum(body, crcTable) != sum {
-			return fmt.Errorf("%w: checksum mismatch", ErrCorruptLog)
+			return nil, fmt.Errorf("%w: checksum mismatch", ErrCorruptLog)
 		}
 		b = body
 	default:
-		return fmt.Errorf("%w: unknown version %d", ErrCorruptLog, b[0])
+		return nil, fmt.Errorf("%w: unknown version %d", ErrCorruptLog, b[0])
 	}
+	return b, nil
+}
+
+// walkBody walks the deltas of an entry's body (see entryBody).
+func walkBody(b []byte, fn func(seg []byte, key rawKey, q int64)) error {
 	r := reader{b: b[1:]}
 	n := r.uvarint()
 	// Every delta takes at least 5 bytes; a larger count is corrupt.
