@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cloud.google.com/go/pubsub/v2/pstest"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -165,6 +166,21 @@ func startPubSub(t *testing.T) string {
 	}
 	t.Setenv("PUBSUB_EMULATOR_HOST", addr)
 	return addr
+}
+
+// startPstest starts the Go Pub/Sub client's own fake server (pstest) in
+// the test process and sets PUBSUB_EMULATOR_HOST for this test and the
+// processes it starts. The crash test uses it: like the cloud, it stops
+// leasing messages to a stream whose subscriber died, and what that
+// subscriber held comes back at its ack deadline. Google's emulator keeps
+// serving a killed subscriber's stream (RELIABILITY.md), so across many
+// SIGKILLs it hands messages to the dead far longer than the cloud would.
+func startPstest(t *testing.T) string {
+	t.Helper()
+	srv := pstest.NewServer()
+	t.Cleanup(func() { srv.Close() })
+	t.Setenv("PUBSUB_EMULATOR_HOST", srv.Addr)
+	return srv.Addr
 }
 
 const e2eProject = "e2e-project"
