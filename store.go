@@ -194,7 +194,8 @@ const (
 // aside, in the same commit that would have read it, so that it halts
 // nothing else (folding, sealing and reporting usage, applying
 // notifications), and keeps it with its reason until an operator puts it
-// back. Nothing in it is applied or billed while it is quarantined.
+// back or discards it. Nothing in it is applied or billed while it is
+// quarantined.
 type Quarantined struct {
 	ID     int64
 	Source string // QuarantineUsageLog or QuarantineInbox
@@ -227,6 +228,14 @@ type QuarantineStore interface {
 	// otherwise it fails with an error wrapping ErrInvalidInput and saying
 	// what is wrong, and the row stays quarantined.
 	RestoreQuarantined(ctx context.Context, id int64, data []byte) error
+	// DiscardQuarantined removes row id from the quarantine, in one
+	// commit, and returns it as it was, for the caller to log or keep. It
+	// is for a row the operator gave up on (garbage that cannot be
+	// mended): a discarded usage-log entry's usage is never billed, a
+	// discarded inbox row's notification is never applied (its cloud may
+	// still deliver it again, as a new notification). An unknown id (or
+	// one restored or discarded already) is an error wrapping ErrNotFound.
+	DiscardQuarantined(ctx context.Context, id int64) (*Quarantined, error)
 }
 
 // InboxRow is an inbox notification as a store holds it: its columns as

@@ -206,3 +206,22 @@ func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) e
 	}
 	return nil
 }
+
+// DiscardQuarantined implements marketplace.QuarantineStore. One statement
+// deletes the row and returns it, so the row returned is exactly the row
+// deleted, even with a restore or another discard racing it.
+func (s *Store) DiscardQuarantined(ctx context.Context, id int64) (*marketplace.Quarantined, error) {
+	var q marketplace.Quarantined
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		q, err = scanQuarantined(tx.QueryRow(ctx, `DELETE FROM quarantine WHERE id = $1 RETURNING `+quarantineCols, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound(fmt.Sprintf("quarantined row %d", id))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: discard quarantined row %d: %w", id, err)
+	}
+	return &q, nil
+}

@@ -103,6 +103,21 @@ func (f *fakeQuarantine) RestoreQuarantined(ctx context.Context, id int64, data 
 	return fmt.Errorf("quarantined row %d: %w", id, marketplace.ErrNotFound)
 }
 
+func (f *fakeQuarantine) DiscardQuarantined(ctx context.Context, id int64) (*marketplace.Quarantined, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	for i, q := range f.rows {
+		if q.ID == id {
+			f.rows = append(f.rows[:i], f.rows[i+1:]...)
+			return &q, nil
+		}
+	}
+	return nil, fmt.Errorf("quarantined row %d: %w", id, marketplace.ErrNotFound)
+}
+
 // damagedRows returns a quarantine holding a log entry with a flipped
 // byte (id 1) and an inbox row with a torn column (id 2), and the mended
 // forms of both.

@@ -226,3 +226,22 @@ func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) e
 	}
 	return nil
 }
+
+// DiscardQuarantined implements marketplace.QuarantineStore. One statement
+// deletes the row and returns it, so the row returned is exactly the row
+// deleted, even with a restore or another discard racing it.
+func (s *Store) DiscardQuarantined(ctx context.Context, id int64) (*marketplace.Quarantined, error) {
+	var q marketplace.Quarantined
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		q, err = scanQuarantined(tx.QueryRowContext(ctx, `DELETE FROM quarantine WHERE id = ? RETURNING `+quarantineCols, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(fmt.Sprintf("quarantined row %d", id))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: discard quarantined row %d: %w", id, err)
+	}
+	return &q, nil
+}

@@ -67,6 +67,7 @@ func runQuarantine(t *testing.T, h Harness) {
 	}
 	t.Run("LogEntries", func(t *testing.T) { runQuarantineLog(t, h) })
 	t.Run("InboxRows", func(t *testing.T) { runQuarantineInbox(t, h) })
+	t.Run("Discard", func(t *testing.T) { runQuarantineDiscard(t, h) })
 }
 
 // quarantinedBySource lists the quarantine and checks what every row must
@@ -434,4 +435,164 @@ func runQuarantineSettled(t *testing.T, h Harness) {
 		t.Errorf("restored parked notification: %+v, %v", got, err)
 	}
 	must(t, s.RequeueNotification(ctx, "aws", "n-2", ts.Add(time.Hour)))
+}
+
+// runQuarantineDiscard: an operator discards rows that will never be
+// mended. Each leaves the quarantine (list, get and count) in one commit
+// and is returned as it was; its usage is never billed and its
+// notification never applied, however it is asked for again, and the
+// other rows, quarantined or not, are untouched.
+func runQuarantineDiscard(t *testing.T, h Harness) {
+	e := newEnv(t, h, ledger.Config{})
+	ctx := t.Context()
+	entry := func(cust string, q int64) []byte {
+		return ledger.EncodeDeltas(nil, []ledger.Delta{{BucketKey: ledger.BucketKey{
+			SeriesKey: ledger.SeriesKey{Provider: "aws", Customer: cust, Dimension: "req"}, Hour: ledger.HourOf(t0)}, Quantity: q}})
+	}
+
+	// The usage log: c2's entry with a flipped bit (the quantity, as in
+	// runQuarantineLog) and garbage, among c1's and c3's good entries.
+	e.ingest(rec("aws", "c1", "req", 5, t0, ""))
+	e.ingest(rec("aws", "c2", "req", 3, t0, ""))
+	h.Damage(t, e.db, Damage{Kind: DamageFlipLogByte, Byte: -5})
+	h.Damage(t, e.db, Damage{Kind: DamageAppendRaw, Entry: []byte{9, 1, 2, 3}})
+	e.ingest(rec("aws", "c3", "req", 4, t0, ""))
+	quantities := func() string {
+		t.Helper()
+		out := map[string]int64{}
+		for _, b := range e.buckets(ledger.BucketFilter{}) {
+			out[b.Customer] += b.Quantity
+		}
+		return fmt.Sprint(out)
+	}
+	if got, want := quantities(), "map[c1:5 c3:4]"; got != want {
+		t.Fatalf("quantities per customer with 2 damaged entries = %s, want %s", got, want)
+	}
+
+	// The inbox: n-2 of three notifications torn, and quarantined by the
+	// claim that meets it.
+	ts := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i := 1; i <= 3; i++ {
+		if _, err := e.store.AddNotification(ctx, marketplace.Notification{Provider: "aws", ID: fmt.Sprintf("n-%d", i), Kind: "subscribe",
+			Subject: "s", Time: ts.Add(time.Duration(i) * time.Minute), Payload: fmt.Appendf(nil, `{"i":%d}`, i), Received: ts,
+			Expires: ts.Add(7 * 24 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Damage(t, e.db, Damage{Kind: DamageInboxColumn, Provider: "aws", ID: "n-2", Column: "attempts", Value: "-1"})
+	claim := func(owner string, now time.Time) string {
+		t.Helper()
+		got, err := e.store.ClaimNotifications(ctx, marketplace.NotificationClaim{Owner: owner, Now: now, Lease: time.Minute, Limit: 10})
+		if err != nil {
+			t.Fatalf("ClaimNotifications: %v", err)
+		}
+		var ids []string
+		for _, n := range got {
+			ids = append(ids, n.ID)
+		}
+		return fmt.Sprint(ids)
+	}
+	if got := claim("w1", ts.Add(time.Hour)); got != "[n-1 n-3]" {
+		t.Fatalf("claim with n-2 torn = %s, want [n-1 n-3]", got)
+	}
+
+	logRows := quarantinedBySource(t, e.store, marketplace.QuarantineUsageLog)
+	wantReasons(t, logRows, "checksum", "unknown version")
+	inboxRows := quarantinedBySource(t, e.store, marketplace.QuarantineInbox)
+	wantReasons(t, inboxRows, "attempts")
+	var torn marketplace.InboxRow
+	if err := json.Unmarshal(inboxRows[0].Data, &torn); err != nil {
+		t.Fatal(err)
+	}
+	torn.Attempts = "0"
+	mendedRow, err := json.Marshal(torn)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := e.store.DiscardQuarantined(ctx, logRows[1].ID+1000); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("DiscardQuarantined(unknown id): %v, want ErrNotFound", err)
+	}
+	// Each is discarded in turn; mended is what would have put it back (a
+	// restore must not revive a discarded row); left is what the
+	// quarantine holds after it.
+	for _, tc := range []struct {
+		name   string
+		q      marketplace.Quarantined
+		mended []byte
+		left   string
+	}{
+		{"FlippedEntry", logRows[0], entry("c2", 3), fmt.Sprint([]string{logRows[1].Ref, inboxRows[0].Ref})},
+		{"TornInboxRow", inboxRows[0], mendedRow, fmt.Sprint([]string{logRows[1].Ref})},
+		{"Garbage", logRows[1], nil, "[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := e.store.DiscardQuarantined(ctx, tc.q.ID)
+			if err != nil {
+				t.Fatalf("DiscardQuarantined(%d): %v", tc.q.ID, err)
+			}
+			if got.ID != tc.q.ID || got.Source != tc.q.Source || got.Ref != tc.q.Ref || !bytes.Equal(got.Data, tc.q.Data) ||
+				got.Reason != tc.q.Reason || !got.At.Equal(tc.q.At) {
+				t.Errorf("DiscardQuarantined(%d) = %+v, want the row as it was: %+v", tc.q.ID, got, tc.q)
+			}
+			if _, err := e.store.GetQuarantined(ctx, tc.q.ID); !errors.Is(err, marketplace.ErrNotFound) {
+				t.Errorf("GetQuarantined of a discarded row: %v, want ErrNotFound", err)
+			}
+			if _, err := e.store.DiscardQuarantined(ctx, tc.q.ID); !errors.Is(err, marketplace.ErrNotFound) {
+				t.Errorf("second discard: %v, want ErrNotFound", err)
+			}
+			for _, data := range [][]byte{nil, tc.mended} {
+				if err := e.store.RestoreQuarantined(ctx, tc.q.ID, data); !errors.Is(err, marketplace.ErrNotFound) {
+					t.Errorf("restore of a discarded row with %q: %v, want ErrNotFound", data, err)
+				}
+			}
+			// List and count (quarantinedBySource checks the count
+			// against the list) hold the others only.
+			var left []string
+			for _, src := range []string{marketplace.QuarantineUsageLog, marketplace.QuarantineInbox} {
+				for _, q := range quarantinedBySource(t, e.store, src) {
+					left = append(left, q.Ref)
+				}
+			}
+			if got := fmt.Sprint(left); got != tc.left {
+				t.Errorf("quarantined after the discard: %s, want %s", got, tc.left)
+			}
+		})
+	}
+	if counts, err := e.store.CountQuarantined(ctx); err != nil || counts[marketplace.QuarantineUsageLog] != 0 || counts[marketplace.QuarantineInbox] != 0 {
+		t.Errorf("CountQuarantined after discarding every row = %v, %v; want 0 per source", counts, err)
+	}
+
+	// c2's usage is never billed: the hour seals and is claimed for
+	// reporting without it, c1's and c3's exactly.
+	if got, want := quantities(), "map[c1:5 c3:4]"; got != want {
+		t.Errorf("quantities per customer after the discards = %s, want %s", got, want)
+	}
+	e.clock.Set(t0.Add(time.Hour))
+	if n := e.seal(); n != 2 {
+		t.Errorf("Seal sealed %d buckets, want 2 (c1 and c3 at 10:00)", n)
+	}
+	claimed, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "R", Now: e.clock.Now(), Lease: time.Minute, Limit: 10})
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	billed := map[string]int64{}
+	for _, b := range claimed {
+		billed[b.Customer] += b.Units
+	}
+	if got, want := fmt.Sprint(billed), "map[c1:5 c3:4]"; got != want {
+		t.Errorf("units claimed for reporting = %s, want %s", got, want)
+	}
+
+	// n-2 is never applied: not found, and not claimed once the others'
+	// lease has run out; they are claimed again as before.
+	if _, err := e.store.GetNotification(ctx, "aws", "n-2"); !errors.Is(err, marketplace.ErrNotFound) {
+		t.Errorf("GetNotification of a discarded row: %v, want ErrNotFound", err)
+	}
+	if got := claim("w2", ts.Add(2*time.Hour)); got != "[n-1 n-3]" {
+		t.Errorf("claim after the discard = %s, want [n-1 n-3]", got)
+	}
+	if all, err := e.store.ListNotifications(ctx, "", "", 0); err != nil || len(all) != 2 {
+		t.Errorf("ListNotifications after the discard: %d, %v; want n-1 and n-3", len(all), err)
+	}
 }
