@@ -36,6 +36,7 @@ func (s *Server) routes() http.Handler {
 	v1("GET /v1/quarantine", s.listQuarantine)
 	v1("GET /v1/quarantine/{id}", s.getQuarantined)
 	v1("POST /v1/quarantine/{id}/restore", s.restoreQuarantined)
+	v1("DELETE /v1/quarantine/{id}", s.discardQuarantined)
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)

@@ -180,6 +180,7 @@ func TestValidatorCatchesDrift(t *testing.T) {
 		{"missing required field", "POST", "/v1/usage", `{"records":[{"provider":"aws","customer":"c","metric":"m","quantity":1}]}`, 200, `{"accepted":1}`},
 		{"refused request accepted", "POST", "/v1/usage", `{"records":[{"provider":"aws","customer":"c","metric":"m","quantity":-1}]}`, 200, `{"accepted":1,"duplicates":0,"duplicate_event_ids":[]}`},
 		{"undocumented route served", "GET", "/v1/secret", "", 200, `{}`},
+		{"discard answered without the row", "DELETE", "/v1/quarantine/1", "", 200, `{"discarded":{"id":1}}`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 //	GET  /v1/quarantine                 the list and the counts per source
 //	GET  /v1/quarantine/{id}            one row, with its data
 //	POST /v1/quarantine/{id}/restore    put it back, as stored or mended
+//	DELETE /v1/quarantine/{id}          discard it: never billed or applied
 
 // quarantineListLimit bounds the rows GET /v1/quarantine and the dashboard
 // list; the counts stay whole.
@@ -158,7 +159,7 @@ func (s *Server) getQuarantined(w http.ResponseWriter, r *http.Request) {
 	q, err := qs.GetQuarantined(r.Context(), id)
 	switch {
 	case errors.Is(err, marketplace.ErrNotFound):
-		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored already, or never quarantined)", id))
+		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
 	case err != nil:
 		s.unavailable(w, r, "reading a quarantined row", err)
 	default:
@@ -209,7 +210,7 @@ func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
 	}
 	q, err := qs.GetQuarantined(r.Context(), id)
 	if errors.Is(err, marketplace.ErrNotFound) {
-		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored already, or never quarantined)", id))
+		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
 		return
 	}
 	if err != nil {
@@ -219,7 +220,7 @@ func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
 	err = qs.RestoreQuarantined(r.Context(), id, req.Data)
 	switch {
 	case errors.Is(err, marketplace.ErrNotFound):
-		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored already, or never quarantined)", id))
+		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
 		return
 	case errors.Is(err, marketplace.ErrInvalidInput):
 		writeError(w, r, http.StatusBadRequest, "invalid_row", fmt.Sprintf("quarantined row %d (%s, %s) stays quarantined: %v", id, q.Source, q.Ref, err))
@@ -235,6 +236,38 @@ func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
 		"mended", req.Data != nil)
 	writeJSON(w, http.StatusOK, struct {
 		Restored quarantined `json:"restored"`
+	}{ViewQuarantined(q, true)})
+}
+
+// discardQuarantined is DELETE /v1/quarantine/{id}: the operator gave up
+// on the row (garbage that cannot be mended), so it leaves the quarantine
+// and what it held is never billed or applied. The answer is the row as it
+// was, data and all, the last copy the daemon has of it.
+func (s *Server) discardQuarantined(w http.ResponseWriter, r *http.Request) {
+	qs, ok := s.quarantineStore(w, r)
+	if !ok {
+		return
+	}
+	id, ok := quarantineID(w, r)
+	if !ok {
+		return
+	}
+	q, err := qs.DiscardQuarantined(r.Context(), id)
+	switch {
+	case errors.Is(err, marketplace.ErrNotFound):
+		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
+		return
+	case err != nil:
+		s.unavailable(w, r, "discarding a quarantined row", err)
+		return
+	}
+	// Warn, not Info: usage or a notification is given up for good. The
+	// data stays out of the log (it may be large, and is the caller's to
+	// keep from the answer).
+	s.log.Warn("quarantined row discarded", "request_id", RequestID(r.Context()), "id", q.ID, "source", q.Source, "ref", q.Ref,
+		"reason", q.Reason, "size", len(q.Data))
+	writeJSON(w, http.StatusOK, struct {
+		Discarded quarantined `json:"discarded"`
 	}{ViewQuarantined(q, true)})
 }
 

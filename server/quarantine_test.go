@@ -343,4 +343,149 @@ func TestQuarantineOnTheSQLiteStore(t *testing.T) {
 	if resp, body := h.do(t, "GET", "/v1/quarantine", nil, testKey); !strings.Contains(string(body), `"quarantined":[]`) {
 		t.Errorf("after the restore: %d %s", resp.StatusCode, body)
 	}
+
+	// Another customer's entry, damaged too and given up on: discarded,
+	// it is answered as stored and its usage is never folded.
+	bad8 := ledger.EncodeDeltas(nil, []ledger.Delta{{BucketKey: ledger.BucketKey{
+		SeriesKey: ledger.SeriesKey{Provider: marketplace.AWS, Customer: "c8", Dimension: "tokens_1m"}, Hour: ledger.HourOf(t0)}, Quantity: 55}})
+	bad8[len(bad8)-5] ^= 0x01
+	if _, err := db.ExecContext(t.Context(), `INSERT INTO usage_log (data) VALUES (?)`, bad8); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ledger.Fold(t.Context()); err != nil {
+		t.Fatalf("a damaged entry halted folding: %v", err)
+	}
+	resp, body = h.do(t, "GET", "/v1/quarantine", nil, testKey)
+	l = decode[struct {
+		Quarantined []quarantined    `json:"quarantined"`
+		Counts      map[string]int64 `json:"counts"`
+	}](t, body)
+	if resp.StatusCode != 200 || len(l.Quarantined) != 1 {
+		t.Fatalf("list: %d %s", resp.StatusCode, body)
+	}
+	path = "/v1/quarantine/" + strconv.FormatInt(l.Quarantined[0].ID, 10)
+	resp, body = h.do(t, "DELETE", path, nil, testKey)
+	if d := decode[struct{ Discarded quarantined }](t, body).Discarded; resp.StatusCode != 200 || string(d.Data) != string(bad8) ||
+		!strings.Contains(d.Reason, "corrupt log entry") {
+		t.Fatalf("discard: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := h.do(t, "DELETE", path, nil, testKey); resp.StatusCode != 404 {
+		t.Errorf("second discard: %d %s, want 404", resp.StatusCode, body)
+	}
+	if err := h.ledger.Fold(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = h.do(t, "GET", "/v1/usage?provider=aws&customer=c8", nil, testKey)
+	if bs := decode[struct{ Buckets []bucket }](t, body).Buckets; resp.StatusCode != 200 || len(bs) != 0 {
+		t.Errorf("usage of the discarded entry's customer: %d %s, want none", resp.StatusCode, body)
+	}
+	if resp, body := h.do(t, "GET", "/v1/quarantine", nil, testKey); !strings.Contains(string(body), `"quarantined":[]`) {
+		t.Errorf("after the discard: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestQuarantineDiscardAPI: DELETE /v1/quarantine/{id} discards a row an
+// operator gave up on. The answer is the row as it was, data and all; the
+// row leaves the list, the counts and the gauge; the log says what went,
+// without the data; and the id is gone for every route after it.
+func TestQuarantineDiscardAPI(t *testing.T) {
+	fq, _, _ := damagedRows(t)
+	torn := fq.rows[1]
+	h := newHarness(t, harnessOptions{quarantine: fq})
+	scrape := func() string {
+		t.Helper()
+		resp, body := h.do(t, "GET", "/metrics", nil, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("/metrics: %d", resp.StatusCode)
+		}
+		return string(body)
+	}
+	if m := scrape(); !strings.Contains(m, `marketplaced_quarantined_rows{source="inbox"} 1`) {
+		t.Fatal("/metrics does not count the torn inbox row")
+	}
+
+	for _, c := range []struct {
+		name, path, key string
+		status          int
+		code, msg       string
+	}{
+		{"no key", "/v1/quarantine/2", "", 401, "unauthorized", ""},
+		{"wrong key", "/v1/quarantine/2", "not-a-key", 401, "unauthorized", ""},
+		{"not an id", "/v1/quarantine/abc", testKey, 400, "invalid_request", "id:"},
+		{"zero", "/v1/quarantine/0", testKey, 400, "invalid_request", "id:"},
+		{"unknown id", "/v1/quarantine/99", testKey, 404, "not_found", "no quarantined row 99"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := h.do(t, "DELETE", c.path, nil, c.key)
+			e := decode[apiError](t, body).Error
+			if resp.StatusCode != c.status || e.Code != c.code || !strings.Contains(e.Message, c.msg) {
+				t.Errorf("%d %s, want %d %s with %q", resp.StatusCode, body, c.status, c.code, c.msg)
+			}
+		})
+	}
+	if len(fq.rows) != 2 {
+		t.Fatalf("a refused discard discarded a row: %+v", fq.rows)
+	}
+
+	resp, body := h.do(t, "DELETE", "/v1/quarantine/2", nil, testKey)
+	d := decode[struct{ Discarded quarantined }](t, body).Discarded
+	if resp.StatusCode != 200 || d.ID != 2 || d.Source != "inbox" || d.Ref != "azure/op-7" || d.Reason != torn.Reason ||
+		!d.At.Equal(torn.At) || d.Size != len(torn.Data) || string(d.Data) != string(torn.Data) || d.InboxRow == nil || d.InboxRow.Attempts != "three" {
+		t.Fatalf("discard 2: %d %s", resp.StatusCode, body)
+	}
+	for _, c := range []struct{ method, path string }{
+		{"DELETE", "/v1/quarantine/2"},
+		{"GET", "/v1/quarantine/2"},
+		{"POST", "/v1/quarantine/2/restore"},
+	} {
+		resp, body := h.do(t, c.method, c.path, nil, testKey)
+		if e := decode[apiError](t, body).Error; resp.StatusCode != 404 || !strings.Contains(e.Message, "discarded already") {
+			t.Errorf("%s %s after the discard: %d %s, want 404 saying it may be discarded", c.method, c.path, resp.StatusCode, body)
+		}
+	}
+	resp, body = h.do(t, "GET", "/v1/quarantine", nil, testKey)
+	l := decode[struct {
+		Quarantined []quarantined    `json:"quarantined"`
+		Counts      map[string]int64 `json:"counts"`
+	}](t, body)
+	if resp.StatusCode != 200 || len(l.Quarantined) != 1 || l.Quarantined[0].ID != 1 || l.Counts["usage_log"] != 1 || l.Counts["inbox"] != 0 {
+		t.Errorf("list after the discard: %d %s", resp.StatusCode, body)
+	}
+	m := scrape()
+	for _, want := range []string{`marketplaced_quarantined_rows{source="inbox"} 0`, `marketplaced_quarantined_rows{source="usage_log"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics after the discard lacks %s", want)
+		}
+	}
+
+	// One warning per discard, with what identifies the row; the data is
+	// in the answer, not the log.
+	var logged []map[string]any
+	for line := range strings.Lines(h.logs.String()) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "quarantined row discarded" {
+			logged = append(logged, rec)
+		}
+	}
+	if len(logged) != 1 {
+		t.Fatalf("%d discard log records, want 1:\n%s", len(logged), h.logs.String())
+	}
+	rec := logged[0]
+	if rec["level"] != "WARN" || rec["id"] != 2.0 || rec["source"] != "inbox" || rec["ref"] != "azure/op-7" || rec["reason"] != torn.Reason ||
+		rec["size"] != float64(len(torn.Data)) || rec["request_id"] == "" {
+		t.Errorf("discard log record: %v", rec)
+	}
+	if _, ok := rec["data"]; ok || strings.Contains(h.logs.String(), base64.StdEncoding.EncodeToString(torn.Data)) || strings.Contains(h.logs.String(), `\"attempts\":\"three\"`) {
+		t.Error("the log holds the discarded row's data")
+	}
+
+	// A store that does not answer: 503, and nothing is discarded.
+	fq.fail = fmt.Errorf("disk I/O error")
+	if resp, body := h.do(t, "DELETE", "/v1/quarantine/1", nil, testKey); resp.StatusCode != 503 {
+		t.Errorf("store down: %d %s", resp.StatusCode, body)
+	}
+	fq.fail = nil
+	if len(fq.rows) != 1 {
+		t.Errorf("rows after a failed discard: %+v", fq.rows)
+	}
 }
