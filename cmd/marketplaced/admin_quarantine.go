@@ -9,15 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/server"
 )
 
-const quarantineUsage = `quarantine list | show -id N [-raw] | restore -id N [-file MENDED]   [flags]
+const quarantineUsage = `quarantine list | show -id N [-raw] | restore -id N [-file MENDED] | discard -id N [-raw]   [flags]
 
 A stored row the daemon could not read (an entry of the ledger's usage log,
 a notification of the lifecycle inbox) is moved aside, with its reason, so
@@ -30,16 +32,21 @@ that it halts nothing else; nothing in it is billed or applied meanwhile.
   restore   put the row back: as stored (once what made it unreadable is
             mended), or with -file, the mended row (a log entry's bytes, or
             an inbox row's JSON). A row that still cannot be read is refused,
-            saying what is wrong, and stays quarantined.`
+            saying what is wrong, and stays quarantined.
+  discard   give up on the row (garbage that can never be mended): it leaves
+            the quarantine for good, its usage is never billed and its
+            notification never applied. Prints what was discarded, data and
+            all (the daemon keeps no copy); -raw prints only the data as
+            stored, to keep.`
 
-// runQuarantine is marketplaced quarantine list|show|restore.
+// runQuarantine is marketplaced quarantine list|show|restore|discard.
 func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "show" && args[0] != "restore") {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "show" && args[0] != "restore" && args[0] != "discard") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 			fmt.Fprintln(stdout, "usage: marketplaced "+quarantineUsage)
 			return flag.ErrHelp
 		}
-		return errors.New("quarantine: want list, show or restore: marketplaced " + quarantineUsage)
+		return errors.New("quarantine: want list, show, restore or discard: marketplaced " + quarantineUsage)
 	}
 	action := args[0]
 	var (
@@ -57,6 +64,8 @@ func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer)
 			fs.BoolVar(&raw, "raw", false, "print only the row's data as stored (to save and mend)")
 		case "restore":
 			fs.StringVar(&file, "file", "", "the mended row (- reads standard input); without it the row goes back as stored")
+		case "discard":
+			fs.BoolVar(&raw, "raw", false, "print only the discarded row's data as stored (the last copy, to keep)")
 		}
 	})
 	if err != nil {
@@ -109,6 +118,30 @@ func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		fmt.Fprintf(stdout, "restored quarantined row %d (%s, %s) %s, %d bytes: it is back in %s\n", q.ID, q.Source, q.Ref, how, len(q.Data), where)
 		return nil
+	case "discard":
+		d, ok := src.(quarantineDiscarder)
+		if !ok {
+			return errors.New("quarantine discard: this source cannot discard rows")
+		}
+		q, err := d.Discard(ctx, id)
+		if err != nil {
+			return fmt.Errorf("quarantine discard: %w", err)
+		}
+		switch {
+		case raw:
+			_, err = stdout.Write(q.Data)
+			return err
+		case f.json:
+			return printJSON(stdout, map[string]any{"discarded": q})
+		}
+		never := "its usage is never billed"
+		if q.Source == marketplace.QuarantineInbox {
+			never = "its notification is never applied"
+		}
+		fmt.Fprintf(stdout, "discarded quarantined row %d (%s, %s): it left the quarantine for good, %s\n\n", q.ID, q.Source, q.Ref, never)
+		// The store no longer has the row: what is printed is its last
+		// copy, so the data goes with it.
+		return printQuarantinedRow(stdout, q, "\nthe daemon keeps no copy of it: the data above is the last one\n")
 	}
 	rows, counts, err := src.Quarantined(ctx)
 	if err != nil {
@@ -130,7 +163,8 @@ func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "%d quarantined (usage_log %d, inbox %d)\n", len(rows), counts[marketplace.QuarantineUsageLog], counts[marketplace.QuarantineInbox])
 	if len(rows) > 0 {
-		fmt.Fprintln(stdout, "see one: marketplaced quarantine show -id ID; put it back once mended: marketplaced quarantine restore -id ID [-file MENDED]")
+		fmt.Fprintln(stdout, "see one: marketplaced quarantine show -id ID; put it back once mended: marketplaced quarantine restore -id ID [-file MENDED]; "+
+			"give up on one: marketplaced quarantine discard -id ID")
 	}
 	return nil
 }
@@ -138,6 +172,12 @@ func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer)
 // printQuarantined prints a row's fields, then its data: an inbox row's
 // columns as JSON (what an operator mends), anything else as a hex dump.
 func printQuarantined(w io.Writer, q quarantinedView) error {
+	return printQuarantinedRow(w, q, fmt.Sprintf("\nto mend it: marketplaced quarantine show -id %d -raw > row; edit row; marketplaced quarantine restore -id %d -file row\n", q.ID, q.ID))
+}
+
+// printQuarantinedRow is printQuarantined with what to print after the
+// data.
+func printQuarantinedRow(w io.Writer, q quarantinedView, after string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, kv := range [][2]string{{"id", strconv.FormatInt(q.ID, 10)}, {"source", q.Source}, {"where", q.Ref},
 		{"quarantined", q.At.UTC().Format(time.RFC3339)}, {"reason", q.Reason}, {"size", strconv.Itoa(len(q.Data)) + " bytes"}} {
@@ -159,7 +199,40 @@ func printQuarantined(w io.Writer, q quarantinedView) error {
 		fmt.Fprintln(&b, "\ndata:")
 		b.WriteString(hex.Dump(q.Data))
 	}
-	fmt.Fprintf(&b, "\nto mend it: marketplaced quarantine show -id %d -raw > row; edit row; marketplaced quarantine restore -id %d -file row\n", q.ID, q.ID)
+	b.WriteString(after)
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// quarantineDiscarder is a source that can discard a quarantined row
+// (both do; it stands apart from adminSource so that discard lives here,
+// with the rest of the quarantine command).
+type quarantineDiscarder interface {
+	// Discard removes row id from the quarantine for good and returns it
+	// as it was, with its data.
+	Discard(ctx context.Context, id int64) (quarantinedView, error)
+}
+
+var (
+	_ quarantineDiscarder = (*apiSource)(nil)
+	_ quarantineDiscarder = (*storeSource)(nil)
+)
+
+func (a *apiSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
+	var out struct {
+		Discarded quarantinedView `json:"discarded"`
+	}
+	err := a.call(ctx, http.MethodDelete, "/v1/quarantine/"+strconv.FormatInt(id, 10), nil, &out)
+	return out.Discarded, err
+}
+
+func (s *storeSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
+	row, err := marketplace.QuarantineStore(s.store).DiscardQuarantined(ctx, id)
+	if errors.Is(err, marketplace.ErrNotFound) {
+		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
+	}
+	if err != nil {
+		return quarantinedView{}, err
+	}
+	return server.ViewQuarantined(row, true), nil
 }

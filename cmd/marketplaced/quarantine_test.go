@@ -35,6 +35,8 @@ import (
 // reasons, counted by /metrics and listed by the dashboard's data and by
 // marketplaced quarantine list. Restoring the garbage is refused, saying
 // why; restoring X's entry with the original bytes bills X exactly once.
+// Discarding the garbage and the torn row, which will never be mended,
+// brings the gauge and the list back to 0.
 func TestReliabilityQuarantine(t *testing.T) {
 	if *reliabilityOff {
 		t.Skip("reliability suite skipped (-reliability.skip)")
@@ -318,6 +320,27 @@ func TestReliabilityQuarantine(t *testing.T) {
 	t.Logf("figures quarantine: %d log entries, 2 damaged on disk (garbage, a flipped bit in X's quantity) and 1 inbox row torn: "+
 		"all 3 quarantined; the 4 other customers billed exactly (%v units), settled %.1f s after the restart; X billed exactly once (%v units), settled %.1f s after its entry was restored (each settling includes 3 s in which nothing more may arrive)",
 		entries+1, total(want)-ingested[x], billedIn.Seconds(), ingested[x], time.Since(restored).Seconds())
+
+	// The garbage will never be mended: discarded through the API, and
+	// the torn inbox row on the data folder (its data kept with -raw),
+	// the gauge and the list come back to 0.
+	if out, errOut, err := qcmd(append([]string{"discard", "-id", garbageID}, api...)...); err != nil ||
+		!strings.Contains(out, "discarded quarantined row "+garbageID) {
+		t.Errorf("discard of the garbage: %v\n%s%s", err, out, errOut)
+	}
+	if out, errOut, err := qcmd("discard", "-id", strconv.FormatInt(ids["aws/torn-1"], 10), "-raw", "-data", d.data()); err != nil ||
+		!strings.Contains(out, `"attempts":"many"`) {
+		t.Errorf("discard -raw of the torn inbox row: %v\n%s%s", err, out, errOut)
+	}
+	m = metrics()
+	for _, w := range []string{`marketplaced_quarantined_rows{source="usage_log"} 0`, `marketplaced_quarantined_rows{source="inbox"} 0`} {
+		if !strings.Contains(m, w) {
+			t.Errorf("/metrics after the discards lacks %s", w)
+		}
+	}
+	if list, _, err := qcmd(append([]string{"list"}, api...)...); err != nil || !strings.Contains(list, "0 quarantined (usage_log 0, inbox 0)") {
+		t.Errorf("quarantine list after the discards: %v\n%s", err, list)
+	}
 }
 
 // TestQuarantineCommand: marketplaced quarantine's usage errors and an
@@ -341,17 +364,100 @@ func TestQuarantineCommand(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "want list, show or restore"},
-		{[]string{"mend"}, "want list, show or restore"},
+		{nil, "want list, show, restore or discard"},
+		{[]string{"mend"}, "want list, show, restore or discard"},
 		{[]string{"show", "-data", data}, "setting -id: is required"},
 		{[]string{"show", "-id", "7", "-data", data}, "no quarantined row 7"},
 		{[]string{"restore", "-id", "7", "-data", data}, "no quarantined row 7"},
 		{[]string{"restore", "-id", "7", "-file", filepath.Join(data, "missing"), "-data", data}, "setting -file"},
+		{[]string{"discard", "-data", data}, "setting -id: is required"},
+		{[]string{"discard", "-id", "7", "-data", data}, "no quarantined row 7"},
 		{[]string{"list", "-data", filepath.Join(data, "nowhere")}, "holds no marketplace.db"},
 	} {
 		_, err := adminRun(t, append([]string{"quarantine"}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("quarantine %v: %v, want an error with %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestQuarantineDiscardCommand: marketplaced quarantine discard gives up on
+// rows, on a data folder and through a daemon's API: it prints what it
+// discarded, data and all (-raw: the data alone, -json: the API's view),
+// and the row is gone for list, show, restore and a second discard.
+func TestQuarantineDiscardCommand(t *testing.T) {
+	data := t.TempDir()
+	dbPath := filepath.Join(data, "marketplace.db")
+	store, err := sqlite.Open(t.Context(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	garbage := []byte{9, 1, 2, 3}
+	torn := `{"provider":"aws","id":"torn-1","kind":"subscribe","subject":"s","event_time":"1","payload":null,"state":"pending",` +
+		`"attempts":"many","next_attempt":"0","progress":"","reason":"","received":"1","expires":"2"}`
+	// Rows as the store quarantines them: 1 and 3 log entries, 2 an
+	// inbox row.
+	for _, r := range []struct {
+		source, ref string
+		data        []byte
+		reason      string
+	}{
+		{"usage_log", "seq 7", garbage, "ledger: corrupt log entry: unknown version 9"},
+		{"inbox", "aws/torn-1", []byte(torn), `inbox row aws/torn-1: column attempts: "many" is not a count`},
+		{"usage_log", "seq 9", garbage[:2], "ledger: corrupt log entry: unknown version 9"},
+	} {
+		if _, err := db.ExecContext(t.Context(), `INSERT INTO quarantine (source, ref, data, reason, at) VALUES (?, ?, ?, ?, ?)`,
+			r.source, r.ref, r.data, r.reason, time.Now().UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// On the data folder: the row and its data, once.
+	out, err := adminRun(t, "quarantine", "discard", "-id", "1", "-data", data)
+	if err != nil {
+		t.Fatalf("discard -data: %v", err)
+	}
+	for _, w := range []string{"discarded quarantined row 1 (usage_log, seq 7)", "its usage is never billed", "unknown version 9",
+		"00000000  09 01 02 03", "the data above is the last one"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("discard -data lacks %q:\n%s", w, out)
+		}
+	}
+	for _, args := range [][]string{{"discard", "-id", "1"}, {"show", "-id", "1"}, {"restore", "-id", "1"}} {
+		if _, err := adminRun(t, append(append([]string{"quarantine"}, args...), "-data", data)...); err == nil ||
+			!strings.Contains(err.Error(), "no quarantined row 1") {
+			t.Errorf("quarantine %v after the discard: %v, want no quarantined row 1", args, err)
+		}
+	}
+
+	// Through the API: -json is the API's view, -raw the data alone.
+	d := startServe(t, "-data", data)
+	api := []string{"-addr", d.url, "-api-key", serveKey}
+	out, err = adminRun(t, append([]string{"quarantine", "discard", "-id", "2", "-json"}, api...)...)
+	if err != nil {
+		t.Fatalf("discard -json through the API: %v", err)
+	}
+	var got struct{ Discarded quarantinedView }
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Discarded.ID != 2 || got.Discarded.Source != "inbox" ||
+		string(got.Discarded.Data) != torn || got.Discarded.InboxRow == nil || got.Discarded.InboxRow.Attempts != "many" {
+		t.Errorf("discard -json: %v\n%s", err, out)
+	}
+	if out, err := adminRun(t, append([]string{"quarantine", "discard", "-id", "3", "-raw"}, api...)...); err != nil || out != string(garbage[:2]) {
+		t.Errorf("discard -raw through the API: %v: %x, want %x", err, out, garbage[:2])
+	}
+	if _, err := adminRun(t, append([]string{"quarantine", "discard", "-id", "3"}, api...)...); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("second discard through the API: %v, want 404", err)
+	}
+	if out, err := adminRun(t, append([]string{"quarantine", "list"}, api...)...); err != nil || !strings.Contains(out, "0 quarantined (usage_log 0, inbox 0)") {
+		t.Errorf("list after the discards: %v\n%s", err, out)
+	}
+	if !strings.Contains(d.logs(), "quarantined row discarded") {
+		t.Errorf("the daemon did not log the discards:\n%s", d.logs())
 	}
 }
