@@ -64,6 +64,9 @@ type adminSource interface {
 	// Restore puts a quarantined row back, mended with data (nil: as
 	// stored), and returns what went back.
 	Restore(ctx context.Context, id int64, data []byte) (quarantinedView, error)
+	// Discard removes a quarantined row for good and returns it as it
+	// was, with its data.
+	Discard(ctx context.Context, id int64) (quarantinedView, error)
 	Close() error
 }
 
@@ -248,6 +251,14 @@ func (a *apiSource) Restore(ctx context.Context, id int64, data []byte) (quarant
 	return out.Restored, err
 }
 
+func (a *apiSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
+	var out struct {
+		Discarded quarantinedView `json:"discarded"`
+	}
+	err := a.call(ctx, http.MethodDelete, "/v1/quarantine/"+strconv.FormatInt(id, 10), nil, &out)
+	return out.Discarded, err
+}
+
 // storeSource is a data folder's SQLite store.
 type storeSource struct {
 	store     *sqlite.Store
@@ -368,7 +379,7 @@ func (s *storeSource) QuarantinedRow(ctx context.Context, id int64) (quarantined
 	q := marketplace.QuarantineStore(s.store)
 	row, err := q.GetQuarantined(ctx, id)
 	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored already, or never quarantined)", id)
+		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
 	}
 	if err != nil {
 		return quarantinedView{}, err
@@ -380,7 +391,7 @@ func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quara
 	q := marketplace.QuarantineStore(s.store)
 	row, err := q.GetQuarantined(ctx, id)
 	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored already, or never quarantined)", id)
+		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
 	}
 	if err != nil {
 		return quarantinedView{}, err
@@ -393,6 +404,17 @@ func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quara
 	}
 	if data != nil {
 		row.Data = data
+	}
+	return server.ViewQuarantined(row, true), nil
+}
+
+func (s *storeSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
+	row, err := marketplace.QuarantineStore(s.store).DiscardQuarantined(ctx, id)
+	if errors.Is(err, marketplace.ErrNotFound) {
+		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
+	}
+	if err != nil {
+		return quarantinedView{}, err
 	}
 	return server.ViewQuarantined(row, true), nil
 }

@@ -9,14 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/server"
 )
 
 const quarantineUsage = `quarantine list | show -id N [-raw] | restore -id N [-file MENDED] | discard -id N [-raw]   [flags]
@@ -119,11 +117,7 @@ func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stdout, "restored quarantined row %d (%s, %s) %s, %d bytes: it is back in %s\n", q.ID, q.Source, q.Ref, how, len(q.Data), where)
 		return nil
 	case "discard":
-		d, ok := src.(quarantineDiscarder)
-		if !ok {
-			return errors.New("quarantine discard: this source cannot discard rows")
-		}
-		q, err := d.Discard(ctx, id)
+		q, err := src.Discard(ctx, id)
 		if err != nil {
 			return fmt.Errorf("quarantine discard: %w", err)
 		}
@@ -202,37 +196,4 @@ func printQuarantinedRow(w io.Writer, q quarantinedView, after string) error {
 	b.WriteString(after)
 	_, err := w.Write(b.Bytes())
 	return err
-}
-
-// quarantineDiscarder is a source that can discard a quarantined row
-// (both do; it stands apart from adminSource so that discard lives here,
-// with the rest of the quarantine command).
-type quarantineDiscarder interface {
-	// Discard removes row id from the quarantine for good and returns it
-	// as it was, with its data.
-	Discard(ctx context.Context, id int64) (quarantinedView, error)
-}
-
-var (
-	_ quarantineDiscarder = (*apiSource)(nil)
-	_ quarantineDiscarder = (*storeSource)(nil)
-)
-
-func (a *apiSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
-	var out struct {
-		Discarded quarantinedView `json:"discarded"`
-	}
-	err := a.call(ctx, http.MethodDelete, "/v1/quarantine/"+strconv.FormatInt(id, 10), nil, &out)
-	return out.Discarded, err
-}
-
-func (s *storeSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
-	row, err := marketplace.QuarantineStore(s.store).DiscardQuarantined(ctx, id)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
-	}
-	if err != nil {
-		return quarantinedView{}, err
-	}
-	return server.ViewQuarantined(row, true), nil
 }

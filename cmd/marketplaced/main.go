@@ -3,7 +3,7 @@
 //	marketplaced serve [flags]     serve the HTTP API, landing and notification endpoints
 //	marketplaced demo [flags]      serve and the three emulators in one process, with demo buyers and traffic
 //	marketplaced emulate [flags]   run the AWS, Azure and Google marketplace emulators
-//	marketplaced subscriptions list|show, usage, seal, reconcile, quarantine list|show|restore [flags]
+//	marketplaced subscriptions list|show, usage, seal, reconcile, quarantine list|show|restore|discard [flags]
 //	                               admin commands, on a daemon's API or its data folder
 //
 // marketplaced -h lists them; marketplaced SUBCOMMAND -h lists a
@@ -47,7 +47,7 @@ func subcommands() []subcommand {
 		{"usage", "a customer's hourly buckets and their report state", runUsage},
 		{"seal", "seal a customer's open usage now (a final flush)", runSeal},
 		{"reconcile", "compare the buckets reported to Azure with Azure's usage events", runReconcile},
-		{"quarantine", "list, show or put back stored rows the daemon could not read", runQuarantine},
+		{"quarantine", "list, show, put back or discard stored rows the daemon could not read", runQuarantine},
 	}
 }
 
