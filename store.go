@@ -35,6 +35,23 @@ type SubscriptionStore interface {
 	// DeleteSubscription removes a subscription (a buyer's personal data
 	// after the cloud deleted the account). Missing is not an error.
 	DeleteSubscription(ctx context.Context, p CloudProvider, id string) error
+	// CountSubscriptions counts the subscriptions of p per Status, and those
+	// linked to an account (AccountID set), in one aggregate query: a
+	// dashboard asks on every refresh, and listing every subscription to
+	// count them would cost a read per buyer. A cloud with none is not an
+	// error: the counts are zero.
+	CountSubscriptions(ctx context.Context, p CloudProvider) (SubscriptionCounts, error)
+}
+
+// SubscriptionCounts is what CountSubscriptions answers for one cloud. Its
+// size grows with the statuses in use, not with the buyers.
+type SubscriptionCounts struct {
+	// ByStatus is the number of subscriptions per Status; a status no
+	// subscription has is absent. Never nil, so that it encodes as {}.
+	ByStatus map[string]int
+	// Linked is the number of subscriptions, of any status, whose AccountID
+	// is set (the landing page linked it to the seller's own account).
+	Linked int
 }
 
 // SubscriptionFilter selects subscriptions; zero fields match all.

@@ -176,6 +176,27 @@ func (s *Store) querySubs(ctx context.Context, what, q string, args ...any) ([]m
 	return out, nil
 }
 
+// CountSubscriptions implements marketplace.SubscriptionStore.
+func (s *Store) CountSubscriptions(ctx context.Context, p marketplace.CloudProvider) (marketplace.SubscriptionCounts, error) {
+	c := marketplace.SubscriptionCounts{ByStatus: map[string]int{}}
+	rows, err := s.pool.Query(ctx, `SELECT status, COUNT(*), COUNT(*) FILTER (WHERE account_id <> '')
+		FROM subscriptions WHERE provider = $1 GROUP BY status`, string(p))
+	if err != nil {
+		return c, fmt.Errorf("postgres: count subscriptions of %s: %w", p, err)
+	}
+	var status string
+	var n, linked int
+	_, err = pgx.ForEachRow(rows, []any{&status, &n, &linked}, func() error {
+		c.ByStatus[status] = n
+		c.Linked += linked
+		return nil
+	})
+	if err != nil {
+		return c, fmt.Errorf("postgres: count subscriptions of %s: %w", p, err)
+	}
+	return c, nil
+}
+
 // DeleteSubscription implements marketplace.SubscriptionStore.
 func (s *Store) DeleteSubscription(ctx context.Context, p marketplace.CloudProvider, id string) error {
 	_, err := s.exec(ctx, "delete subscription", `DELETE FROM subscriptions WHERE provider = $1 AND id = $2`, string(p), id)

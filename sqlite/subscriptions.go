@@ -170,6 +170,33 @@ func (s *Store) querySubs(ctx context.Context, what, q string, args ...any) ([]m
 	return out, rows.Err()
 }
 
+// CountSubscriptions implements marketplace.SubscriptionStore.
+func (s *Store) CountSubscriptions(ctx context.Context, p marketplace.CloudProvider) (marketplace.SubscriptionCounts, error) {
+	c := marketplace.SubscriptionCounts{ByStatus: map[string]int{}}
+	rows, err := s.r.QueryContext(ctx, countSubsQuery, p)
+	if err != nil {
+		return c, fmt.Errorf("sqlite: count subscriptions of %s: %w", p, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var status string
+		var n, linked int
+		if err := rows.Scan(&status, &n, &linked); err != nil {
+			return c, fmt.Errorf("sqlite: count subscriptions of %s: %w", p, err)
+		}
+		c.ByStatus[status] = n
+		c.Linked += linked
+	}
+	if err := rows.Err(); err != nil {
+		return c, fmt.Errorf("sqlite: count subscriptions of %s: %w", p, err)
+	}
+	return c, nil
+}
+
+// countSubsQuery is CountSubscriptions' query (apart, so that plan_test
+// checks its plan): one row per status.
+const countSubsQuery = `SELECT status, COUNT(*), SUM(account_id <> '') FROM subscriptions WHERE provider = ? GROUP BY status`
+
 // prefixed qualifies each column of a comma-separated list.
 func prefixed(prefix, cols string) string {
 	parts := strings.Split(cols, ",")

@@ -146,4 +146,52 @@ func runSubscriptions(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("Counts", func(t *testing.T) { runCounts(t, h) })
+}
+
+// runCounts checks CountSubscriptions: per status, linked of any status,
+// one cloud only, and a cloud with none.
+func runCounts(t *testing.T, h Harness) {
+	s := h.Open(t, h.NewDB(t))
+	ctx := t.Context()
+	for _, sub := range []marketplace.Subscription{
+		{Provider: "aws", ID: "a1", CustomerID: "c1", Status: marketplace.StatusActive, AccountID: "acct-1"},
+		{Provider: "aws", ID: "a2", CustomerID: "c2", Status: marketplace.StatusActive},
+		{Provider: "aws", ID: "a3", CustomerID: "c3", Status: marketplace.StatusActive, AccountID: "acct-3"},
+		{Provider: "aws", ID: "a4", CustomerID: "c4", Status: marketplace.StatusPending},
+		{Provider: "aws", ID: "a5", CustomerID: "c5", Status: marketplace.StatusCancelled, AccountID: "acct-5"},
+		// Another cloud's, with a status and links AWS has too: not counted for AWS.
+		{Provider: "azure", ID: "z1", CustomerID: "c1", Status: marketplace.StatusActive, AccountID: "acct-1"},
+		{Provider: "azure", ID: "z2", CustomerID: "c2", Status: marketplace.StatusSuspended},
+	} {
+		if _, err := s.PutSubscription(ctx, sub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An update counts once, under its new status.
+	a2, err := s.GetSubscription(ctx, "aws", "a2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2.Status, a2.AccountID = marketplace.StatusSuspended, "acct-2"
+	if _, err := s.PutSubscription(ctx, *a2); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		p      marketplace.CloudProvider
+		want   map[string]int
+		linked int
+	}{
+		{"aws", map[string]int{marketplace.StatusActive: 2, marketplace.StatusSuspended: 1, marketplace.StatusPending: 1, marketplace.StatusCancelled: 1}, 4},
+		{"azure", map[string]int{marketplace.StatusActive: 1, marketplace.StatusSuspended: 1}, 1},
+		{"gcp", map[string]int{}, 0},
+	} {
+		got, err := s.CountSubscriptions(ctx, tc.p)
+		if err != nil {
+			t.Fatalf("CountSubscriptions(%s): %v", tc.p, err)
+		}
+		if got.ByStatus == nil || !maps.Equal(got.ByStatus, tc.want) || got.Linked != tc.linked {
+			t.Errorf("CountSubscriptions(%s) = %v linked %d; want %v linked %d", tc.p, got.ByStatus, got.Linked, tc.want, tc.linked)
+		}
+	}
 }
