@@ -55,6 +55,9 @@ func (s *appendStore) Freeze(context.Context, string, []ledger.Frozen) ([]ledger
 func (s *appendStore) Buckets(context.Context, ledger.BucketFilter) ([]ledger.Bucket, error) {
 	return nil, nil
 }
+func (s *appendStore) SumBuckets(context.Context, ledger.BucketFilter) ([]ledger.BucketSum, error) {
+	return nil, nil
+}
 func (s *appendStore) Backlog(context.Context) ([]ledger.Backlog, error)      { return nil, nil }
 func (s *appendStore) PurgeEvents(context.Context, time.Time) (int64, error)  { return 0, nil }
 func (s *appendStore) PurgeBuckets(context.Context, time.Time) (int64, error) { return 0, nil }

@@ -83,6 +83,14 @@ type Store interface {
 	// Buckets lists buckets matching f, ordered by key.
 	Buckets(ctx context.Context, f BucketFilter) ([]Bucket, error)
 
+	// SumBuckets returns, per provider, dimension, hour and state of the
+	// buckets f selects, their number and their summed Quantity, ordered
+	// by provider, dimension, hour and state; f.NewestFirst and f.Limit do
+	// not apply. A chart of a cloud's last hours needs only these sums:
+	// the store adds them up (GROUP BY), so the answer grows with
+	// dimensions × hours × states, not with customers as Buckets' does.
+	SumBuckets(ctx context.Context, f BucketFilter) ([]BucketSum, error)
+
 	// Backlog returns, per cloud, the number of sealed buckets waiting to be
 	// reported and the hour of the oldest.
 	Backlog(ctx context.Context) ([]Backlog, error)
@@ -157,6 +165,17 @@ type BucketFilter struct {
 	// otherwise the order is provider, customer, dimension, hour.
 	NewestFirst bool
 	Limit       int
+}
+
+// BucketSum is one group of SumBuckets: the buckets of all customers that
+// share a provider, dimension, hour and state.
+type BucketSum struct {
+	Provider  marketplace.CloudProvider
+	Dimension string
+	Hour      time.Time
+	State     State
+	Buckets   int64 // how many buckets
+	Quantity  int64 // the sum of their Quantity (raw usage)
 }
 
 // Backlog is the unreported work of one cloud.

@@ -577,6 +577,50 @@ func (s *Store) Freeze(ctx context.Context, owner string, frozen []ledger.Frozen
 
 // Buckets implements ledger.Store.
 func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bucket, error) {
+	where, args := bucketsWhere(f)
+	q := `SELECT ` + bucketCols + ` FROM buckets WHERE ` + where
+	if f.NewestFirst {
+		q += ` ORDER BY hour DESC, id DESC`
+	} else {
+		q += ` ORDER BY provider, customer, dimension, hour`
+	}
+	if f.Limit > 0 {
+		q += ` LIMIT ` + strconv.Itoa(f.Limit)
+	}
+	out, err := queryBuckets(ctx, s.pool, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: buckets: %w", err)
+	}
+	return out, nil
+}
+
+// SumBuckets implements ledger.Store.
+func (s *Store) SumBuckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.BucketSum, error) {
+	where, args := bucketsWhere(f)
+	rows, err := s.pool.Query(ctx, `SELECT provider, dimension, hour, state, COUNT(*), COALESCE(SUM(quantity), 0)::bigint
+		FROM buckets WHERE `+where+` GROUP BY provider, dimension, hour, state ORDER BY provider, dimension, hour, state`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: sum buckets: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ledger.BucketSum, error) {
+		var (
+			b     ledger.BucketSum
+			p, st string
+			hour  int64
+		)
+		err := row.Scan(&p, &b.Dimension, &hour, &st, &b.Buckets, &b.Quantity)
+		b.Provider, b.Hour, b.State = marketplace.CloudProvider(p), time.Unix(hour, 0).UTC(), ledger.State(st)
+		return b, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: sum buckets: %w", err)
+	}
+	return out, nil
+}
+
+// bucketsWhere is the condition that selects f's buckets (all but its
+// order and limit), with its arguments.
+func bucketsWhere(f ledger.BucketFilter) (string, []any) {
 	states := make([]string, len(f.States))
 	for i, st := range f.States {
 		states[i] = string(st)
@@ -584,7 +628,7 @@ func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bu
 	// The optional conditions are added only when set, so that the planner
 	// sees plain comparisons it can match to an index (buckets_hour,
 	// buckets_by_state) rather than ($n = '' OR ...).
-	q := `SELECT ` + bucketCols + ` FROM buckets WHERE true`
+	q := `true`
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
@@ -612,19 +656,7 @@ func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bu
 	if f.MinAttempts > 0 {
 		q += ` AND attempts >= ` + arg(f.MinAttempts)
 	}
-	if f.NewestFirst {
-		q += ` ORDER BY hour DESC, id DESC`
-	} else {
-		q += ` ORDER BY provider, customer, dimension, hour`
-	}
-	if f.Limit > 0 {
-		q += ` LIMIT ` + strconv.Itoa(f.Limit)
-	}
-	out, err := queryBuckets(ctx, s.pool, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: buckets: %w", err)
-	}
-	return out, nil
+	return q, args
 }
 
 // Backlog implements ledger.Store.

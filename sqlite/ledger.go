@@ -472,9 +472,61 @@ func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bu
 	return out, nil
 }
 
+// SumBuckets implements ledger.Store.
+func (s *Store) SumBuckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.BucketSum, error) {
+	q, args := sumBucketsQuery(f)
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: sum buckets: %w", err)
+	}
+	defer rows.Close()
+	var out []ledger.BucketSum
+	for rows.Next() {
+		var b ledger.BucketSum
+		var hour int64
+		if err := rows.Scan(&b.Provider, &b.Dimension, &hour, &b.State, &b.Buckets, &b.Quantity); err != nil {
+			return nil, fmt.Errorf("sqlite: sum buckets: %w", err)
+		}
+		b.Hour = time.Unix(hour, 0).UTC()
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: sum buckets: %w", err)
+	}
+	return out, nil
+}
+
+// sumBucketsQuery is SumBuckets' query (apart, so that plan_test checks its
+// plan).
+func sumBucketsQuery(f ledger.BucketFilter) (string, []any) {
+	where, args := bucketsWhere(f)
+	return `SELECT provider, dimension, hour, state, COUNT(*), SUM(quantity) FROM buckets WHERE ` + where +
+		` GROUP BY provider, dimension, hour, state ORDER BY provider, dimension, hour, state`, args
+}
+
 // bucketsQuery is Buckets' query (apart, so that plan_test checks its plan).
 func bucketsQuery(f ledger.BucketFilter) (string, []any) {
-	q := `SELECT ` + bucketCols + ` FROM buckets WHERE 1 = 1`
+	where, args := bucketsWhere(f)
+	q := `SELECT ` + bucketCols + ` FROM buckets WHERE ` + where
+	if f.NewestFirst {
+		// buckets_by_state (provider, state, hour) yields this order for
+		// one provider and state without sorting: its entries end in the
+		// rowid, which is id.
+		q += ` ORDER BY hour DESC, id DESC`
+	} else {
+		q += ` ORDER BY provider, customer, dimension, hour`
+	}
+	if f.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Limit)
+	}
+	return q, args
+}
+
+// bucketsWhere is the condition that selects f's buckets (all but its
+// order and limit).
+func bucketsWhere(f ledger.BucketFilter) (string, []any) {
+	q := `1 = 1`
 	var args []any
 	if f.Provider != "" {
 		q += ` AND provider = ?`
@@ -501,18 +553,6 @@ func bucketsQuery(f ledger.BucketFilter) (string, []any) {
 	if f.MinAttempts > 0 {
 		q += ` AND attempts >= ?`
 		args = append(args, f.MinAttempts)
-	}
-	if f.NewestFirst {
-		// buckets_by_state (provider, state, hour) yields this order for
-		// one provider and state without sorting: its entries end in the
-		// rowid, which is id.
-		q += ` ORDER BY hour DESC, id DESC`
-	} else {
-		q += ` ORDER BY provider, customer, dimension, hour`
-	}
-	if f.Limit > 0 {
-		q += ` LIMIT ?`
-		args = append(args, f.Limit)
 	}
 	return q, args
 }

@@ -39,6 +39,7 @@ func TestIndexedQueryPlans(t *testing.T) {
 	}
 	window, windowArgs := bucketsQuery(ledger.BucketFilter{Provider: "aws", From: time.Unix(1700000000+176*3600, 0), Before: time.Unix(1700000000+200*3600, 0)})
 	newest, newestArgs := bucketsQuery(ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateRejected}, NewestFirst: true, Limit: 51})
+	sums, sumsArgs := sumBucketsQuery(ledger.BucketFilter{Provider: "aws", From: time.Unix(1700000000+176*3600, 0), Before: time.Unix(1700000000+200*3600, 0)})
 	retried, retriedArgs := bucketsQuery(ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateSealed}, MinAttempts: 1, NewestFirst: true, Limit: 51})
 	for _, tc := range []struct {
 		name, q string
@@ -57,6 +58,10 @@ func TestIndexedQueryPlans(t *testing.T) {
 		// buckets of one cloud in one state, without a sort of them all.
 		{"buckets of an hour range", window, windowArgs, "(provider=? AND hour>? AND hour<?)", false},
 		{"newest buckets in a state", newest, newestArgs, "(provider=? AND state=?)", true},
+		// The dashboard's aggregates: the chart's sums and the
+		// subscriptions' counts read one cloud's rows, not the table.
+		{"sums of an hour range", sums, sumsArgs, "(provider=? AND hour>? AND hour<?)", false},
+		{"count subscriptions", countSubsQuery, []any{"aws"}, "(provider=?)", false},
 		{"newest retried buckets", retried, retriedArgs, "(provider=? AND state=?)", true},
 		{"get notification", `SELECT ` + inboxCols + ` FROM inbox WHERE provider = ? AND id = ?`, []any{"aws", "n"}, "(provider=? AND id=?)", false},
 	} {

@@ -563,6 +563,7 @@ func runLedger(t *testing.T, h Harness) {
 
 	t.Run("Append", func(t *testing.T) { runAppend(t, h) })
 	t.Run("BucketFilter", func(t *testing.T) { runBucketFilter(t, h) })
+	t.Run("SumBuckets", func(t *testing.T) { runSumBuckets(t, h) })
 }
 
 // runAppend calls Store.Append directly, as the ledger does, so a store
@@ -721,6 +722,91 @@ func runBucketFilter(t *testing.T, h Harness) {
 	sealed := e.buckets(ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateSealed}, NewestFirst: true, Limit: 1})
 	if len(sealed) != 1 || sealed[0].Customer != "c1" || !sealed[0].Hour.Equal(h10.Add(-time.Hour)) {
 		t.Errorf("newest sealed bucket: %+v, want c1's at 09:00", views(sealed))
+	}
+}
+
+// runSumBuckets checks SumBuckets: sums across customers per dimension,
+// hour and state, the hour range [From, Before), and the filter's other
+// fields.
+func runSumBuckets(t *testing.T, h Harness) {
+	e := newEnv(t, h, ledger.Config{})
+	h10 := ledger.HourOf(t0)
+	e.ingest(
+		rec("aws", "c1", "a", 1, t0, ""),
+		rec("aws", "c2", "a", 2, t0, ""),
+		rec("aws", "c3", "a", 4, t0, ""),
+		rec("aws", "c1", "b", 8, t0, ""),
+		rec("aws", "c1", "a", 16, t0.Add(-time.Hour), ""),
+		rec("aws", "c2", "a", 32, t0.Add(-time.Hour), ""),
+		rec("aws", "c1", "a", 64, t0.Add(-2*time.Hour), ""),
+		rec("gcp", "c1", "a", 128, t0, ""), // another cloud, same key
+	)
+	e.seal() // 09:00 and 08:00: sealed
+	// Of the three sealed buckets of 09:00 and 08:00, c1's at 09:00 is
+	// reported and c2's rejected; c1's at 08:00 stays sealed.
+	ctx, now := t.Context(), e.clock.Now()
+	claimed, err := e.store.Claim(ctx, ledger.ClaimRequest{Provider: "aws", Owner: "A", Now: now, Lease: time.Minute, Limit: 10})
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("claim: %d buckets, %v", len(claimed), err)
+	}
+	var done []ledger.Completion
+	for _, b := range claimed {
+		c := ledger.Completion{BucketID: b.ID, State: ledger.StateSealed, Now: now}
+		switch {
+		case b.Hour.Equal(h10.Add(-time.Hour)) && b.Customer == "c1":
+			c.State, c.Attempted, c.RecordID = ledger.StateReported, true, "r-1"
+		case b.Hour.Equal(h10.Add(-time.Hour)) && b.Customer == "c2":
+			c.State, c.Attempted, c.Reason = ledger.StateRejected, true, "no"
+		}
+		done = append(done, c)
+	}
+	must(t, e.store.Complete(ctx, "A", done))
+	must(t, e.l.Fold(ctx))
+
+	type sum struct {
+		Provider       marketplace.CloudProvider
+		Dim, Hour      string
+		State          ledger.State
+		Buckets, Quant int64
+	}
+	all := []sum{
+		{"aws", "a", "08", ledger.StateSealed, 1, 64},
+		{"aws", "a", "09", ledger.StateRejected, 1, 32},
+		{"aws", "a", "09", ledger.StateReported, 1, 16},
+		{"aws", "a", "10", ledger.StateOpen, 3, 7},
+		{"aws", "b", "10", ledger.StateOpen, 1, 8},
+	}
+	for _, tc := range []struct {
+		name string
+		f    ledger.BucketFilter
+		want []sum
+	}{
+		{"one cloud", ledger.BucketFilter{Provider: "aws"}, all},
+		{"all clouds", ledger.BucketFilter{}, append(slices.Clone(all), sum{"gcp", "a", "10", ledger.StateOpen, 1, 128})},
+		{"from", ledger.BucketFilter{Provider: "aws", From: h10.Add(-time.Hour)}, all[1:]},
+		{"before", ledger.BucketFilter{Provider: "aws", Before: h10.Add(-time.Hour)}, all[:1]},
+		{"from and before", ledger.BucketFilter{Provider: "aws", From: h10.Add(-time.Hour), Before: h10}, all[1:3]},
+		{"empty range", ledger.BucketFilter{Provider: "aws", From: h10, Before: h10}, nil},
+		{"from within an hour", ledger.BucketFilter{Provider: "aws", From: h10.Add(time.Minute)}, nil},
+		{"states", ledger.BucketFilter{Provider: "aws", States: []ledger.State{ledger.StateReported, ledger.StateSealed}}, []sum{all[0], all[2]}},
+		{"customer", ledger.BucketFilter{Provider: "aws", Customer: "c2"}, []sum{{"aws", "a", "09", ledger.StateRejected, 1, 32}, {"aws", "a", "10", ledger.StateOpen, 1, 2}}},
+		{"limit and order do not apply", ledger.BucketFilter{Provider: "aws", NewestFirst: true, Limit: 1}, all},
+		{"no buckets", ledger.BucketFilter{Provider: "azure"}, nil},
+	} {
+		got, err := e.store.SumBuckets(ctx, tc.f)
+		if err != nil {
+			t.Fatalf("%s: SumBuckets: %v", tc.name, err)
+		}
+		var gs []sum
+		for _, g := range got {
+			if g.Hour.Location() != time.UTC || g.Hour.Minute() != 0 {
+				t.Errorf("%s: hour %v, want a whole hour in UTC", tc.name, g.Hour)
+			}
+			gs = append(gs, sum{g.Provider, g.Dimension, g.Hour.Format("15"), g.State, g.Buckets, g.Quantity})
+		}
+		if !slices.Equal(gs, tc.want) {
+			t.Errorf("%s: SumBuckets(%+v):\n got %+v\nwant %+v", tc.name, tc.f, gs, tc.want)
+		}
 	}
 }
 
