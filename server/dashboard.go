@@ -329,23 +329,17 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 		backlog[bl.Provider] = bl
 	}
 	for _, p := range providers {
-		subs, err := s.deps.Subscriptions.ListSubscriptions(ctx, marketplace.SubscriptionFilter{Provider: p})
+		// Counted and summed by the store: a refresh costs the same
+		// answer with 10 buyers or 100,000.
+		counts, err := s.deps.Subscriptions.CountSubscriptions(ctx, p)
 		if err != nil {
 			return nil, err
 		}
-		counts := map[string]int{}
-		linked := 0
-		for _, sub := range subs {
-			counts[sub.Status]++
-			if sub.AccountID != "" {
-				linked++
-			}
-		}
-		dd.Subscriptions[p] = counts
-		dd.Linked[p] = linked
+		dd.Subscriptions[p] = counts.ByStatus
+		dd.Linked[p] = counts.Linked
 
 		// Only the chart's hours, whatever retention keeps.
-		bs, err := s.deps.Ledger.Buckets(ctx, ledger.BucketFilter{Provider: p, From: first, Before: first.Add(usageHours * time.Hour)})
+		sums, err := s.deps.Ledger.Store().SumBuckets(ctx, ledger.BucketFilter{Provider: p, From: first, Before: first.Add(usageHours * time.Hour)})
 		if err != nil {
 			return nil, err
 		}
@@ -356,7 +350,7 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 			h.OldestUnreported = &t
 		}
 		series := map[string][]int64{}
-		for _, b := range bs {
+		for _, b := range sums {
 			if i := int(b.Hour.Sub(first) / time.Hour); !b.Hour.Before(first) && i < usageHours {
 				q := series[b.Dimension]
 				if q == nil {
@@ -366,7 +360,7 @@ func (d *dashboard) compute(ctx context.Context, now time.Time) (*dashboardData,
 				q[i] += b.Quantity
 			}
 			if b.State == ledger.StateReported {
-				h.Reported++
+				h.Reported += int(b.Buckets)
 			}
 		}
 		retried, more, err := d.newest(ctx, ledger.BucketFilter{Provider: p, States: []ledger.State{ledger.StateSealed}, MinAttempts: 1})

@@ -16,6 +16,7 @@ import (
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/internal/a11ytest"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/sqlite"
 )
 
 // browser is an HTTP client with cookies that does not follow redirects.
@@ -314,11 +315,13 @@ func TestDashboardPasswordSetting(t *testing.T) {
 }
 
 // bucketRecorder is a ledger store that records the BucketFilters asked of
-// it, so that a test can see how much the dashboard reads.
+// it, of Buckets (rows) and of SumBuckets (sums), so that a test can see
+// how much the dashboard reads.
 type bucketRecorder struct {
 	ledger.Store
 	mu      sync.Mutex
 	filters []ledger.BucketFilter
+	sums    []ledger.BucketFilter
 }
 
 func (r *bucketRecorder) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bucket, error) {
@@ -328,21 +331,61 @@ func (r *bucketRecorder) Buckets(ctx context.Context, f ledger.BucketFilter) ([]
 	return r.Store.Buckets(ctx, f)
 }
 
-func (r *bucketRecorder) take() []ledger.BucketFilter {
+func (r *bucketRecorder) SumBuckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.BucketSum, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	fs := r.filters
-	r.filters = nil
-	return fs
+	r.sums = append(r.sums, f)
+	r.mu.Unlock()
+	return r.Store.SumBuckets(ctx, f)
 }
 
-// TestDashboardReadsBounded: a refresh reads the buckets of the chart's
-// hours and the newest few of each problem state, never all the buckets
-// retention keeps; the lists it caps say so.
+// take returns and forgets the filters of Buckets and of SumBuckets.
+func (r *bucketRecorder) take() (rows, sums []ledger.BucketFilter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rows, sums = r.filters, r.sums
+	r.filters, r.sums = nil, nil
+	return rows, sums
+}
+
+// subscriptionLister is the server's subscription store with its
+// ListSubscriptions recorded: the dashboard must count in the store
+// (CountSubscriptions), never list every subscription to count them. It
+// embeds the SQLite store, so the dashboard still finds its other methods
+// (the parked notifications).
+type subscriptionLister struct {
+	*sqlite.Store
+	mu    sync.Mutex
+	lists []marketplace.SubscriptionFilter
+}
+
+func (l *subscriptionLister) ListSubscriptions(ctx context.Context, f marketplace.SubscriptionFilter) ([]marketplace.Subscription, error) {
+	l.mu.Lock()
+	l.lists = append(l.lists, f)
+	l.mu.Unlock()
+	return l.Store.ListSubscriptions(ctx, f)
+}
+
+// TestDashboardReadsBounded: a refresh reads sums of the chart's hours
+// and the newest few buckets of each problem state, never all the buckets
+// retention keeps nor the chart's buckets one by one, and counts the
+// subscriptions in the store rather than listing them; the lists it caps
+// say so.
 func TestDashboardReadsBounded(t *testing.T) {
 	rec := &bucketRecorder{}
 	h := newHarness(t, harnessOptions{ledgerStore: func(s ledger.Store) ledger.Store { rec.Store = s; return rec }})
+	// Set before the first request (New starts nothing that reads it).
+	subs := &subscriptionLister{Store: h.store}
+	h.srv.deps.Subscriptions = subs
 	ctx := t.Context()
+	for _, s := range []marketplace.Subscription{
+		{ID: "a1", CustomerID: "c1", Provider: marketplace.AWS, Status: marketplace.StatusActive, AccountID: "acct-1"},
+		{ID: "a2", CustomerID: "c2", Provider: marketplace.AWS, Status: marketplace.StatusCancelled, AccountID: "acct-2"},
+		{ID: "a3", CustomerID: "c3", Provider: marketplace.AWS, Status: marketplace.StatusActive},
+	} {
+		if _, err := h.store.PutSubscription(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// More rejected buckets than the dashboard lists: problemLimit+1 at
 	// one hour and an older one.
 	newer, older := ledger.HourOf(t0.Add(-2*time.Hour)), ledger.HourOf(t0.Add(-3*time.Hour))
@@ -366,8 +409,12 @@ func TestDashboardReadsBounded(t *testing.T) {
 		t.Fatalf("claim: %d buckets, %v", len(claimed), err)
 	}
 	var done []ledger.Completion
-	for _, b := range claimed {
-		done = append(done, ledger.Completion{BucketID: b.ID, State: ledger.StateRejected, Attempted: true, Reason: "CustomerNotEntitledException", Now: t0})
+	for i, b := range claimed {
+		c := ledger.Completion{BucketID: b.ID, State: ledger.StateRejected, Attempted: true, Reason: "CustomerNotEntitledException", Now: t0}
+		if i < 2 && b.Hour.Equal(older) { // the older hour's bucket: reported
+			c.State, c.Reason, c.RecordID = ledger.StateReported, "", "r-1"
+		}
+		done = append(done, c)
 	}
 	if err := h.store.Complete(ctx, "test", done); err != nil {
 		t.Fatal(err)
@@ -378,16 +425,30 @@ func TestDashboardReadsBounded(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("%d %s", res.StatusCode, body)
 	}
-	filters := rec.take()
+	filters, sums := rec.take()
 	if len(filters) == 0 {
 		t.Fatal("the dashboard read no buckets")
 	}
+	// Rows only for the lists of problems, each capped: the chart's
+	// hours (every customer's buckets) are summed by the store.
 	for _, f := range filters {
-		window := !f.From.IsZero() && !f.Before.IsZero() && f.Before.Sub(f.From) <= usageHours*time.Hour
-		if !window && (f.Limit <= 0 || f.Limit > problemLimit+1) {
-			t.Errorf("the dashboard read buckets unbounded: %+v", f)
+		if f.Limit <= 0 || f.Limit > problemLimit+1 {
+			t.Errorf("the dashboard read buckets row by row without a cap (the chart's must be summed): %+v", f)
 		}
 	}
+	if len(sums) == 0 {
+		t.Error("the dashboard summed no buckets for its chart")
+	}
+	for _, f := range sums {
+		if f.Provider == "" || f.From.IsZero() || f.Before.IsZero() || f.Before.Sub(f.From) > usageHours*time.Hour {
+			t.Errorf("the dashboard summed buckets beyond one cloud's chart hours: %+v", f)
+		}
+	}
+	subs.mu.Lock()
+	if len(subs.lists) > 0 {
+		t.Errorf("the dashboard listed subscriptions (it must count them in the store): %+v", subs.lists)
+	}
+	subs.mu.Unlock()
 	var dd dashboardData
 	if err := json.Unmarshal([]byte(body), &dd); err != nil {
 		t.Fatal(err)
@@ -410,5 +471,25 @@ func TestDashboardReadsBounded(t *testing.T) {
 	}
 	if aws.ConflictCapped || aws.RetriedCapped || aws.Pending != 0 {
 		t.Errorf("conflict capped %v, retried capped %v, pending %d; want false, false, 0", aws.ConflictCapped, aws.RetriedCapped, aws.Pending)
+	}
+	// What the store counted and summed is what listing and reading
+	// every row gave.
+	if got := dd.Subscriptions[marketplace.AWS]; len(got) != 2 || got[marketplace.StatusActive] != 2 || got[marketplace.StatusCancelled] != 1 || dd.Linked[marketplace.AWS] != 2 {
+		t.Errorf("aws subscriptions %v linked %d; want active 2, cancelled 1, linked 2", got, dd.Linked[marketplace.AWS])
+	}
+	if got := dd.Subscriptions[marketplace.Azure]; got == nil || len(got) != 0 || dd.Linked[marketplace.Azure] != 0 {
+		t.Errorf("azure subscriptions %v linked %d; want {} and 0", got, dd.Linked[marketplace.Azure])
+	}
+	if aws.Reported != 1 {
+		t.Errorf("aws reported %d, want 1", aws.Reported)
+	}
+	var total int64
+	for _, u := range dd.Usage {
+		for _, q := range u.Quantity {
+			total += q
+		}
+	}
+	if want := int64(problemLimit+2) * 1_000_000; total != want {
+		t.Errorf("usage charted %d, want %d (every customer's, summed)", total, want)
 	}
 }
