@@ -159,7 +159,7 @@ func (s *Server) getQuarantined(w http.ResponseWriter, r *http.Request) {
 	q, err := qs.GetQuarantined(r.Context(), id)
 	switch {
 	case errors.Is(err, marketplace.ErrNotFound):
-		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
+		writeError(w, r, http.StatusNotFound, "not_found", NotQuarantined(id))
 	case err != nil:
 		s.unavailable(w, r, "reading a quarantined row", err)
 	default:
@@ -210,7 +210,7 @@ func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
 	}
 	q, err := qs.GetQuarantined(r.Context(), id)
 	if errors.Is(err, marketplace.ErrNotFound) {
-		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
+		writeError(w, r, http.StatusNotFound, "not_found", NotQuarantined(id))
 		return
 	}
 	if err != nil {
@@ -220,7 +220,7 @@ func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
 	err = qs.RestoreQuarantined(r.Context(), id, req.Data)
 	switch {
 	case errors.Is(err, marketplace.ErrNotFound):
-		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
+		writeError(w, r, http.StatusNotFound, "not_found", NotQuarantined(id))
 		return
 	case errors.Is(err, marketplace.ErrInvalidInput):
 		writeError(w, r, http.StatusBadRequest, "invalid_row", fmt.Sprintf("quarantined row %d (%s, %s) stays quarantined: %v", id, q.Source, q.Ref, err))
@@ -255,7 +255,7 @@ func (s *Server) discardQuarantined(w http.ResponseWriter, r *http.Request) {
 	q, err := qs.DiscardQuarantined(r.Context(), id)
 	switch {
 	case errors.Is(err, marketplace.ErrNotFound):
-		writeError(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id))
+		writeError(w, r, http.StatusNotFound, "not_found", NotQuarantined(id))
 		return
 	case err != nil:
 		s.unavailable(w, r, "discarding a quarantined row", err)
@@ -284,4 +284,11 @@ func (s *Server) refreshQuarantined(ctx context.Context) {
 	for src, n := range counts {
 		s.metrics.Quarantined(src, n)
 	}
+}
+
+// NotQuarantined says that no row id is quarantined, and why that may be:
+// the 404 of the quarantine routes, and what marketplaced quarantine says
+// on a data folder.
+func NotQuarantined(id int64) string {
+	return fmt.Sprintf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
 }

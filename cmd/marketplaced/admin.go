@@ -379,7 +379,7 @@ func (s *storeSource) QuarantinedRow(ctx context.Context, id int64) (quarantined
 	q := marketplace.QuarantineStore(s.store)
 	row, err := q.GetQuarantined(ctx, id)
 	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
+		return quarantinedView{}, errors.New(server.NotQuarantined(id))
 	}
 	if err != nil {
 		return quarantinedView{}, err
@@ -391,7 +391,7 @@ func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quara
 	q := marketplace.QuarantineStore(s.store)
 	row, err := q.GetQuarantined(ctx, id)
 	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
+		return quarantinedView{}, errors.New(server.NotQuarantined(id))
 	}
 	if err != nil {
 		return quarantinedView{}, err
@@ -411,7 +411,7 @@ func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quara
 func (s *storeSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
 	row, err := marketplace.QuarantineStore(s.store).DiscardQuarantined(ctx, id)
 	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, fmt.Errorf("no quarantined row %d (restored or discarded already, or never quarantined)", id)
+		return quarantinedView{}, errors.New(server.NotQuarantined(id))
 	}
 	if err != nil {
 		return quarantinedView{}, err
