@@ -466,8 +466,10 @@ func TestBrowser(t *testing.T) {
 		seq, _ := res.LastInsertId()
 		ref := "seq " + strconv.FormatInt(seq, 10)
 		deadline = time.Now().Add(20 * time.Second)
+		// The note and the table are read one after the other: a refresh
+		// may land between them, so wait for both.
 		note, rows := quarantine()
-		for (len(rows) != 1 || len(rows[0]) != 6 || rows[0][2] != ref) && time.Now().Before(deadline) {
+		for (len(rows) != 1 || len(rows[0]) != 6 || rows[0][2] != ref || note != "1 quarantined: Usage log 1, Inbox 0.") && time.Now().Before(deadline) {
 			time.Sleep(250 * time.Millisecond)
 			note, rows = quarantine()
 		}
