@@ -40,11 +40,7 @@ var ErrCorruptLog = errors.New("ledger: corrupt log entry")
 // says what is wrong. A store calls it before putting a quarantined entry
 // back.
 func CheckEntry(b []byte) error {
-	body, err := entryBody(b)
-	if err != nil {
-		return err
-	}
-	return walkBody(body, func([]byte, rawKey, int64) {})
+	return walkEntry(b, func([]byte, rawKey, int64) {})
 }
 
 // EncodeDeltas appends the encoding of deltas to dst.
