@@ -98,16 +98,20 @@ func (s *Server) quarantineStore(w http.ResponseWriter, r *http.Request) (market
 	return s.deps.Quarantine, true
 }
 
-// quarantineID reads the {id} path parameter; false after an error
-// response.
-func quarantineID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+// quarantinedRow is quarantineStore and the {id} path parameter of the
+// routes of one row; false after an error response.
+func (s *Server) quarantinedRow(w http.ResponseWriter, r *http.Request) (marketplace.QuarantineStore, int64, bool) {
+	qs, ok := s.quarantineStore(w, r)
+	if !ok {
+		return nil, 0, false
+	}
 	v := r.PathValue("id")
 	id, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || id < 1 {
 		writeError(w, r, http.StatusBadRequest, "invalid_request", fmt.Sprintf("id: want a quarantined row's id (a positive whole number), got %q", v))
-		return 0, false
+		return nil, 0, false
 	}
-	return id, true
+	return qs, id, true
 }
 
 // listQuarantine is GET /v1/quarantine: the rows, oldest first, without
@@ -148,11 +152,7 @@ func (s *Server) listQuarantine(w http.ResponseWriter, r *http.Request) {
 
 // getQuarantined is GET /v1/quarantine/{id}: one row with its data.
 func (s *Server) getQuarantined(w http.ResponseWriter, r *http.Request) {
-	qs, ok := s.quarantineStore(w, r)
-	if !ok {
-		return
-	}
-	id, ok := quarantineID(w, r)
+	qs, id, ok := s.quarantinedRow(w, r)
 	if !ok {
 		return
 	}
@@ -179,11 +179,7 @@ type restoreRequest struct {
 // quarantine; the store refuses a row it still cannot read (400, saying
 // what is wrong) and keeps it quarantined.
 func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
-	qs, ok := s.quarantineStore(w, r)
-	if !ok {
-		return
-	}
-	id, ok := quarantineID(w, r)
+	qs, id, ok := s.quarantinedRow(w, r)
 	if !ok {
 		return
 	}
@@ -244,11 +240,7 @@ func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
 // and what it held is never billed or applied. The answer is the row as it
 // was, data and all, the last copy the daemon has of it.
 func (s *Server) discardQuarantined(w http.ResponseWriter, r *http.Request) {
-	qs, ok := s.quarantineStore(w, r)
-	if !ok {
-		return
-	}
-	id, ok := quarantineID(w, r)
+	qs, id, ok := s.quarantinedRow(w, r)
 	if !ok {
 		return
 	}

@@ -85,11 +85,7 @@ func (f *fakeQuarantine) RestoreQuarantined(ctx context.Context, id int64, data 
 				return fmt.Errorf("%w: %w", marketplace.ErrInvalidInput, err)
 			}
 		case marketplace.QuarantineInbox:
-			var row marketplace.InboxRow
-			if err := json.Unmarshal(data, &row); err != nil {
-				return fmt.Errorf("%w: not the JSON of an inbox row: %w", marketplace.ErrInvalidInput, err)
-			}
-			if _, err := row.Notification(); err != nil {
+			if _, err := marketplace.ParseInboxRow(data); err != nil {
 				return err
 			}
 		}
