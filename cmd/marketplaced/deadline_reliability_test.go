@@ -56,7 +56,7 @@ func TestReliabilityDeadline(t *testing.T) {
 			os.WriteFile(filepath.Join(t.ArtifactDir(), "daemon.log"), []byte(d.logs()), 0o600)
 		}
 	})
-	buyer := landAWSBuyer(t, emu["aws"], "prod-rel", d)
+	buyer := landBuyer(t, "aws", emu["aws"], `{"product":"prod-rel"}`, d)
 	body := `{"records":[{"event_id":"deadline-1","provider":"aws","customer":"` + buyer.ID + `","metric":"tokens","quantity":42}]}`
 	if st := getJSON(t, "POST", d.url+"/v1/usage", body, nil); st != 200 {
 		t.Fatalf("usage: %d", st)

@@ -51,7 +51,7 @@ func TestServeAgainstEmulatorAWS(t *testing.T) {
 	d := startServe(t, "-addr", daemonAddr, "-catalogue", cat, "-aws-product-code", "prod-demo", "-log-level", "debug")
 
 	// A buyer subscribes on AWS and lands on the seller's registration URL.
-	buyer := landAWSBuyer(t, awsURL, "prod-demo", d)
+	buyer := landBuyer(t, "aws", awsURL, `{"product":"prod-demo"}`, d)
 	var sub map[string]any
 	if st := getJSON(t, "GET", d.url+"/v1/subscriptions/aws/"+url.PathEscape(buyer.ID), "", &sub); st != 200 || sub["status"] != "active" {
 		t.Fatalf("subscription after landing: %d %v", st, sub)
@@ -222,19 +222,7 @@ func TestServeAgainstEmulatorGCP(t *testing.T) {
 	d := startServe(t, "-catalogue", cat, "-log-level", "debug", "-gcp-service", service, "-gcp-provider-id", "demo-provider",
 		"-gcp-signup-audience", audience, "-gcp-pubsub-subscription", subName, "-gcp-emulator-url", gcpURL)
 
-	var buyer admin.Buyer
-	if st := getJSON(t, "POST", gcpURL+"/emulator/buyers", `{"product":"demo","plan":"standard"}`, &buyer); st != 201 || buyer.Token == "" {
-		t.Fatalf("new buyer: %d %+v", st, buyer)
-	}
-	resp, err := http.PostForm(d.url+"/gcp/landing", url.Values{"x-gcp-marketplace-token": {buyer.Token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("landing: %d %s\n%s", resp.StatusCode, body, d.logs())
-	}
+	buyer := landBuyer(t, "gcp", gcpURL, `{"product":"demo","plan":"standard"}`, d)
 	// The entitlement's approval goes through Pub/Sub: wait until active.
 	var customer string
 	deadline := time.Now().Add(60 * time.Second)

@@ -550,22 +550,24 @@ func settledBills(t *testing.T, emu map[string]string, clients map[string]*http.
 	return bills()
 }
 
-// landAWSBuyer makes a buyer of product on the AWS emulator at awsURL and
-// lands it on the daemon d, as AWS's registration redirect would.
-func landAWSBuyer(t *testing.T, awsURL, product string, d *daemon) admin.Buyer {
+// landBuyer makes a buyer on the emulator of cloud (aws or gcp) at emuURL,
+// with request the emulator's new-buyer body, and lands it on the daemon d
+// as the cloud's registration redirect would.
+func landBuyer(t *testing.T, cloud, emuURL, request string, d *daemon) admin.Buyer {
 	t.Helper()
+	field := map[string]string{"aws": "x-amzn-marketplace-token", "gcp": "x-gcp-marketplace-token"}[cloud]
 	var buyer admin.Buyer
-	if st := getJSON(t, "POST", awsURL+"/emulator/buyers", `{"product":"`+product+`"}`, &buyer); st != 201 || buyer.Token == "" {
-		t.Fatalf("new buyer: %d %+v", st, buyer)
+	if st := getJSON(t, "POST", emuURL+"/emulator/buyers", request, &buyer); st != 201 || buyer.Token == "" {
+		t.Fatalf("new %s buyer: %d %+v", cloud, st, buyer)
 	}
-	resp, err := http.PostForm(d.url+"/aws/landing", url.Values{"x-amzn-marketplace-token": {buyer.Token}})
+	resp, err := http.PostForm(d.url+"/"+cloud+"/landing", url.Values{field: {buyer.Token}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		t.Fatalf("landing: %d %s\n%s", resp.StatusCode, body, d.logs())
+		t.Fatalf("%s landing: %d %s\n%s", cloud, resp.StatusCode, body, d.logs())
 	}
 	return buyer
 }

@@ -40,7 +40,7 @@ func TestReliabilityHourEdge(t *testing.T) {
 		"-clock-offset", offset.Round(time.Millisecond).String(), "-seal-grace", "5s", "-seal-every", "1s")
 	daemonNow := func() time.Time { return time.Now().Add(offset) }
 
-	buyer := landAWSBuyer(t, emu["aws"], "prod-rel", d)
+	buyer := landBuyer(t, "aws", emu["aws"], `{"product":"prod-rel"}`, d)
 	if end := hour.Add(time.Hour); !daemonNow().Before(end) {
 		t.Fatalf("the daemon's clock passed the hour's end before the first record (start-up took too long)")
 	}
