@@ -138,29 +138,18 @@ func (s *Store) SettleNotification(ctx context.Context, owner string, n marketpl
 // the notification is then not found: the error wraps
 // marketplace.ErrNotFound and says why.
 func (s *Store) GetNotification(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Notification, error) {
-	// A row read torn but mended before the quarantine's transaction
-	// looked again is read again; the bound keeps a row that flips between
-	// the two from looping.
-	for try := 1; ; try++ {
+	key := inboxKey{string(p), id}
+	n, err := tornrows.Get(func() (*marketplace.Notification, inboxKey, error) {
 		n, _, err := scanInboxRow(s.pool.QueryRow(ctx, `SELECT `+inboxText+` FROM inbox WHERE provider = $1 AND id = $2`, string(p), id))
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, notFound(fmt.Sprintf("notification %s/%s", p, id))
+			return nil, key, marketplace.ErrNotFound
 		}
-		if !errors.Is(err, marketplace.ErrInvalidInput) || try == 3 {
-			if err != nil {
-				return nil, fmt.Errorf("postgres: get notification %s/%s: %w", p, id, err)
-			}
-			return &n, nil
-		}
-		moved, qerr := s.quarantineInboxRows(ctx, inboxKey{string(p), id})
-		if qerr != nil {
-			return nil, fmt.Errorf("postgres: get notification %s/%s: %w", p, id, errors.Join(err, qerr))
-		}
-		if moved == 1 {
-			return nil, fmt.Errorf("postgres: get notification %s/%s: %w: its row could not be read and was moved to the quarantine: %v",
-				p, id, marketplace.ErrNotFound, err)
-		}
+		return &n, key, err
+	}, func(k inboxKey) (int, error) { return s.quarantineInboxRows(ctx, k) })
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get notification %s/%s: %w", p, id, err)
 	}
+	return n, nil
 }
 
 // ListNotifications implements marketplace.NotificationInbox. A row that

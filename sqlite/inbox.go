@@ -167,26 +167,12 @@ func (s *Store) SettleNotification(ctx context.Context, owner string, n marketpl
 // the notification is then not found: the error wraps
 // marketplace.ErrNotFound and says why.
 func (s *Store) GetNotification(ctx context.Context, p marketplace.CloudProvider, id string) (*marketplace.Notification, error) {
-	// A row read torn but mended before the quarantine's write looked again
-	// is read again; the bound keeps a row that flips between the two
-	// from looping.
-	for try := 1; ; try++ {
-		n, rowid, err := s.getNotification(ctx, p, id)
-		if !errors.Is(err, marketplace.ErrInvalidInput) || try == 3 {
-			if err != nil {
-				return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
-			}
-			return n, nil
-		}
-		moved, qerr := s.quarantineInboxRows(ctx, rowid)
-		if qerr != nil {
-			return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, errors.Join(err, qerr))
-		}
-		if moved == 1 {
-			return nil, fmt.Errorf("sqlite: get notification %s/%s: %w: its row could not be read and was moved to the quarantine: %v",
-				p, id, marketplace.ErrNotFound, err)
-		}
+	n, err := tornrows.Get(func() (*marketplace.Notification, int64, error) { return s.getNotification(ctx, p, id) },
+		func(rowid int64) (int, error) { return s.quarantineInboxRows(ctx, rowid) })
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get notification %s/%s: %w", p, id, err)
 	}
+	return n, nil
 }
 
 // getNotification reads one notification. A row that cannot be read is

@@ -50,10 +50,10 @@ func quarantineInbox(ctx context.Context, tx *sql.Tx, rowids ...int64) (int, err
 	moved := 0
 	for _, id := range rowids {
 		q, err := tornInboxRow(ctx, tx, id)
-		if err != nil || q == nil {
-			if err != nil {
-				return moved, err
-			}
+		if err != nil {
+			return moved, err
+		}
+		if q == nil {
 			continue
 		}
 		if err := quarantine(ctx, tx, *q); err != nil {

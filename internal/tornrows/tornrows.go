@@ -3,7 +3,12 @@
 // again, so one torn row never hides the others.
 package tornrows
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/saasmarket/marketplace"
+)
 
 // Read runs read until it meets no row it cannot read, moving the ones it
 // met aside with move between runs. read returns the rows it could read,
@@ -28,6 +33,29 @@ func Read[T, K any](read func() ([]T, []K, error), move func(keys ...K) (int, er
 			stalled = 0
 		} else {
 			stalled++
+		}
+	}
+}
+
+// Get reads one row with read, which returns the value, the row's key and,
+// for a row it cannot read, an error wrapping marketplace.ErrInvalidInput.
+// Such a row is moved aside with move, and is then not found: the error
+// wraps marketplace.ErrNotFound and says why. A row mended before move
+// looked again (move moved nothing) is read again, three reads at most, so
+// that a row flipping between the two cannot loop.
+func Get[T, K any](read func() (T, K, error), move func(K) (int, error)) (T, error) {
+	for try := 1; ; try++ {
+		v, key, err := read()
+		if !errors.Is(err, marketplace.ErrInvalidInput) || try == 3 {
+			return v, err
+		}
+		var zero T
+		moved, qerr := move(key)
+		if qerr != nil {
+			return zero, errors.Join(err, qerr)
+		}
+		if moved == 1 {
+			return zero, fmt.Errorf("%w: its row could not be read and was moved to the quarantine: %v", marketplace.ErrNotFound, err)
 		}
 	}
 }
