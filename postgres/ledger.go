@@ -597,7 +597,7 @@ func (s *Store) Buckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.Bu
 // SumBuckets implements ledger.Store.
 func (s *Store) SumBuckets(ctx context.Context, f ledger.BucketFilter) ([]ledger.BucketSum, error) {
 	where, args := bucketsWhere(f)
-	rows, err := s.pool.Query(ctx, `SELECT provider, dimension, hour, state, COUNT(*), COALESCE(SUM(quantity), 0)::bigint
+	rows, err := s.pool.Query(ctx, `SELECT provider, dimension, hour, state, COUNT(*), SUM(quantity)::bigint
 		FROM buckets WHERE `+where+` GROUP BY provider, dimension, hour, state ORDER BY provider, dimension, hour, state`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: sum buckets: %w", err)
