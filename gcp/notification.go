@@ -147,6 +147,13 @@ func (h pushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// LeaseExtension is what marketplaced serve sets as its Subscriber's
+// ReceiveSettings.MaxDurationPerAckExtension: storing a message in the
+// inbox takes milliseconds, so it is leased 10 s at a time rather than the
+// client's default of up to a minute and more, and the messages a killed
+// process held come back soon.
+const LeaseExtension = 10 * time.Second
+
 // Run is the pull loop: with Config.Subscriber set, it receives Google's
 // lifecycle messages until ctx ends, stores each in the lifecycle engine's
 // inbox and acknowledges it only once stored; one that could not be stored

@@ -52,7 +52,7 @@ type Config struct {
 
 	// Subscriber is the seller's Pub/Sub pull subscription on Google's
 	// lifecycle topic; Run receives from it when set. Its ReceiveSettings
-	// (flow control) are the caller's.
+	// (flow control) are the caller's; see LeaseExtension.
 	Subscriber *pubsub.Subscriber
 
 	// Link links a buyer who arrived on the sign-up URL to the seller's

@@ -16,6 +16,8 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/pstest"
+
+	"github.com/saasmarket/marketplace/gcp"
 )
 
 var gcloudDeadStreams = flag.Bool("pubsub.gcloud-dead-streams", false,
@@ -176,7 +178,7 @@ func hold(sub string) error {
 	}
 	s := c.Subscriber(sub)
 	// The daemon's lease settings (cmd/marketplaced serve).
-	s.ReceiveSettings.MaxDurationPerAckExtension = 10 * time.Second
+	s.ReceiveSettings.MaxDurationPerAckExtension = gcp.LeaseExtension
 	return s.Receive(ctx, func(ctx context.Context, m *pubsub.Message) {
 		fmt.Printf("holding %s\n", strings.TrimSpace(string(m.Data)))
 		<-ctx.Done()

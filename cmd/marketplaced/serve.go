@@ -269,10 +269,7 @@ func mountGCP(ctx context.Context, cfg server.Config) (gcp.Config, func(), error
 			return c, nil, fmt.Errorf("Pub/Sub client: %w", err)
 		}
 		c.Subscriber = client.Subscriber(g.Subscription)
-		// Storing a message in the inbox takes milliseconds: lease it for
-		// 10 s at a time, not the client's default of up to a minute and
-		// more, so that the messages a killed daemon held come back soon.
-		c.Subscriber.ReceiveSettings.MaxDurationPerAckExtension = 10 * time.Second
+		c.Subscriber.ReceiveSettings.MaxDurationPerAckExtension = gcp.LeaseExtension
 		closeFn = func() { client.Close() }
 	}
 	return c, closeFn, nil
