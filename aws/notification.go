@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -34,8 +33,9 @@ const snsTypeHeader = "x-amz-sns-message-type"
 // allows and a valid signature (SignatureVersion 1 or 2). A body over 256
 // KiB answers 413: for EventBridge only once the secret is checked (a
 // forged call gets 401 unread), for SNS at once (the signature is in the
-// body). It decodes it (400 naming what is wrong), stores it in the lifecycle engine's inbox,
-// deduplicated by the EventBridge id or SNS MessageId, and only then
+// body). It decodes it (400 naming what is wrong), stores it in the
+// lifecycle engine's inbox, deduplicated by the EventBridge id or SNS
+// MessageId, and only then
 // answers 204, to a first delivery and a redelivery alike. It applies
 // nothing itself: Process does. A store failure answers 500, and AWS
 // delivers again; an SNS certificate that cannot be fetched now answers
@@ -59,18 +59,6 @@ func (h notifications) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.eventBridge(w, r)
 }
 
-// readBody reads a bounded body, answering itself on failure: 413 when it
-// is over maxNotification, 400 when it cannot be read
-// (lifecycle.BodyStatus).
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxNotification))
-	if err != nil {
-		http.Error(w, fmt.Sprintf("unreadable body (at most %d bytes): %v", maxNotification, err), lifecycle.BodyStatus(err))
-		return nil, false
-	}
-	return body, true
-}
-
 func (h notifications) eventBridge(w http.ResponseWriter, r *http.Request) {
 	p := h.p
 	secret := p.cfg.EventBridgeSecret
@@ -83,7 +71,7 @@ func (h notifications) eventBridge(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not authentic", http.StatusUnauthorized)
 		return
 	}
-	body, ok := readBody(w, r)
+	body, ok := lifecycle.ReadBody(w, r, maxNotification)
 	if !ok {
 		return
 	}
@@ -102,7 +90,7 @@ func (h notifications) eventBridge(w http.ResponseWriter, r *http.Request) {
 
 func (h notifications) sns(w http.ResponseWriter, r *http.Request) {
 	p := h.p
-	body, ok := readBody(w, r)
+	body, ok := lifecycle.ReadBody(w, r, maxNotification)
 	if !ok {
 		return
 	}

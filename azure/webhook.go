@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -90,7 +89,8 @@ const maxWebhookBody = 1 << 20
 // what is wrong), stores it in the lifecycle engine's inbox, deduplicated
 // by operation id, and only then answers 200, at once, to a first delivery
 // and a redelivery alike. It applies nothing itself: Process does, once the
-// call is answered, as Microsoft expects. A store failure answers 500, and Azure delivers again.
+// call is answered, as Microsoft expects. A store failure answers 500, and
+// Azure delivers again.
 func (p *Provider) NotificationHandler() http.Handler { return webhook{p} }
 
 type webhook struct{ p *Provider }
@@ -109,9 +109,8 @@ func (h webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not authentic", http.StatusUnauthorized)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-	if err != nil {
-		http.Error(w, "unreadable body (at most 1 MiB): "+err.Error(), lifecycle.BodyStatus(err))
+	body, ok := lifecycle.ReadBody(w, r, maxWebhookBody)
+	if !ok {
 		return
 	}
 	wp, err := DecodeWebhook(body)

@@ -503,8 +503,8 @@ func TestWebhookBadRequests(t *testing.T) {
 		{"subscription id with a slash", auth, payload(op, "a/b", "Renew"), http.StatusBadRequest, "subscriptionId"},
 		{"unknown action", auth, payload(op, "s", "Explode"), http.StatusBadRequest, `unknown action "Explode"`},
 		{"exactly 1 MiB is read", auth, sized(1 << 20), http.StatusBadRequest, "id must be an operation id"},
-		{"one byte over 1 MiB", auth, sized(1<<20 + 1), http.StatusRequestEntityTooLarge, "at most 1 MiB"},
-		{"too large", auth, sized(2 << 20), http.StatusRequestEntityTooLarge, "at most 1 MiB"},
+		{"one byte over 1 MiB", auth, sized(1<<20 + 1), http.StatusRequestEntityTooLarge, "at most 1048576 bytes"},
+		{"too large", auth, sized(2 << 20), http.StatusRequestEntityTooLarge, "at most 1048576 bytes"},
 		{"too large and forged", "Bearer forged", sized(2 << 20), http.StatusUnauthorized, "not authentic"},
 	}
 	for _, tc := range cases {

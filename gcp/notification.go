@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -92,8 +91,8 @@ func decodePush(body []byte) (*Message, error) {
 // for Config.PushAudience of Config.PushServiceAccount (verified email).
 // Only then is the body read: a forged delivery is refused unread, and a
 // body over 1 MiB answers 413. It decodes the message (400 naming what is
-// wrong), stores it in the
-// lifecycle engine's inbox, deduplicated by eventId, and only then answers
+// wrong), stores it in the lifecycle engine's inbox, deduplicated by
+// eventId, and only then answers
 // 204, to a first delivery and a redelivery alike. It applies nothing
 // itself: Process does. A store failure answers 500, and keys that cannot
 // be fetched now 503: Pub/Sub delivers again.
@@ -124,9 +123,8 @@ func (h pushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "could not verify the delivery now; send it again", http.StatusServiceUnavailable)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPush))
-	if err != nil {
-		http.Error(w, fmt.Sprintf("unreadable body (at most %d bytes): %v", maxPush, err), lifecycle.BodyStatus(err))
+	body, ok := lifecycle.ReadBody(w, r, maxPush)
+	if !ok {
 		return
 	}
 	m, err := decodePush(body)

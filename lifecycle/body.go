@@ -2,6 +2,8 @@ package lifecycle
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 )
 
@@ -18,4 +20,16 @@ func BodyStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusBadRequest
+}
+
+// ReadBody reads a cloud notification's body of at most limit bytes. When
+// it cannot, it answers itself, in plain text, with BodyStatus's status,
+// and returns false.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("unreadable body (at most %d bytes): %v", limit, err), BodyStatus(err))
+		return nil, false
+	}
+	return body, true
 }
