@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/internal/tornrows"
 )
 
 var _ marketplace.QuarantineStore = (*Store)(nil)
@@ -169,34 +169,18 @@ func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) e
 		if err != nil {
 			return err
 		}
-		if data == nil {
-			data = q.Data
-		}
-		switch q.Source {
-		case marketplace.QuarantineUsageLog:
-			if err := ledger.CheckEntry(data); err != nil {
-				return fmt.Errorf("%w: %w", marketplace.ErrInvalidInput, err)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, data); err != nil {
-				return err
-			}
-		case marketplace.QuarantineInbox:
-			n, err := marketplace.ParseInboxRow(data)
-			if err != nil {
-				return err
-			}
+		err = tornrows.Restore(q, data, func(entry []byte) error {
+			_, err := tx.Exec(ctx, `INSERT INTO usage_log (data) VALUES ($1)`, entry)
+			return err
+		}, func(n marketplace.Notification) (bool, error) {
 			tag, err := tx.Exec(ctx, `INSERT INTO inbox (`+inboxCols+`)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING`,
 				string(n.Provider), n.ID, n.Kind, n.Subject, unixMilli(n.Time), n.Payload, n.State, n.Attempts, unixMilli(n.NextAttempt),
 				n.Progress, n.Reason, unixMilli(n.Received), unixMilli(n.Expires))
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() != 1 {
-				return fmt.Errorf("%w: notification %s/%s is in the inbox again", marketplace.ErrInvalidInput, n.Provider, n.ID)
-			}
-		default:
-			return fmt.Errorf("%w: unknown source %q", marketplace.ErrInvalidInput, q.Source)
+			return tag.RowsAffected() == 1, err
+		})
+		if err != nil {
+			return err
 		}
 		_, err = tx.Exec(ctx, `DELETE FROM quarantine WHERE id = $1`, id)
 		return err

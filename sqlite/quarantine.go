@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
-	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/internal/tornrows"
 )
 
 var _ marketplace.QuarantineStore = (*Store)(nil)
@@ -189,34 +189,22 @@ func (s *Store) RestoreQuarantined(ctx context.Context, id int64, data []byte) e
 		if err != nil {
 			return err
 		}
-		if data == nil {
-			data = q.Data
-		}
-		switch q.Source {
-		case marketplace.QuarantineUsageLog:
-			if err := ledger.CheckEntry(data); err != nil {
-				return fmt.Errorf("%w: %w", marketplace.ErrInvalidInput, err)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO usage_log (data) VALUES (?)`, data); err != nil {
-				return err
-			}
-		case marketplace.QuarantineInbox:
-			n, err := marketplace.ParseInboxRow(data)
-			if err != nil {
-				return err
-			}
+		err = tornrows.Restore(q, data, func(entry []byte) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO usage_log (data) VALUES (?)`, entry)
+			return err
+		}, func(n marketplace.Notification) (bool, error) {
 			res, err := tx.ExecContext(ctx, `INSERT INTO inbox (`+inboxCols+`, lease_owner, lease_until)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0) ON CONFLICT DO NOTHING`,
 				n.Provider, n.ID, n.Kind, n.Subject, unixMilli(n.Time), n.Payload, n.State, n.Attempts, unixMilli(n.NextAttempt),
 				n.Progress, n.Reason, unixMilli(n.Received), unixMilli(n.Expires))
 			if err != nil {
-				return err
+				return false, err
 			}
-			if k, err := res.RowsAffected(); err != nil || k != 1 {
-				return errors.Join(err, fmt.Errorf("%w: notification %s/%s is in the inbox again", marketplace.ErrInvalidInput, n.Provider, n.ID))
-			}
-		default:
-			return fmt.Errorf("%w: unknown source %q", marketplace.ErrInvalidInput, q.Source)
+			k, err := res.RowsAffected()
+			return k == 1, err
+		})
+		if err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM quarantine WHERE id = ?`, id)
 		return err

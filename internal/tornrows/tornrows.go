@@ -1,6 +1,7 @@
 // Package tornrows is what the stores share in reading around rows they
 // cannot read: such a row is moved to the quarantine and the read runs
-// again, so one torn row never hides the others.
+// again, so one torn row never hides the others; and in putting a mended
+// row back.
 package tornrows
 
 import (
@@ -8,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
 )
 
 // Read runs read until it meets no row it cannot read, moving the ones it
@@ -57,5 +59,37 @@ func Get[T, K any](read func() (T, K, error), move func(K) (int, error)) (T, err
 		if moved == 1 {
 			return zero, fmt.Errorf("%w: its row could not be read and was moved to the quarantine: %v", marketplace.ErrNotFound, err)
 		}
+	}
+}
+
+// Restore checks data, the mended copy of quarantined row q (q.Data when
+// nil), and puts it back where q came from: a usage-log entry that
+// ledger.CheckEntry accepts goes to putEntry, an inbox row that
+// marketplace.ParseInboxRow reads goes to putRow, which reports whether it
+// inserted it (false: that notification is in the inbox again). Whatever
+// cannot go back is an error wrapping marketplace.ErrInvalidInput, and
+// nothing is put. The caller deletes q in the same transaction.
+func Restore(q marketplace.Quarantined, data []byte, putEntry func([]byte) error, putRow func(marketplace.Notification) (bool, error)) error {
+	if data == nil {
+		data = q.Data
+	}
+	switch q.Source {
+	case marketplace.QuarantineUsageLog:
+		if err := ledger.CheckEntry(data); err != nil {
+			return fmt.Errorf("%w: %w", marketplace.ErrInvalidInput, err)
+		}
+		return putEntry(data)
+	case marketplace.QuarantineInbox:
+		n, err := marketplace.ParseInboxRow(data)
+		if err != nil {
+			return err
+		}
+		inserted, err := putRow(n)
+		if err == nil && !inserted {
+			err = fmt.Errorf("%w: notification %s/%s is in the inbox again", marketplace.ErrInvalidInput, n.Provider, n.ID)
+		}
+		return err
+	default:
+		return fmt.Errorf("%w: unknown source %q", marketplace.ErrInvalidInput, q.Source)
 	}
 }

@@ -1,12 +1,16 @@
 package tornrows
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/ledger"
 )
 
 func TestRead(t *testing.T) {
@@ -98,6 +102,86 @@ func TestGet(t *testing.T) {
 				t.Errorf("Get = %q, %v; want the row", v, err)
 			case tc.wantIs != nil && !errors.Is(err, tc.wantIs):
 				t.Errorf("Get error %v, want one wrapping %v", err, tc.wantIs)
+			}
+		})
+	}
+}
+
+func TestRestore(t *testing.T) {
+	entry := ledger.EncodeDeltas(nil, []ledger.Delta{{BucketKey: ledger.BucketKey{SeriesKey: ledger.SeriesKey{
+		Provider: marketplace.AWS, Customer: "c", Dimension: "d"}, Hour: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}, Quantity: 5}})
+	flipped := slices.Clone(entry)
+	flipped[len(flipped)-1] ^= 1
+	row, err := json.Marshal(marketplace.InboxRowOf(marketplace.Notification{Provider: marketplace.AWS, ID: "n1", Kind: "k",
+		State: "pending", Received: time.UnixMilli(1000)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := []byte(strings.Replace(string(row), `"attempts":"0"`, `"attempts":"-1"`, 1))
+	errPut := errors.New("disk full")
+	for _, tc := range []struct {
+		name      string
+		source    string
+		stored    []byte // q.Data
+		data      []byte // the mended copy given, nil for q.Data
+		again     bool   // putRow finds the notification in the inbox
+		putFails  bool
+		wantPut   string // "entry", "row" or "" (nothing put)
+		wantErr   string // "" for none
+		wantInval bool
+	}{
+		{"entry as stored", marketplace.QuarantineUsageLog, entry, nil, false, false, "entry", "", false},
+		{"entry mended", marketplace.QuarantineUsageLog, flipped, entry, false, false, "entry", "", false},
+		{"entry still damaged", marketplace.QuarantineUsageLog, flipped, nil, false, false, "", "checksum", true},
+		{"entry put fails", marketplace.QuarantineUsageLog, entry, nil, false, true, "entry", "disk full", false},
+		{"row mended", marketplace.QuarantineInbox, torn, row, false, false, "row", "", false},
+		{"row still torn", marketplace.QuarantineInbox, torn, nil, false, false, "", "column attempts", true},
+		{"row not JSON", marketplace.QuarantineInbox, []byte("{"), nil, false, false, "", "inbox row", true},
+		{"row in the inbox again", marketplace.QuarantineInbox, row, nil, true, false, "row", "aws/n1 is in the inbox again", true},
+		{"row put fails", marketplace.QuarantineInbox, row, nil, false, true, "row", "disk full", false},
+		{"unknown source", "elsewhere", entry, nil, false, false, "", `unknown source "elsewhere"`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var put string
+			var putData []byte
+			err := Restore(marketplace.Quarantined{Source: tc.source, Data: tc.stored}, tc.data,
+				func(b []byte) error {
+					put, putData = "entry", b
+					if tc.putFails {
+						return errPut
+					}
+					return nil
+				},
+				func(n marketplace.Notification) (bool, error) {
+					put = "row"
+					if n.ID != "n1" || n.Attempts != 0 {
+						t.Errorf("putRow got %+v", n)
+					}
+					if tc.putFails {
+						return false, errPut
+					}
+					return !tc.again, nil
+				})
+			if put != tc.wantPut {
+				t.Errorf("put %q, want %q", put, tc.wantPut)
+			}
+			if put == "entry" && err == nil && !slices.Equal(putData, entry) {
+				t.Errorf("put entry %x, want %x", putData, entry)
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Restore: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Restore = %v, want an error naming %q", err, tc.wantErr)
+			}
+			if got := errors.Is(err, marketplace.ErrInvalidInput); got != tc.wantInval {
+				t.Errorf("errors.Is(%v, ErrInvalidInput) = %v, want %v", err, got, tc.wantInval)
+			}
+			if tc.putFails && !errors.Is(err, errPut) {
+				t.Errorf("%v does not wrap the put's error", err)
 			}
 		})
 	}
