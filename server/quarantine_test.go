@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/saasmarket/marketplace"
+	"github.com/saasmarket/marketplace/internal/tornrows"
 	"github.com/saasmarket/marketplace/ledger"
 )
 
@@ -79,15 +80,10 @@ func (f *fakeQuarantine) RestoreQuarantined(ctx context.Context, id int64, data 
 		if data == nil {
 			data = q.Data
 		}
-		switch q.Source {
-		case marketplace.QuarantineUsageLog:
-			if err := ledger.CheckEntry(data); err != nil {
-				return fmt.Errorf("%w: %w", marketplace.ErrInvalidInput, err)
-			}
-		case marketplace.QuarantineInbox:
-			if _, err := marketplace.ParseInboxRow(data); err != nil {
-				return err
-			}
+		putEntry := func([]byte) error { return nil }
+		putRow := func(marketplace.Notification) (bool, error) { return true, nil }
+		if err := tornrows.Restore(q, data, putEntry, putRow); err != nil {
+			return err
 		}
 		if f.restored == nil {
 			f.restored = map[int64][]byte{}
