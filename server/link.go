@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,8 +15,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/lifecycle"
@@ -126,15 +123,13 @@ func (s *Server) putAccount(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		writeError(w, r, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
+	if !requireJSON(w, r) {
 		return
 	}
 	var req struct {
 		AccountID *string `json:"account_id"`
 	}
-	if err := jsonv2.UnmarshalRead(http.MaxBytesReader(w, r.Body, 64<<10), &req, jsonv2.RejectUnknownMembers(true)); err != nil {
-		writeError(w, r, http.StatusBadRequest, "invalid_json", "the body is not {\"account_id\": \"...\"}: "+err.Error())
+	if !decodeJSON(w, r, 64<<10, &req, `{"account_id": "..."}`) {
 		return
 	}
 	if req.AccountID == nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -184,23 +183,19 @@ func (s *Server) restoreQuarantined(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req restoreRequest
+	const shape = `{"data": "<the mended row, base64>"}`
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-		writeError(w, r, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", s.cfg.MaxBodyBytes))
-		return
-	}
 	if err != nil {
-		writeError(w, r, http.StatusBadRequest, "invalid_request", "reading the body: "+err.Error())
+		refuseBody(w, r, err, s.cfg.MaxBodyBytes, shape)
 		return
 	}
 	// No body (or only white space): the row goes back as stored.
 	if len(bytes.TrimSpace(body)) > 0 {
-		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-			writeError(w, r, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
+		if !requireJSON(w, r) {
 			return
 		}
 		if err := jsonv2.Unmarshal(body, &req, jsonv2.RejectUnknownMembers(true)); err != nil {
-			writeError(w, r, http.StatusBadRequest, "invalid_json", `the body is not {"data": "<the mended row, base64>"}: `+err.Error())
+			refuseBody(w, r, err, s.cfg.MaxBodyBytes, shape)
 			return
 		}
 	}

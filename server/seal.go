@@ -2,10 +2,7 @@ package server
 
 import (
 	"fmt"
-	"mime"
 	"net/http"
-
-	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // sealRequest is the body of POST /v1/usage/seal.
@@ -19,13 +16,11 @@ type sealRequest struct {
 // subscription ends) and reported by the cloud's reporter; an operator's
 // tool (marketplaced seal), not a service's hot path.
 func (s *Server) postSeal(w http.ResponseWriter, r *http.Request) {
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		writeError(w, r, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
+	if !requireJSON(w, r) {
 		return
 	}
 	var req sealRequest
-	if err := jsonv2.UnmarshalRead(http.MaxBytesReader(w, r.Body, 64<<10), &req, jsonv2.RejectUnknownMembers(true)); err != nil {
-		writeError(w, r, http.StatusBadRequest, "invalid_json", `the body is not {"provider": "...", "customer": "..."}: `+err.Error())
+	if !decodeJSON(w, r, 64<<10, &req, `{"provider": "...", "customer": "..."}`) {
 		return
 	}
 	p, ok := s.provider(w, r, req.Provider, true)
