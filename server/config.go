@@ -295,12 +295,8 @@ func settings() []setting {
 				if v == "" {
 					return nil
 				}
-				if !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
-					return fmt.Errorf("want empty (SQLite in -data) or a postgres:// URL, got %q", postgres.Redact(v))
-				}
-				// url.Parse's error quotes the URL, password and all.
-				if _, err := url.Parse(v); err != nil {
-					return errors.New("is not a valid postgres:// URL (a password with special characters must be percent-encoded)")
+				if err := CheckStoreURL(v); err != nil {
+					return fmt.Errorf("want empty (SQLite in -data) or %w", err)
 				}
 				c.Store = v
 				return nil
@@ -521,6 +517,19 @@ func settings() []setting {
 				return c.LogLevel.UnmarshalText([]byte(v))
 			}},
 	}
+}
+
+// CheckStoreURL checks that v is a postgres:// URL; the error shows it
+// only with its password redacted.
+func CheckStoreURL(v string) error {
+	if !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
+		return fmt.Errorf("a postgres:// URL, got %q", postgres.Redact(v))
+	}
+	// url.Parse's error quotes the URL, password and all.
+	if _, err := url.Parse(v); err != nil {
+		return errors.New("a valid postgres:// URL (a password with special characters must be percent-encoded)")
+	}
+	return nil
 }
 
 func envName(flagName string) string {

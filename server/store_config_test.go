@@ -30,7 +30,7 @@ func TestParseConfigStore(t *testing.T) {
 		{name: "key=value", env: map[string]string{"MARKETPLACED_STORE": "host=db password=" + password},
 			wantErr: `setting MARKETPLACED_STORE: want empty (SQLite in -data) or a postgres:// URL, got "host=db password=xxxxx"`},
 		{name: "broken URL", args: []string{"-store", "postgres://app:" + password + "@db:port/%zz"},
-			wantErr: "setting -store: is not a valid postgres:// URL"},
+			wantErr: "setting -store: want empty (SQLite in -data) or a valid postgres:// URL"},
 		{name: "replicas on sqlite", args: []string{"-replicas", "3"},
 			wantErr: "setting -replicas / MARKETPLACED_REPLICAS: 3 daemons need a shared database: set -store / MARKETPLACED_STORE"},
 		{name: "replicas zero", args: []string{"-replicas", "0", "-store", "postgres://db/m"},

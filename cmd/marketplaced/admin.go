@@ -20,6 +20,7 @@ import (
 
 	"github.com/saasmarket/marketplace"
 	"github.com/saasmarket/marketplace/ledger"
+	"github.com/saasmarket/marketplace/postgres"
 	"github.com/saasmarket/marketplace/server"
 	"github.com/saasmarket/marketplace/sqlite"
 )
@@ -75,8 +76,8 @@ type quarantinedView = server.QuarantinedView
 
 // adminFlags are the flags every admin command shares.
 type adminFlags struct {
-	addr, apiKey, data, catalogue string
-	json                          bool
+	addr, apiKey, data, store, catalogue string
+	json                                 bool
 }
 
 func (f *adminFlags) register(fs *flag.FlagSet, getenv func(string) string) {
@@ -87,15 +88,39 @@ func (f *adminFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&f.addr, "addr", cmp.Or(getenv("MARKETPLACED_URL"), "http://127.0.0.1:8080"), "the daemon's base URL [MARKETPLACED_URL]")
 	fs.StringVar(&f.apiKey, "api-key", strings.TrimSpace(key), "an API key of the daemon [MARKETPLACED_API_KEY, else the first of MARKETPLACED_API_KEYS]")
 	fs.StringVar(&f.data, "data", "", "work on this data folder's SQLite store instead of a daemon's API (the daemon may be running)")
-	fs.StringVar(&f.catalogue, "catalogue", getenv(server.EnvPrefix+"CATALOGUE"), "with -data: the daemon's catalogue, for its billing units (seal needs it) [MARKETPLACED_CATALOGUE]")
+	fs.StringVar(&f.store, "store", "", "work on this PostgreSQL store (postgres://USER@HOST:5432/DB) instead of a daemon's API (daemons may be running); "+
+		"leave the password out and set PGPASSWORD or ~/.pgpass: flags show in ps")
+	fs.StringVar(&f.catalogue, "catalogue", getenv(server.EnvPrefix+"CATALOGUE"), "with -data or -store: the daemon's catalogue, for its billing units (seal needs it) [MARKETPLACED_CATALOGUE]")
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of a table")
 }
 
 // open returns the source the flags name.
 func (f *adminFlags) open(ctx context.Context) (adminSource, error) {
-	if f.data == "" {
+	var (
+		st  store
+		err error
+	)
+	switch {
+	case f.data != "" && f.store != "":
+		return nil, errors.New("setting -data and -store: give one of them (the SQLite data folder or the PostgreSQL store), or neither to use the daemon's API")
+	case f.store != "":
+		if err := server.CheckStoreURL(f.store); err != nil {
+			return nil, fmt.Errorf("setting -store: want %w", err)
+		}
+		if st, err = postgres.Open(ctx, f.store); err != nil {
+			return nil, fmt.Errorf("setting -store: %w", err)
+		}
+	case f.data != "":
+		db := filepath.Join(f.data, "marketplace.db")
+		if _, err := os.Stat(db); err != nil {
+			return nil, fmt.Errorf("setting -data: %s holds no marketplace.db: %w", f.data, err)
+		}
+		if st, err = sqlite.Open(ctx, db); err != nil {
+			return nil, fmt.Errorf("setting -data: %w", err)
+		}
+	default:
 		if f.apiKey == "" {
-			return nil, errors.New("setting -api-key: required to use the daemon's API (or give -data to read its data folder)")
+			return nil, errors.New("setting -api-key: required to use the daemon's API (or give -data or -store to work on its store)")
 		}
 		u, err := url.Parse(f.addr)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -103,18 +128,10 @@ func (f *adminFlags) open(ctx context.Context) (adminSource, error) {
 		}
 		return &apiSource{base: strings.TrimSuffix(f.addr, "/"), key: f.apiKey, client: &http.Client{Timeout: time.Minute}}, nil
 	}
-	db := filepath.Join(f.data, "marketplace.db")
-	if _, err := os.Stat(db); err != nil {
-		return nil, fmt.Errorf("setting -data: %s holds no marketplace.db: %w", f.data, err)
-	}
-	store, err := sqlite.Open(ctx, db)
-	if err != nil {
-		return nil, fmt.Errorf("setting -data: %w", err)
-	}
-	s := &storeSource{store: store}
+	s := &storeSource{store: st}
 	if f.catalogue != "" {
 		if s.catalogue, err = server.LoadCatalogue(f.catalogue); err != nil {
-			store.Close()
+			st.Close()
 			return nil, fmt.Errorf("setting -catalogue: %w", err)
 		}
 	}
@@ -261,7 +278,7 @@ func (a *apiSource) Discard(ctx context.Context, id int64) (quarantinedView, err
 
 // storeSource is a data folder's SQLite store.
 type storeSource struct {
-	store     *sqlite.Store
+	store     store
 	catalogue *server.Catalogue // for seal's billing units
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/saasmarket/marketplace/azure"
 	"github.com/saasmarket/marketplace/emulator/admin"
 	azureemu "github.com/saasmarket/marketplace/emulator/azure"
+	"github.com/saasmarket/marketplace/postgres"
 	"github.com/saasmarket/marketplace/server"
 	"github.com/saasmarket/marketplace/sqlite"
 )
@@ -31,11 +33,30 @@ func adminRun(t *testing.T, args ...string) (string, error) {
 }
 
 // TestAdminCommands: subscriptions list and show, usage and seal give the
-// same views through a running daemon's API and on its data folder, in
-// JSON and as tables; seal through either is seen by the other.
+// same views through a running daemon's API and on its store (a SQLite
+// data folder with -data, a PostgreSQL database with -store), in JSON and
+// as tables; seal through either is seen by the other.
 func TestAdminCommands(t *testing.T) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		t.Run(kind, func(t *testing.T) { testAdminCommands(t, kind) })
+	}
+}
+
+func testAdminCommands(t *testing.T, kind string) {
+	var (
+		st    store
+		where []string // the flags that name the store, for serve and the admin commands
+		err   error
+	)
 	data := t.TempDir()
-	store, err := sqlite.Open(t.Context(), filepath.Join(data, "marketplace.db"))
+	if kind == "sqlite" {
+		st, err = sqlite.Open(t.Context(), filepath.Join(data, "marketplace.db"))
+		where = []string{"-data", data}
+	} else {
+		db := pgDatabase(t)
+		st, err = postgres.Open(t.Context(), db)
+		where = []string{"-store", db}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,19 +65,19 @@ func TestAdminCommands(t *testing.T) {
 		{Provider: marketplace.AWS, ID: "c3", CustomerID: "c3", ProductCode: "prod-inference", Status: marketplace.StatusActive},
 		{Provider: marketplace.Azure, ID: "sub-2", CustomerID: "sub-2", ProductCode: "inference-offer", Status: marketplace.StatusSuspended, Plan: "basic"},
 	} {
-		if _, err := store.PutSubscription(t.Context(), s); err != nil {
+		if _, err := st.PutSubscription(t.Context(), s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	store.Close()
-	d := startServe(t, "-data", data)
+	st.Close()
+	d := startServe(t, where...)
 	for _, c := range []string{"c1", "c3"} {
 		if st := getJSON(t, "POST", d.url+"/v1/usage", `{"records":[{"event_id":"a-`+c+`","provider":"aws","customer":"`+c+`","metric":"tokens","quantity":2500000}]}`, nil); st != 200 {
 			t.Fatalf("usage of %s: %d", c, st)
 		}
 	}
 	api := []string{"-addr", d.url, "-api-key", serveKey}
-	dir := []string{"-data", data, "-catalogue", testCatalogue}
+	dir := append(slices.Clone(where), "-catalogue", testCatalogue)
 	both := func(what string, args ...string) string {
 		t.Helper()
 		a, err := adminRun(t, append(args, api...)...)
@@ -65,10 +86,10 @@ func TestAdminCommands(t *testing.T) {
 		}
 		b, err := adminRun(t, append(args, dir...)...)
 		if err != nil {
-			t.Fatalf("%s on the data folder: %v", what, err)
+			t.Fatalf("%s on the store: %v", what, err)
 		}
 		if a != b {
-			t.Errorf("%s: the API and the data folder differ:\n%s\n%s", what, a, b)
+			t.Errorf("%s: the API and the store differ:\n%s\n%s", what, a, b)
 		}
 		return a
 	}
@@ -104,7 +125,7 @@ func TestAdminCommands(t *testing.T) {
 	if bs := usage("c1"); len(bs) != 1 || bs[0].State != "open" || bs[0].Quantity != 2_500_000 || bs[0].Dimension != "tokens_1m" || bs[0].Customer != "c1" {
 		t.Fatalf("usage before the seal: %+v", bs)
 	}
-	// Seal c1 through the API and c3 on the data folder: both are seen
+	// Seal c1 through the API and c3 on the store: both are seen
 	// both ways, with the catalogue's units.
 	for _, tc := range []struct {
 		customer string
@@ -122,6 +143,9 @@ func TestAdminCommands(t *testing.T) {
 		t.Errorf("usage table:\n%s", out)
 	}
 
+	if kind != "sqlite" {
+		return
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -136,9 +160,16 @@ func TestAdminCommands(t *testing.T) {
 		{[]string{"subscriptions", "list", "-addr", d.url, "-api-key", "wrong-key-0123456789"}, "401"},
 		{[]string{"subscriptions", "list", "-addr", d.url, "-api-key", ""}, "-api-key"},
 		{[]string{"subscriptions", "remove"}, "list or show"},
+		{[]string{"subscriptions", "list", "-data", data, "-store", "postgres://app@127.0.0.1:1/m"}, "-data and -store"},
+		{[]string{"subscriptions", "list", "-store", "mysql://app:hunter2-secret@db/m"}, "-store"},
+		{[]string{"subscriptions", "list", "-store", "postgres://app:hunter2-secret@127.0.0.1:1/m?connect_timeout=5"}, "-store"},
 	} {
-		if _, err := adminRun(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := adminRun(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want an error naming %s", tc.args, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: the error shows the password: %v", tc.args, err)
 		}
 	}
 }
