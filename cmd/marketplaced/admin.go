@@ -26,9 +26,10 @@ import (
 )
 
 // The admin commands (subscriptions, usage, seal, reconcile, quarantine) read and act
-// on a running daemon through its /v1 API (-addr, -api-key) or, with
-// -data, directly on its data folder's SQLite store. Both give the same
-// views, in the API's JSON shapes (docs/api.md).
+// on a running daemon through its /v1 API (-addr, -api-key) or directly
+// on its store: -data for a data folder's SQLite store, -store for a
+// PostgreSQL one. Both ways give the same views, in the API's JSON shapes
+// (docs/api.md).
 
 // subView is a subscription as GET /v1/subscriptions shows it.
 type subView = server.SubscriptionView
@@ -276,7 +277,8 @@ func (a *apiSource) Discard(ctx context.Context, id int64) (quarantinedView, err
 	return out.Discarded, err
 }
 
-// storeSource is a data folder's SQLite store.
+// storeSource is a daemon's store: a data folder's SQLite store or a
+// PostgreSQL database.
 type storeSource struct {
 	store     store
 	catalogue *server.Catalogue // for seal's billing units

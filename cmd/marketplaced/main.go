@@ -4,7 +4,7 @@
 //	marketplaced demo [flags]      serve and the three emulators in one process, with demo buyers and traffic
 //	marketplaced emulate [flags]   run the AWS, Azure and Google marketplace emulators
 //	marketplaced subscriptions list|show, usage, seal, reconcile, quarantine list|show|restore|discard [flags]
-//	                               admin commands, on a daemon's API or its data folder
+//	                               admin commands, on a daemon's API or its store
 //
 // marketplaced -h lists them; marketplaced SUBCOMMAND -h lists a
 // subcommand's flags.
