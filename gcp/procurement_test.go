@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/saasmarket/marketplace"
@@ -192,7 +193,7 @@ func TestEntitlementsFilterAndPages(t *testing.T) {
 	got, _ := e.proc.Entitlements(ctx, "state=active")
 	var ids []string
 	for _, ent := range got {
-		ids = append(ids, ent.Name[len(ent.Name)-len(ent.Name)+len("providers/"+e.emu.ProviderID()+"/entitlements/"):])
+		ids = append(ids, strings.TrimPrefix(ent.Name, "providers/"+e.emu.ProviderID()+"/entitlements/"))
 	}
 	if !slices.Equal(ids, active) {
 		t.Errorf("active = %v, want %v", ids, active)

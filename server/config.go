@@ -227,14 +227,14 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// setting is one configuration value: its flag, its environment variable,
-// its default and how to apply it.
+// setting is one configuration value: its flag (envName gives its
+// environment variable), its default and how to apply it.
 type setting struct {
-	flag, env string
-	def       string
-	usage     string
-	secret    bool // never echoed: not in -h, not in errors
-	apply     func(c *Config, v string) error
+	flag   string
+	def    string
+	usage  string
+	secret bool // never echoed: not in -h, not in errors
+	apply  func(c *Config, v string) error
 	// cloud names the cloud whose adapter the setting belongs to.
 	cloud string
 }
