@@ -78,6 +78,12 @@ func (e *Emulator) getEntitlements(body []byte) (any, error) {
 			return nil, errorf("InvalidParameterException", "filter %q needs a value", name)
 		}
 	}
+	// GetEntitlementsRequest.Filter: "CustomerIdentifier and
+	// CustomerAWSAccountId are mutually exclusive parameters."
+	_, byCustomer := in.Filter["CUSTOMER_IDENTIFIER"]
+	if _, byAccount := in.Filter["CUSTOMER_AWS_ACCOUNT_ID"]; byCustomer && byAccount {
+		return nil, errorf("InvalidParameterException", "CUSTOMER_IDENTIFIER and CUSTOMER_AWS_ACCOUNT_ID are mutually exclusive filters")
+	}
 	// A token is "<offset>" or "e<offset>" (an empty page comes first).
 	start, empty := 0, false
 	if t := str(in.NextToken); t != "" {

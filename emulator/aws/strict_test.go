@@ -1,0 +1,68 @@
+package aws_test
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	emu "github.com/saasmarket/marketplace/emulator/aws"
+	"github.com/saasmarket/marketplace/ledger/ledgertest"
+)
+
+// rawEmulator serves an emulator without credentials, for raw JSON 1.1 calls.
+func rawEmulator(t *testing.T, now time.Time) (*emu.Emulator, string) {
+	t.Helper()
+	e := emu.New(emu.Config{Clock: ledgertest.NewClock(now).Now, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return e, srv.URL
+}
+
+// rawCall posts body to target and returns the HTTP status and the error
+// code ("" on success) with the decoded answer.
+func rawCall(t *testing.T, url, target, body string) (int, string, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+"/", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	req.Header.Set("X-Amz-Target", target)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	typ, _ := out["__type"].(string)
+	_, code, _ := strings.Cut(typ, "#")
+	return resp.StatusCode, code, out
+}
+
+// GetEntitlementsRequest.Filter (marketplace-entitlement.service-2.json):
+// "CustomerIdentifier and CustomerAWSAccountId are mutually exclusive
+// parameters. You must use one or the other, but not both in the same
+// request."
+func TestGetEntitlementsFilterExclusive(t *testing.T) {
+	e, url := rawEmulator(t, time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))
+	b := e.AddBuyer(emu.Buyer{ProductCode: "prod", CustomerIdentifier: "c1"})
+	tests := []struct {
+		name, filter, want string
+	}{
+		{"customer", `{"CUSTOMER_IDENTIFIER":["c1"]}`, ""},
+		{"account", `{"CUSTOMER_AWS_ACCOUNT_ID":["` + b.CustomerAWSAccountId + `"]}`, ""},
+		{"account and license", `{"CUSTOMER_AWS_ACCOUNT_ID":["1"],"LICENSE_ARN":["x"]}`, ""},
+		{"both identifiers", `{"CUSTOMER_IDENTIFIER":["c1"],"CUSTOMER_AWS_ACCOUNT_ID":["` + b.CustomerAWSAccountId + `"]}`, "InvalidParameterException"},
+		{"both with dimension", `{"CUSTOMER_IDENTIFIER":["c1"],"CUSTOMER_AWS_ACCOUNT_ID":["1"],"DIMENSION":["d"]}`, "InvalidParameterException"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, code, _ := rawCall(t, url, "AWSMPEntitlementService.GetEntitlements", `{"ProductCode":"prod","Filter":`+tt.filter+`}`)
+			if code != tt.want || (tt.want != "" && status != http.StatusBadRequest) {
+				t.Fatalf("got %d %q, want %q", status, code, tt.want)
+			}
+		})
+	}
+}
