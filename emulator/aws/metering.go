@@ -392,8 +392,12 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 		return nil, errorf("ValidationException", "ProductCode is required")
 	case in.Timestamp == nil:
 		return nil, errorf("ValidationException", "Timestamp is required")
-	case str(in.UsageDimension) == "":
-		return nil, errorf("InvalidUsageDimensionException", "UsageDimension is required")
+	case str(in.UsageDimension) == "" || len(*in.UsageDimension) > 255:
+		// UsageDimension: min 1, max 255.
+		return nil, errorf("InvalidUsageDimensionException", "UsageDimension must be 1..255 characters")
+	case in.ClientToken != nil && (len(*in.ClientToken) < 1 || len(*in.ClientToken) > 64):
+		// ClientToken: min 1, max 64.
+		return nil, errorf("ValidationException", "ClientToken must be 1..64 characters")
 	}
 	if err := checkQuantity("UsageQuantity", in.UsageQuantity); err != nil {
 		return nil, err
@@ -425,6 +429,12 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 	k := lineKey{Scope: *in.ProductCode, Customer: "(caller)", Dimension: *in.UsageDimension, Hour: in.Timestamp.Truncate(time.Hour)}
 	ct := str(in.ClientToken)
 	l := e.lines[k]
+	// A ClientToken reused with other parameters is refused before
+	// anything is recorded. (Another quantity in the same hour stays
+	// DuplicateRequestException, as the aws package's tests expect.)
+	if id, ok := e.meterIDs[ct]; ct != "" && ok && (l == nil || l.RecordID != id) {
+		return nil, errorf("IdempotencyConflictException", "ClientToken reused with other parameters")
+	}
 	switch {
 	case l == nil:
 		l = &line{Quantity: qty, RecordID: e.recordID()}
@@ -437,9 +447,6 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 		e.stats.Idempotent++
 	}
 	if ct != "" {
-		if id, ok := e.meterIDs[ct]; ok && id != l.RecordID {
-			return nil, errorf("IdempotencyConflictException", "ClientToken reused with other parameters")
-		}
 		e.meterIDs[ct] = l.RecordID
 	}
 	return map[string]string{"MeteringRecordId": l.RecordID}, nil

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,3 +67,43 @@ func TestGetEntitlementsFilterExclusive(t *testing.T) {
 		})
 	}
 }
+
+// MeterUsageRequest (meteringmarketplace.service-2.json): UsageDimension
+// is 1..255 characters, ClientToken 1..64; "If you retry the operation
+// with the same ClientToken, but with different parameters, the retry
+// fails with an IdempotencyConflictException error": the refused call
+// records nothing.
+func TestMeterUsageClientTokenAndDimension(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 20, 0, 0, time.UTC)
+	ts := `,"Timestamp":` + strconvUnix(now.Add(-time.Hour))
+	ts2 := `,"Timestamp":` + strconvUnix(now)
+	tests := []struct {
+		name  string
+		body  string
+		want  string
+		lines int // bill lines after the call
+	}{
+		{"first", `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":1,"ClientToken":"t1"` + ts + `}`, "", 1},
+		{"same token, same call", `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":1,"ClientToken":"t1"` + ts + `}`, "", 1},
+		{"same token, other hour", `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":1,"ClientToken":"t1"` + ts2 + `}`, "IdempotencyConflictException", 1},
+		{"same token, other dimension", `{"ProductCode":"p","UsageDimension":"e","UsageQuantity":1,"ClientToken":"t1"` + ts + `}`, "IdempotencyConflictException", 1},
+		{"same token, other quantity", `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":2,"ClientToken":"t1"` + ts + `}`, "DuplicateRequestException", 1},
+		{"empty token", `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":1,"ClientToken":""` + ts2 + `}`, "ValidationException", 1},
+		{"65-character token", `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":1,"ClientToken":"` + strings.Repeat("t", 65) + `"` + ts2 + `}`, "ValidationException", 1},
+		{"64-character token", `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":1,"ClientToken":"` + strings.Repeat("t", 64) + `"` + ts2 + `}`, "", 2},
+		{"256-character dimension", `{"ProductCode":"p","UsageDimension":"` + strings.Repeat("d", 256) + `","UsageQuantity":1` + ts2 + `}`, "InvalidUsageDimensionException", 2},
+		{"255-character dimension", `{"ProductCode":"p","UsageDimension":"` + strings.Repeat("d", 255) + `","UsageQuantity":1` + ts2 + `}`, "", 3},
+	}
+	e, url := rawEmulator(t, now)
+	for _, tt := range tests {
+		status, code, _ := rawCall(t, url, "AWSMPMeteringService.MeterUsage", tt.body)
+		if code != tt.want {
+			t.Fatalf("%s: got %d %q, want %q", tt.name, status, code, tt.want)
+		}
+		if n := len(e.Bill().Lines); n != tt.lines {
+			t.Fatalf("%s: %d bill lines, want %d", tt.name, n, tt.lines)
+		}
+	}
+}
+
+func strconvUnix(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
