@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -191,10 +194,18 @@ func checkQuantity(field string, q *int64) error {
 	return nil
 }
 
-func checkAllocations(allocs []usageAllocation, qty int64) error {
+// tagPattern is the pattern of TagKey and TagValue in
+// meteringmarketplace.service-2.json (" -=" is the range space to '=').
+var tagPattern = regexp.MustCompile(`^[a-zA-Z0-9+ -=._:\/@]+$`)
+
+// checkAllocations checks UsageAllocations against qty. uniqueSets
+// applies MeterUsage's rule that "each UsageAllocation must have a unique
+// set of tags".
+func checkAllocations(allocs []usageAllocation, qty int64, uniqueSets bool) error {
 	if allocs == nil {
 		return nil
 	}
+	sets := map[string]bool{}
 	if len(allocs) < 1 || len(allocs) > 2500 {
 		return errorf("InvalidUsageAllocationsException", "UsageAllocations must hold 1..2500 allocations")
 	}
@@ -206,9 +217,11 @@ func checkAllocations(allocs []usageAllocation, qty int64) error {
 		if err := checkQuantity("AllocatedUsageQuantity", a.AllocatedUsageQuantity); err != nil {
 			return err
 		}
-		if len(a.Tags) > 5 {
-			return errorf("InvalidTagException", "at most 5 tags per allocation")
+		if a.Tags != nil && (len(a.Tags) < 1 || len(a.Tags) > 5) {
+			// TagList: min 1, max 5 (omit Tags for the untagged bucket).
+			return errorf("InvalidTagException", "an allocation's Tags hold 1..5 tags, got %d", len(a.Tags))
 		}
+		var set []string
 		for _, raw := range a.Tags {
 			var tag struct{ Key, Value *string }
 			if err := json.Unmarshal(raw, &tag); err != nil {
@@ -221,7 +234,17 @@ func checkAllocations(allocs []usageAllocation, qty int64) error {
 			if n := len(str(tag.Value)); n < 1 || n > 256 {
 				return errorf("InvalidTagException", "a tag Value must be 1..256 characters, got %d", n)
 			}
+			if !tagPattern.MatchString(*tag.Key) || !tagPattern.MatchString(*tag.Value) {
+				return errorf("InvalidTagException", "tag %q=%q: keys and values must match %s", *tag.Key, *tag.Value, tagPattern)
+			}
+			set = append(set, strconv.Quote(*tag.Key)+"="+strconv.Quote(*tag.Value))
 		}
+		slices.Sort(set)
+		k := strings.Join(set, ",")
+		if uniqueSets && sets[k] {
+			return errorf("InvalidUsageAllocationsException", "two allocations have the same set of tags {%s}", k)
+		}
+		sets[k] = true
 		sum += *a.AllocatedUsageQuantity
 	}
 	if sum != qty {
@@ -248,7 +271,7 @@ func (e *Emulator) resolveRecord(productCode string, r usageRecord, now time.Tim
 	if r.Quantity != nil {
 		qty = *r.Quantity
 	}
-	if err := checkAllocations(r.UsageAllocations, qty); err != nil {
+	if err := checkAllocations(r.UsageAllocations, qty, false); err != nil {
 		return k, nil, err
 	}
 	var b *Buyer
@@ -406,7 +429,7 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 	if in.UsageQuantity != nil {
 		qty = *in.UsageQuantity
 	}
-	if err := checkAllocations(in.UsageAllocations, qty); err != nil {
+	if err := checkAllocations(in.UsageAllocations, qty, true); err != nil {
 		return nil, err
 	}
 	if err := e.knownProduct(*in.ProductCode); err != nil {

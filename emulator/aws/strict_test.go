@@ -107,3 +107,41 @@ func TestMeterUsageClientTokenAndDimension(t *testing.T) {
 }
 
 func strconvUnix(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+
+// Tags and allocations (meteringmarketplace.service-2.json): TagKey and
+// TagValue match ^[a-zA-Z0-9+ -=._:\/@]+$, TagList holds 1..5 tags, and
+// MeterUsageRequest.UsageAllocations: "each UsageAllocation must have a
+// unique set of tags".
+func TestUsageAllocationTags(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 20, 0, 0, time.UTC)
+	tests := []struct {
+		name, target, allocs, want string
+	}{
+		{"meter, plain tags", "MeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[{"Key":"team","Value":"a b/c@d:e=f+g-h.i_j"}]}]`, ""},
+		{"meter, tagged and untagged buckets", "MeterUsage", `[{"AllocatedUsageQuantity":1,"Tags":[{"Key":"k","Value":"v"}]},{"AllocatedUsageQuantity":1}]`, ""},
+		{"meter, key with ?", "MeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[{"Key":"why?","Value":"v"}]}]`, "InvalidTagException"},
+		{"meter, value with a brace", "MeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[{"Key":"k","Value":"{v}"}]}]`, "InvalidTagException"},
+		{"meter, non-ASCII value", "MeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[{"Key":"k","Value":"café"}]}]`, "InvalidTagException"},
+		{"meter, empty tag list", "MeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[]}]`, "InvalidTagException"},
+		{"meter, two untagged buckets", "MeterUsage", `[{"AllocatedUsageQuantity":1},{"AllocatedUsageQuantity":1}]`, "InvalidUsageAllocationsException"},
+		{"meter, same tags twice", "MeterUsage", `[{"AllocatedUsageQuantity":1,"Tags":[{"Key":"a","Value":"1"},{"Key":"b","Value":"2"}]},{"AllocatedUsageQuantity":1,"Tags":[{"Key":"b","Value":"2"},{"Key":"a","Value":"1"}]}]`, "InvalidUsageAllocationsException"},
+		{"batch, plain tags", "BatchMeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[{"Key":"team","Value":"a"}]}]`, ""},
+		{"batch, key with a backslash", "BatchMeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[{"Key":"a\\b","Value":"v"}]}]`, "InvalidTagException"},
+		{"batch, empty tag list", "BatchMeterUsage", `[{"AllocatedUsageQuantity":2,"Tags":[]}]`, "InvalidTagException"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, url := rawEmulator(t, now)
+			e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+			ts := strconvUnix(now.Add(-time.Duration(i) * time.Minute))
+			body := `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":2,"Timestamp":` + ts + `,"UsageAllocations":` + tt.allocs + `}`
+			if tt.target == "BatchMeterUsage" {
+				body = `{"ProductCode":"p","UsageRecords":[{"CustomerIdentifier":"c","Dimension":"d","Quantity":2,"Timestamp":` + ts + `,"UsageAllocations":` + tt.allocs + `}]}`
+			}
+			status, code, out := rawCall(t, url, "AWSMPMeteringService."+tt.target, body)
+			if code != tt.want {
+				t.Fatalf("got %d %q (%v), want %q", status, code, out["message"], tt.want)
+			}
+		})
+	}
+}
