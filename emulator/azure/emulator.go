@@ -116,7 +116,7 @@ type Emulator struct {
 	limiter *rate.Limiter // ThrottleTPS; nil without
 	subs    map[string]*subscription
 	order   []string // subscription ids in creation order
-	tokens  map[string]string
+	tokens  map[string]landingToken
 	ops     map[string]*operation
 	events  map[eventKey]*usageEvent
 	evlist  []*usageEvent
@@ -170,7 +170,7 @@ func New(cfg Config) *Emulator {
 	e := &Emulator{
 		cfg: cfg, key: key, kid: base64.RawURLEncoding.EncodeToString(kidb),
 		rng:  mrand.New(mrand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		subs: map[string]*subscription{}, tokens: map[string]string{},
+		subs: map[string]*subscription{}, tokens: map[string]landingToken{},
 		ops: map[string]*operation{}, events: map[eventKey]*usageEvent{},
 		calls: map[string]int{},
 	}

@@ -112,6 +112,16 @@ type Purchase struct {
 	Name     string `json:"name,omitempty"`
 }
 
+// TokenLifetime is how long a landing token resolves: saasapi.v2.json,
+// FulfillmentOperations_Resolve, "This token is valid for one hour only."
+const TokenLifetime = time.Hour
+
+// landingToken is a marketplace token and the subscription it resolves to.
+type landingToken struct {
+	sub     string
+	expires time.Time
+}
+
 // PurchaseResult is what CreatePurchase returns: the new subscription and
 // the token Azure would put on the landing page URL (?token=...).
 type PurchaseResult struct {
@@ -150,7 +160,7 @@ func (e *Emulator) CreatePurchase(p Purchase) (PurchaseResult, error) {
 	defer e.mu.Unlock()
 	e.subs[id] = s
 	e.order = append(e.order, id)
-	e.tokens[token] = id
+	e.tokens[token] = landingToken{sub: id, expires: now.Add(TokenLifetime)}
 	return PurchaseResult{SubscriptionID: id, Token: token}, nil
 }
 
@@ -359,12 +369,12 @@ func (e *Emulator) serveResolve(w http.ResponseWriter, r *http.Request) bool {
 	tok := r.Header.Get("x-ms-marketplace-token")
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	id, ok := e.tokens[tok]
-	if tok == "" || !ok {
+	lt, ok := e.tokens[tok]
+	if tok == "" || !ok || !e.now().Before(lt.expires) {
 		writeError(w, http.StatusBadRequest, "BadArgument", "x-ms-marketplace-token is missing, malformed, or expired")
 		return false
 	}
-	s := e.subs[id]
+	s := e.subs[lt.sub]
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": s.ID, "subscriptionName": s.Name, "offerId": s.OfferID, "planId": s.PlanID,
 		"quantity": s.Quantity, "subscription": s,
