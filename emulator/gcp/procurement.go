@@ -192,34 +192,51 @@ func (e *Emulator) account(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, err)
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.calls["accounts."+verb]++
-	a, ok := e.accounts[id]
-	if !ok {
-		writeAPIError(w, notFound("account %s not found", e.accountName(id)))
-		return
-	}
-	now := stamp(e.now())
-	var err error
-	switch verb {
-	case "approve", "reject":
-		err = setApproval(a, req.ApprovalName, map[string]string{"approve": "APPROVED", "reject": "REJECTED"}[verb], req.Reason, now)
-		if err == nil && verb == "approve" && len(req.Properties) > 0 {
-			a.Properties = req.Properties
+	var evs []event
+	err := func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.calls["accounts."+verb]++
+		a, ok := e.accounts[id]
+		if !ok {
+			return notFound("account %s not found", e.accountName(id))
 		}
-	case "reset":
-		for i := range a.Approvals {
-			a.Approvals[i].State, a.Approvals[i].Reason, a.Approvals[i].UpdateTime = "PENDING", "", now
+		t := e.now()
+		now := stamp(t)
+		switch verb {
+		case "approve", "reject":
+			if err := setApproval(a, req.ApprovalName, map[string]string{"approve": "APPROVED", "reject": "REJECTED"}[verb], req.Reason, now); err != nil {
+				return err
+			}
+			if verb == "approve" && len(req.Properties) > 0 {
+				a.Properties = req.Properties
+			}
+		case "reset":
+			for i := range a.Approvals {
+				a.Approvals[i].State, a.Approvals[i].Reason, a.Approvals[i].UpdateTime = "PENDING", "", now
+			}
+			// accounts.reset "Resets an Account and cancels all
+			// associated Entitlements" (the discovery document).
+			for _, eid := range e.entOrder {
+				ent := e.ents[eid]
+				if ent.Account != a.Name || ent.State == StateCancelled {
+					continue
+				}
+				ent.State, ent.CancellationReason, ent.NewPendingPlan, ent.SubscriptionEndTime = StateCancelled, "unknown", "", ""
+				ent.MessageToUser, ent.cancelledAt, ent.UpdateTime = "", t, now
+				evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, t))
+			}
+		default:
+			return notFound("unknown method %q", verb)
 		}
-	default:
-		err = notFound("unknown method %q", verb)
-	}
+		a.UpdateTime = now
+		return nil
+	}()
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
-	a.UpdateTime = now
+	e.publish(r.Context(), evs)
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
