@@ -74,7 +74,10 @@ func (e *Emulator) checkProvider(r *http.Request) error {
 	return nil
 }
 
-func decodeBody(r *http.Request, v any) error {
+// decodeBody decodes the request body of method ("accounts.approve", …)
+// into v, refusing a field that the method's request message does not
+// have (requestFields), as Google's JSON mapping does.
+func decodeBody(r *http.Request, method string, v any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		return badRequest("read body: %v", err)
@@ -82,7 +85,58 @@ func decodeBody(r *http.Request, v any) error {
 	if len(body) == 0 {
 		return nil
 	}
-	return strictJSON(body, v)
+	fields, ok := requestFields[method]
+	if !ok {
+		return strictJSON(body, v)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return badRequest("Invalid JSON payload received. %v", err)
+	}
+	norm := make(map[string]json.RawMessage, len(m))
+	for _, k := range sortedKeys(m) {
+		name := lowerCamel(k) // the proto field name (snake_case) is accepted too
+		if !slices.Contains(fields, name) {
+			return badRequest("Invalid JSON payload received. Unknown name %q: Cannot find field.", k)
+		}
+		norm[name] = m[k]
+	}
+	b, _ := json.Marshal(norm)
+	if err := json.Unmarshal(b, v); err != nil {
+		return badRequest("Invalid JSON payload received. %v", err)
+	}
+	return nil
+}
+
+// lowerCamel turns a proto field name (pending_plan_name) into its JSON
+// name (pendingPlanName).
+func lowerCamel(s string) string {
+	parts := strings.Split(s, "_")
+	for i := 1; i < len(parts); i++ {
+		if p := parts[i]; p != "" {
+			parts[i] = strings.ToUpper(p[:1]) + p[1:]
+		}
+	}
+	return strings.Join(parts, "")
+}
+
+// requestFields are the fields of each method's request message in
+// cloudcommerceprocurement-api.json (entitlements.patch takes an
+// Entitlement, whose output-only fields Google ignores).
+var requestFields = map[string][]string{
+	"accounts.approve":               {"approvalName", "properties", "reason"},
+	"accounts.reject":                {"approvalName", "reason"},
+	"accounts.reset":                 {},
+	"entitlements.approve":           {"entitlementMigrated", "properties"},
+	"entitlements.reject":            {"reason"},
+	"entitlements.approvePlanChange": {"pendingPlanName"},
+	"entitlements.rejectPlanChange":  {"pendingPlanName", "reason"},
+	"entitlements.suspend":           {"reason"},
+	"entitlements.patch": {"account", "cancellationReason", "consumers", "createTime", "entitlementBenefitIds",
+		"inputProperties", "messageToUser", "name", "newOfferEndTime", "newOfferStartTime", "newPendingOffer",
+		"newPendingOfferDuration", "newPendingPlan", "offer", "offerDuration", "offerEndTime", "orderId", "plan",
+		"product", "productExternalName", "provider", "quoteExternalName", "state", "subscriptionEndTime",
+		"updateTime", "usageReportingId"},
 }
 
 // strictJSON decodes body into v and refuses a field v does not have, as
@@ -188,7 +242,7 @@ func (e *Emulator) account(w http.ResponseWriter, r *http.Request) {
 		Reason       string            `json:"reason"`
 		Properties   map[string]string `json:"properties"`
 	}
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(r, "accounts."+verb, &req); err != nil {
 		writeAPIError(w, err)
 		return
 	}
@@ -315,11 +369,13 @@ func (e *Emulator) entitlement(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		PendingPlanName string `json:"pendingPlanName"`
-		Reason          string `json:"reason"`
-		MessageToUser   string `json:"messageToUser"`
+		PendingPlanName     string            `json:"pendingPlanName"`
+		Reason              string            `json:"reason"`
+		MessageToUser       string            `json:"messageToUser"`
+		Properties          map[string]string `json:"properties"`
+		EntitlementMigrated string            `json:"entitlementMigrated"`
 	}
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(r, "entitlements."+verb, &req); err != nil {
 		writeAPIError(w, err)
 		return
 	}
@@ -333,6 +389,9 @@ func (e *Emulator) entitlement(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := e.transitionLocked(ent, verb, req.PendingPlanName, req.Reason, req.MessageToUser, r.URL.Query().Get("updateMask"), &evs)
+	if err == nil && verb == "approve" && len(req.Properties) > 0 {
+		ent.Properties = req.Properties
+	}
 	resp := *ent
 	e.mu.Unlock()
 	if err != nil {

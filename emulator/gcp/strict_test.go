@@ -2,6 +2,8 @@ package gcp_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -68,5 +70,52 @@ func TestResetAccountCancelsEntitlements(t *testing.T) {
 	}
 	if got := e.AccountApproval("acc-1", gcp.SignupApproval); got != "PENDING" {
 		t.Errorf("approval after reset: %s, want PENDING", got)
+	}
+}
+
+// Each Procurement method takes its own request message
+// (cloudcommerceprocurement-api.json: ApproveEntitlementRequest
+// {entitlementMigrated, properties}, RejectEntitlementRequest {reason},
+// ApproveEntitlementPlanChangeRequest {pendingPlanName},
+// RejectAccountRequest {approvalName, reason}, ResetAccountRequest {},
+// entitlements.patch an Entitlement); Google refuses a field the message
+// does not have with 400 INVALID_ARGUMENT "Unknown name".
+func TestRequestFieldsPerMethod(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"approve entitlement with properties", "POST", "entitlements/ENT:approve", `{"properties":{"k":"v"}}`, 200},
+		{"approve entitlement with messageToUser", "POST", "entitlements/ENT:approve", `{"messageToUser":"hi"}`, 400},
+		{"approve entitlement with pendingPlanName", "POST", "entitlements/ENT:approve", `{"pendingPlanName":"p"}`, 400},
+		{"reject entitlement with reason", "POST", "entitlements/ENT:reject", `{"reason":"no"}`, 200},
+		{"reject entitlement with messageToUser", "POST", "entitlements/ENT:reject", `{"reason":"no","messageToUser":"x"}`, 400},
+		{"patch with messageToUser", "PATCH", "entitlements/ENT?updateMask=messageToUser", `{"messageToUser":"soon"}`, 200},
+		{"patch with an output-only field", "PATCH", "entitlements/ENT?updateMask=messageToUser", `{"messageToUser":"soon","state":"ENTITLEMENT_ACTIVE"}`, 200},
+		{"patch with reason", "PATCH", "entitlements/ENT?updateMask=messageToUser", `{"messageToUser":"soon","reason":"x"}`, 400},
+		{"approve account with properties", "POST", "accounts/acc-1:approve", `{"approvalName":"signup","properties":{"k":"v"}}`, 200},
+		{"approve account, snake_case name", "POST", "accounts/acc-1:approve", `{"approval_name":"signup"}`, 200},
+		{"reject account with properties", "POST", "accounts/acc-1:reject", `{"approvalName":"signup","properties":{"k":"v"}}`, 400},
+		{"reset account with approvalName", "POST", "accounts/acc-1:reset", `{"approvalName":"signup"}`, 400},
+		{"reset account", "POST", "accounts/acc-1:reset", `{}`, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := start(t, gcp.Config{Clock: func() time.Time { return now }})
+			ent := e.Purchase(t.Context(), "acc-1", "prod", "plan")
+			req, _ := http.NewRequestWithContext(t.Context(), tt.method,
+				srv.URL+"/v1/providers/"+e.ProviderID()+"/"+strings.ReplaceAll(tt.path, "ENT", ent), strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || (tt.want == 400 && !strings.Contains(string(b), "Unknown name")) {
+				t.Fatalf("%d %s, want %d", resp.StatusCode, b, tt.want)
+			}
+		})
 	}
 }
