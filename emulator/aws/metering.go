@@ -352,6 +352,11 @@ func (e *Emulator) batchMeterUsage(body []byte) (any, error) {
 			}
 			return nil, err
 		}
+		// "Each BatchMeterUsage request is for only one product": license
+		// records name no ProductCode, but their licenses must agree.
+		if i > 0 && b.ProductCode != buyers[0].ProductCode {
+			return nil, errorf("ValidationException", "a BatchMeterUsage call is for one product: record %d is of product %q, record 0 of %q", i, b.ProductCode, buyers[0].ProductCode)
+		}
 		keys[i], buyers[i] = k, b
 	}
 	out := struct {

@@ -145,3 +145,36 @@ func TestUsageAllocationTags(t *testing.T) {
 		})
 	}
 }
+
+// BatchMeterUsage (meteringmarketplace.service-2.json): "Each
+// BatchMeterUsage request is for only one product. If you want to meter
+// usage for multiple products, you must make multiple BatchMeterUsage
+// calls." License records carry no ProductCode; their licenses must be of
+// one product, and nothing of a refused batch is billed.
+func TestBatchMeterUsageOneProduct(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 20, 0, 0, time.UTC)
+	e, url := rawEmulator(t, now)
+	a1 := e.AddBuyer(emu.Buyer{ProductCode: "prod-a", LicenseArn: "new"})
+	a2 := e.AddBuyer(emu.Buyer{ProductCode: "prod-a", LicenseArn: "new"})
+	b1 := e.AddBuyer(emu.Buyer{ProductCode: "prod-b", LicenseArn: "new"})
+	lic := func(b emu.Buyer) string {
+		return `{"CustomerAWSAccountId":"` + b.CustomerAWSAccountId + `","LicenseArn":"` + b.LicenseArn + `","Dimension":"d","Quantity":1,"Timestamp":` + strconvUnix(now) + `}`
+	}
+	tests := []struct {
+		name, records, want string
+		lines               int
+	}{
+		{"two licenses of one product", lic(a1) + "," + lic(a2), "", 2},
+		{"licenses of two products", lic(a1) + "," + lic(b1), "ValidationException", 2},
+		{"one license of the other product", lic(b1), "", 3},
+	}
+	for _, tt := range tests {
+		status, code, out := rawCall(t, url, "AWSMPMeteringService.BatchMeterUsage", `{"UsageRecords":[`+tt.records+`]}`)
+		if code != tt.want {
+			t.Fatalf("%s: got %d %q (%v), want %q", tt.name, status, code, out["message"], tt.want)
+		}
+		if n := len(e.Bill().Lines); n != tt.lines {
+			t.Fatalf("%s: %d bill lines, want %d", tt.name, n, tt.lines)
+		}
+	}
+}
