@@ -60,8 +60,9 @@ func (e *Emulator) getEntitlements(body []byte) (any, error) {
 	if err := decode(body, &in); err != nil {
 		return nil, err
 	}
-	if str(in.ProductCode) == "" {
-		return nil, errorf("InvalidParameterException", "ProductCode is required")
+	if str(in.ProductCode) == "" || len(*in.ProductCode) > 255 {
+		// ProductCode: min 1, max 255.
+		return nil, errorf("InvalidParameterException", "ProductCode must be 1..255 characters")
 	}
 	size := 25
 	if in.MaxResults != nil {

@@ -198,6 +198,45 @@ func checkQuantity(field string, q *int64) error {
 // meteringmarketplace.service-2.json (" -=" is the range space to '=').
 var tagPattern = regexp.MustCompile(`^[a-zA-Z0-9+ -=._:\/@]+$`)
 
+// Shapes of meteringmarketplace.service-2.json that a request must fit.
+var (
+	productCodePattern = regexp.MustCompile(`^[-a-zA-Z0-9/=:_.@]*$`)
+	accountIDPattern   = regexp.MustCompile(`^[0-9]+$`)
+	licenseArnPattern  = regexp.MustCompile(`^arn:aws[a-zA-Z-]*:[A-Za-z0-9][A-Za-z0-9_/.-]{0,62}:[A-Za-z0-9_/.-]{0,63}:[A-Za-z0-9_/.-]{0,63}:([A-Za-z0-9][A-Za-z0-9:_/+=,@.-]*)$`)
+)
+
+// validLicenseArn matches the LicenseArn pattern, whose last part is
+// {0,1023} characters after the first (beyond RE2's repeat limit).
+func validLicenseArn(arn string) bool {
+	m := licenseArnPattern.FindStringSubmatch(arn)
+	return m != nil && len(m[1]) <= 1024
+}
+
+// checkProductCode checks the ProductCode shape: at most 255 characters
+// of ^[-a-zA-Z0-9/=:_.@]*$.
+func checkProductCode(code string) error {
+	if len(code) > 255 || !productCodePattern.MatchString(code) {
+		return errorf("ValidationException", "ProductCode %q must be at most 255 characters matching %s", code, productCodePattern)
+	}
+	return nil
+}
+
+// checkRecordShapes checks a UsageRecord's identifiers against their
+// shapes: CustomerIdentifier at most 255 characters, CustomerAWSAccountId
+// 1..255 digits, LicenseArn the ARN pattern.
+func checkRecordShapes(r usageRecord) error {
+	if r.CustomerIdentifier != nil && len(*r.CustomerIdentifier) > 255 {
+		return errorf("ValidationException", "CustomerIdentifier must be at most 255 characters")
+	}
+	if r.CustomerAWSAccountId != nil && (len(*r.CustomerAWSAccountId) > 255 || !accountIDPattern.MatchString(*r.CustomerAWSAccountId)) {
+		return errorf("ValidationException", "CustomerAWSAccountId %q must be 1..255 digits", *r.CustomerAWSAccountId)
+	}
+	if r.LicenseArn != nil && !validLicenseArn(*r.LicenseArn) {
+		return errorf("ValidationException", "LicenseArn %q does not match %s", *r.LicenseArn, licenseArnPattern)
+	}
+	return nil
+}
+
 // checkAllocations checks UsageAllocations against qty. uniqueSets
 // applies MeterUsage's rule that "each UsageAllocation must have a unique
 // set of tags".
@@ -260,6 +299,9 @@ func (e *Emulator) resolveRecord(productCode string, r usageRecord, now time.Tim
 	var k lineKey
 	if r.Timestamp == nil {
 		return k, nil, errorf("ValidationException", "Timestamp is required")
+	}
+	if err := checkRecordShapes(r); err != nil {
+		return k, nil, err
 	}
 	if str(r.Dimension) == "" || len(str(r.Dimension)) > 255 {
 		return k, nil, errorf("InvalidUsageDimensionException", "Dimension must be 1..255 characters")
@@ -335,6 +377,9 @@ func (e *Emulator) batchMeterUsage(body []byte) (any, error) {
 		return nil, errorf("ValidationException", "at most 25 UsageRecords per call, got %d", len(in.UsageRecords))
 	}
 	if in.ProductCode != nil {
+		if err := checkProductCode(*in.ProductCode); err != nil {
+			return nil, err
+		}
 		if err := e.knownProduct(*in.ProductCode); err != nil {
 			return nil, errorf("InvalidProductCodeException", "%v", err)
 		}
@@ -426,6 +471,9 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 	case in.ClientToken != nil && (len(*in.ClientToken) < 1 || len(*in.ClientToken) > 64):
 		// ClientToken: min 1, max 64.
 		return nil, errorf("ValidationException", "ClientToken must be 1..64 characters")
+	}
+	if err := checkProductCode(*in.ProductCode); err != nil {
+		return nil, err
 	}
 	if err := checkQuantity("UsageQuantity", in.UsageQuantity); err != nil {
 		return nil, err
@@ -522,6 +570,12 @@ func (e *Emulator) registerUsage(body []byte) (any, error) {
 	}
 	if str(in.ProductCode) == "" {
 		return nil, errorf("InvalidProductCodeException", "ProductCode is required")
+	}
+	if err := checkProductCode(*in.ProductCode); err != nil {
+		return nil, err
+	}
+	if len(str(in.Nonce)) > 255 {
+		return nil, errorf("ValidationException", "Nonce must be at most 255 characters")
 	}
 	if in.PublicKeyVersion == nil || *in.PublicKeyVersion != 1 {
 		return nil, errorf("InvalidPublicKeyVersionException", "PublicKeyVersion must be 1")

@@ -178,3 +178,43 @@ func TestBatchMeterUsageOneProduct(t *testing.T) {
 		}
 	}
 }
+
+// Identifier shapes (meteringmarketplace.service-2.json, marketplace-
+// entitlement.service-2.json): ProductCode at most 255 characters of
+// ^[-a-zA-Z0-9/=:_.@]*$ (1..255 for GetEntitlements), CustomerIdentifier
+// at most 255, CustomerAWSAccountId ^[0-9]+$ (1..255), LicenseArn the ARN
+// pattern, Nonce at most 255. The emulator took any product code when it
+// has no catalogue.
+func TestIdentifierShapes(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 20, 0, 0, time.UTC)
+	e, url := rawEmulator(t, now)
+	lic := e.AddBuyer(emu.Buyer{ProductCode: "prod", LicenseArn: "new"})
+	ts := strconvUnix(now)
+	long := strings.Repeat("p", 256)
+	tests := []struct {
+		name, target, body, want string
+	}{
+		{"meter, good product", "MeterUsage", `{"ProductCode":"prod-1/a=b:c_d.e@f","UsageDimension":"d","Timestamp":` + ts + `}`, ""},
+		{"meter, product with a space", "MeterUsage", `{"ProductCode":"my prod","UsageDimension":"d","Timestamp":` + ts + `}`, "ValidationException"},
+		{"meter, 256-character product", "MeterUsage", `{"ProductCode":"` + long + `","UsageDimension":"d","Timestamp":` + ts + `}`, "ValidationException"},
+		{"register, product with a #", "RegisterUsage", `{"ProductCode":"prod#1","PublicKeyVersion":1}`, "ValidationException"},
+		{"register, 256-character nonce", "RegisterUsage", `{"ProductCode":"prod","PublicKeyVersion":1,"Nonce":"` + long + `"}`, "ValidationException"},
+		{"register, good", "RegisterUsage", `{"ProductCode":"prod","PublicKeyVersion":1,"Nonce":"n"}`, ""},
+		{"batch, product with a *", "BatchMeterUsage", `{"ProductCode":"prod*","UsageRecords":[]}`, "ValidationException"},
+		{"batch, account id with letters", "BatchMeterUsage", `{"UsageRecords":[{"CustomerAWSAccountId":"12ab","LicenseArn":"` + lic.LicenseArn + `","Dimension":"d","Timestamp":` + ts + `}]}`, "ValidationException"},
+		{"batch, license that is no ARN", "BatchMeterUsage", `{"UsageRecords":[{"CustomerAWSAccountId":"` + lic.CustomerAWSAccountId + `","LicenseArn":"license-1","Dimension":"d","Timestamp":` + ts + `}]}`, "ValidationException"},
+		{"batch, 256-character customer", "BatchMeterUsage", `{"ProductCode":"prod","UsageRecords":[{"CustomerIdentifier":"` + long + `","Dimension":"d","Timestamp":` + ts + `}]}`, "ValidationException"},
+		{"batch, good license", "BatchMeterUsage", `{"UsageRecords":[{"CustomerAWSAccountId":"` + lic.CustomerAWSAccountId + `","LicenseArn":"` + lic.LicenseArn + `","Dimension":"d","Timestamp":` + ts + `}]}`, ""},
+		{"entitlements, 256-character product", "GetEntitlements", `{"ProductCode":"` + long + `"}`, "InvalidParameterException"},
+	}
+	for _, tt := range tests {
+		target := "AWSMPMeteringService." + tt.target
+		if tt.target == "GetEntitlements" {
+			target = "AWSMPEntitlementService.GetEntitlements"
+		}
+		status, code, out := rawCall(t, url, target, tt.body)
+		if code != tt.want {
+			t.Errorf("%s: got %d %q (%v), want %q", tt.name, status, code, out["message"], tt.want)
+		}
+	}
+}
