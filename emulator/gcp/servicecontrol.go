@@ -183,9 +183,15 @@ func (e *Emulator) check(w http.ResponseWriter, body []byte) {
 		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "operation.consumerId and operation.operationId are required")
 		return
 	}
+	// Operation.startTime: "Required. Start time of the operation." (only
+	// endTime is optional in Check).
+	start, err := time.Parse(time.RFC3339Nano, op.StartTime)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "operation.startTime is required (RFC 3339): %q", op.StartTime)
+		return
+	}
 	e.mu.Lock()
 	e.calls["services.check"]++
-	start, _ := time.Parse(time.RFC3339Nano, op.StartTime)
 	code := e.consumerErrorLocked(op.ConsumerID, start)
 	e.mu.Unlock()
 	resp := map[string]any{"operationId": op.OperationID, "serviceConfigId": "emulator"}

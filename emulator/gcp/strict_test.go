@@ -119,3 +119,30 @@ func TestRequestFieldsPerMethod(t *testing.T) {
 		})
 	}
 }
+
+// servicecontrol-api.json, Operation.startTime: "Required. Start time of
+// the operation." (endTime: "Required when the operation is used in
+// ServiceController.Report, but optional when the operation is used in
+// ServiceController.Check.")
+func TestCheckNeedsStartTime(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	e, srv := start(t, gcp.Config{Clock: func() time.Time { return now }})
+	ent := e.Purchase(t.Context(), "acc-1", "prod", "plan")
+	_, _, consumer, _ := e.Entitlement(ent)
+	tests := []struct {
+		name, fields string
+		want         int
+	}{
+		{"start and end", `,"startTime":"2026-03-10T11:00:00Z","endTime":"2026-03-10T12:00:00Z"`, 200},
+		{"start only", `,"startTime":"2026-03-10T11:00:00Z"`, 200},
+		{"no start", `,"endTime":"2026-03-10T12:00:00Z"`, 400},
+		{"malformed start", `,"startTime":"yesterday"`, 400},
+	}
+	for _, tt := range tests {
+		code, _, body := post(t, srv.URL+"/v1/services/"+service+":check",
+			`{"operation":{"operationId":"op-1","operationName":"check","consumerId":"`+consumer+`"`+tt.fields+`}}`)
+		if code != tt.want {
+			t.Errorf("%s: %d %s, want %d", tt.name, code, body, tt.want)
+		}
+	}
+}
