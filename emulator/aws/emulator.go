@@ -281,7 +281,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf("SerializationException", "read body: %v", err))
 		return
 	}
-	if len(body) > maxRequestBytes {
+	if len(body) >= maxRequestBytes { // "each request must be less than 1 MB"
 		writeError(w, &apiError{status: http.StatusRequestEntityTooLarge, code: "RequestEntityTooLargeException", msg: "request is 1 MB or more"})
 		return
 	}

@@ -218,3 +218,24 @@ func TestIdentifierShapes(t *testing.T) {
 		}
 	}
 }
+
+// BatchMeterUsage (meteringmarketplace.service-2.json): "each request
+// must be less than 1 MB in size": a body of exactly 1 MiB is refused.
+func TestRequestUnderOneMB(t *testing.T) {
+	_, url := rawEmulator(t, time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))
+	body := `{"UsageRecords":[]}`
+	tests := []struct {
+		name string
+		size int
+		want int
+	}{
+		{"1 MiB less a byte", 1<<20 - 1, http.StatusOK},
+		{"1 MiB", 1 << 20, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		padded := body + strings.Repeat(" ", tt.size-len(body))
+		if status, code, _ := rawCall(t, url, "AWSMPMeteringService.BatchMeterUsage", padded); status != tt.want {
+			t.Errorf("%s: %d %q, want %d", tt.name, status, code, tt.want)
+		}
+	}
+}
