@@ -85,6 +85,11 @@ func (e *Emulator) getEntitlements(body []byte) (any, error) {
 	if _, byAccount := in.Filter["CUSTOMER_AWS_ACCOUNT_ID"]; byCustomer && byAccount {
 		return nil, errorf("InvalidParameterException", "CUSTOMER_IDENTIFIER and CUSTOMER_AWS_ACCOUNT_ID are mutually exclusive filters")
 	}
+	// NextToken is a NonEmptyString (pattern \S+): an empty or blank
+	// token is refused, not read as "from the start".
+	if in.NextToken != nil && strings.TrimSpace(*in.NextToken) == "" {
+		return nil, errorf("InvalidParameterException", "NextToken must not be empty")
+	}
 	// A token is "<offset>" or "e<offset>" (an empty page comes first).
 	start, empty := 0, false
 	if t := str(in.NextToken); t != "" {

@@ -239,3 +239,20 @@ func TestRequestUnderOneMB(t *testing.T) {
 		}
 	}
 }
+
+// GetEntitlementsRequest.NextToken is a NonEmptyString (pattern \S+,
+// marketplace-entitlement.service-2.json): an empty token is refused, not
+// taken as the first page.
+func TestGetEntitlementsEmptyNextToken(t *testing.T) {
+	_, url := rawEmulator(t, time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))
+	tests := []struct{ name, token, want string }{
+		{"no token", ``, ""},
+		{"empty token", `,"NextToken":""`, "InvalidParameterException"},
+		{"blank token", `,"NextToken":"  "`, "InvalidParameterException"},
+	}
+	for _, tt := range tests {
+		if status, code, _ := rawCall(t, url, "AWSMPEntitlementService.GetEntitlements", `{"ProductCode":"prod"`+tt.token+`}`); code != tt.want {
+			t.Errorf("%s: %d %q, want %q", tt.name, status, code, tt.want)
+		}
+	}
+}
