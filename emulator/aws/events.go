@@ -147,6 +147,8 @@ func (e *Emulator) SNSNotification(topicArn, action, buyerKey string, version in
 			b.Subscribed, b.EndedAt = false, now
 		case "unsubscribe-success":
 			b.Subscribed = false
+		case "subscribe-fail": // the subscription never started: nothing to meter, no final hour
+			b.Subscribed, b.EndedAt = false, time.Time{}
 		case "subscribe-success":
 			b.Subscribed, b.EndedAt = true, time.Time{}
 		}

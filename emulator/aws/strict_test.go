@@ -256,3 +256,38 @@ func TestGetEntitlementsEmptyNextToken(t *testing.T) {
 		}
 	}
 }
+
+// SNS subscription actions (WIRE.md, AWS Marketplace, SNS): subscribe-fail
+// means the buyer's subscription failed, so its usage is
+// CustomerNotSubscribed (the emulator kept metering it as subscribed).
+func TestSubscriptionActionsGateMetering(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 20, 0, 0, time.UTC)
+	tests := []struct {
+		actions []string
+		want    string
+	}{
+		{nil, "Success"},
+		{[]string{"subscribe-success"}, "Success"},
+		{[]string{"subscribe-fail"}, "CustomerNotSubscribed"},
+		{[]string{"subscribe-fail", "subscribe-success"}, "Success"},
+		{[]string{"unsubscribe-pending"}, "Success"}, // the final hour
+		{[]string{"unsubscribe-success"}, "CustomerNotSubscribed"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(append([]string{"new"}, tt.actions...), ","), func(t *testing.T) {
+			e, url := rawEmulator(t, now)
+			b := e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+			for _, a := range tt.actions {
+				if _, err := e.SNSNotification("arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-p", a, b.Key(), 2, "https://sns.us-east-1.amazonaws.com/x.pem"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, code, out := rawCall(t, url, "AWSMPMeteringService.BatchMeterUsage",
+				`{"ProductCode":"p","UsageRecords":[{"CustomerIdentifier":"c","Dimension":"d","Quantity":1,"Timestamp":`+strconvUnix(now)+`}]}`)
+			res, _ := out["Results"].([]any)
+			if code != "" || len(res) != 1 || res[0].(map[string]any)["Status"] != tt.want {
+				t.Fatalf("%q %v, want %s", code, out, tt.want)
+			}
+		})
+	}
+}
