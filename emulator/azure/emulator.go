@@ -74,7 +74,9 @@ type Config struct {
 	WebhookClient *http.Client
 	// OperationDelay is how long an operation the publisher started
 	// (PATCH, DELETE), or a webhook operation the publisher neither
-	// accepted nor rejected, takes to succeed. Default 2 s.
+	// accepted nor rejected, takes to succeed. Default 10 s: Azure
+	// auto-accepts a ChangePlan or ChangeQuantity about 10 s after
+	// delivering it when the publisher does not answer (WIRE.md).
 	OperationDelay time.Duration
 	// PatchDelay is how long an operation stays InProgress after the
 	// publisher PATCHes it with "Success" or "Failure" before it reaches
@@ -147,7 +149,7 @@ func New(cfg Config) *Emulator {
 		cfg.WebhookClient = http.DefaultClient
 	}
 	if cfg.OperationDelay <= 0 {
-		cfg.OperationDelay = 2 * time.Second
+		cfg.OperationDelay = 10 * time.Second
 	}
 	if cfg.PatchDelay < 0 {
 		cfg.PatchDelay = 0

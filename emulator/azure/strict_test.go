@@ -72,3 +72,34 @@ func TestResolveTokenExpires(t *testing.T) {
 		})
 	}
 }
+
+// WIRE.md (Azure webhook): "ChangePlan and ChangeQuantity are auto-accepted
+// about 10 s after delivery when the publisher does not answer". With the
+// default OperationDelay the operation is still InProgress before then.
+func TestUnansweredOperationWaitsTenSeconds(t *testing.T) {
+	tests := []struct {
+		action emu.Action
+		after  time.Duration
+		want   string
+	}{
+		{emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"}, 3 * time.Second, emu.OpInProgress},
+		{emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"}, 9 * time.Second, emu.OpInProgress},
+		{emu.Action{Name: emu.ActionChangePlan, PlanID: "pro"}, 10 * time.Second, emu.OpSucceeded},
+		{emu.Action{Name: emu.ActionChangeQuantity, Quantity: 7}, 9 * time.Second, emu.OpInProgress},
+		{emu.Action{Name: emu.ActionChangeQuantity, Quantity: 7}, 10 * time.Second, emu.OpSucceeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.action.Name+"/"+tt.after.String(), func(t *testing.T) {
+			f := newFixture(t, emu.Config{})
+			id := f.subscribed(t, "basic")
+			op, _, err := f.e.Drive(t.Context(), id, tt.action)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.clock.Advance(tt.after)
+			if got, _ := f.e.Operation(op); got != tt.want {
+				t.Fatalf("%v after delivery: %s, want %s", tt.after, got, tt.want)
+			}
+		})
+	}
+}
