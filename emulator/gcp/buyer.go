@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -193,6 +194,14 @@ func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) err
 		ent.State, ent.NewPendingPlan = StatePendingPlanChangeApproval, plan
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_PLAN_CHANGE_REQUESTED", ent, now))
 	case "cancelAtTermEnd":
+		// ENTITLEMENT_ACTIVE: "the customer can decide to cancel the
+		// entitlement, which would change the state to
+		// ENTITLEMENT_PENDING_CANCELLATION"; the pending plan change
+		// states are "currently active" too.
+		if !slices.Contains([]string{StateActive, StatePendingPlanChange, StatePendingPlanChangeApproval}, ent.State) {
+			e.mu.Unlock()
+			return precondition("entitlement %s is %s; only an active entitlement can be cancelled at term end", id, ent.State)
+		}
 		ent.State = StatePendingCancellation
 		ent.SubscriptionEndTime = stamp(termEnd(ent.created, now))
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_PENDING_CANCELLATION", ent, now))
@@ -204,10 +213,19 @@ func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) err
 		ent.State, ent.SubscriptionEndTime = StateActive, ""
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLATION_REVERTED", ent, now))
 	case "cancel":
+		if ent.State == StateCancelled {
+			e.mu.Unlock()
+			return precondition("entitlement %s is already cancelled", id)
+		}
 		ent.State, ent.CancellationReason, ent.NewPendingPlan, ent.SubscriptionEndTime = StateCancelled, "user-cancelled", "", ""
 		ent.cancelledAt = now
 		evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, now))
 	case "delete":
+		// ENTITLEMENT_CANCELLED: "The entitlement can now be deleted."
+		if ent.State != StateCancelled {
+			e.mu.Unlock()
+			return precondition("entitlement %s is %s; only a cancelled entitlement can be deleted", id, ent.State)
+		}
 		delete(e.ents, id)
 		for i, x := range e.entOrder {
 			if x == id {

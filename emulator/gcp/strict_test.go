@@ -146,3 +146,62 @@ func TestCheckNeedsStartTime(t *testing.T) {
 		}
 	}
 }
+
+// Buyer-side transitions follow the EntitlementState descriptions of
+// cloudcommerceprocurement-api.json: only an active entitlement (or one
+// with a pending plan change, "currently active") is cancelled at term
+// end; a cancelled one is not cancelled again; "ENTITLEMENT_CANCELLED …
+// The entitlement can now be deleted", and not before.
+func TestBuyerTransitionsFollowStates(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	type step = func(e *gcp.Emulator, id string) error
+	approve := func(e *gcp.Emulator, srv string, id string) error {
+		if code, _, body := post(t, srv+"/v1/providers/"+e.ProviderID()+"/entitlements/"+id+":approve", `{}`); code != 200 {
+			t.Fatalf("approve: %d %s", code, body)
+		}
+		return nil
+	}
+	cancelAtTermEnd := func(e *gcp.Emulator, id string) error { return e.CancelAtTermEnd(t.Context(), id) }
+	cancel := func(e *gcp.Emulator, id string) error { return e.Cancel(t.Context(), id) }
+	del := func(e *gcp.Emulator, id string) error { return e.DeleteEntitlement(t.Context(), id) }
+	planChange := func(e *gcp.Emulator, id string) error { return e.RequestPlanChange(t.Context(), id, "pro") }
+	tests := []struct {
+		name     string
+		approved bool
+		setup    []step
+		do       step
+		ok       bool
+	}{
+		{"cancel at term end, active", true, nil, cancelAtTermEnd, true},
+		{"cancel at term end, plan change pending", true, []step{planChange}, cancelAtTermEnd, true},
+		{"cancel at term end, activation requested", false, nil, cancelAtTermEnd, false},
+		{"cancel at term end, cancelled", true, []step{cancel}, cancelAtTermEnd, false},
+		{"cancel, activation requested", false, nil, cancel, true},
+		{"cancel, cancelled", true, []step{cancel}, cancel, false},
+		{"delete, cancelled", true, []step{cancel}, del, true},
+		{"delete, active", true, nil, del, false},
+		{"delete, pending cancellation", true, []step{cancelAtTermEnd}, del, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := start(t, gcp.Config{Clock: func() time.Time { return now }})
+			id := e.Purchase(t.Context(), "acc-1", "prod", "plan")
+			if tt.approved {
+				approve(e, srv.URL, id)
+			}
+			for _, s := range tt.setup {
+				if err := s(e, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before, _, _, _ := e.Entitlement(id)
+			err := tt.do(e, id)
+			if (err == nil) != tt.ok {
+				t.Fatalf("from %s: %v, want ok=%v", before, err, tt.ok)
+			}
+			if after, _, _, _ := e.Entitlement(id); err != nil && after != before {
+				t.Fatalf("a refused transition changed %s to %s", before, after)
+			}
+		})
+	}
+}
