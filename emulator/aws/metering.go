@@ -172,15 +172,19 @@ func str(p *string) string {
 }
 
 // inWindow applies AWS's window: usage is refused age or more after it
-// happened (24 hours for BatchMeterUsage, 6 for MeterUsage), except that
-// the previous month's usage is accepted until 06:00 UTC on the 1st; and
-// usage more than an hour ahead is refused.
-func inWindow(ts, now time.Time, age time.Duration) bool {
+// happened (24 hours for BatchMeterUsage, 6 for MeterUsage), except that,
+// with monthGrace (BatchMeterUsage only), the previous month's usage is
+// accepted until 06:00 UTC on the 1st; and usage more than an hour ahead
+// is refused.
+func inWindow(ts, now time.Time, age time.Duration, monthGrace bool) bool {
 	if ts.After(now.Add(time.Hour)) {
 		return false
 	}
 	if now.Sub(ts) < age {
 		return true
+	}
+	if !monthGrace {
+		return false
 	}
 	y, m, _ := now.Date()
 	monthStart := time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
@@ -354,7 +358,7 @@ func (e *Emulator) resolveRecord(productCode string, r usageRecord, now time.Tim
 	if err := e.knownDimension(b.ProductCode, str(r.Dimension)); err != nil {
 		return k, nil, err
 	}
-	if !inWindow(r.Timestamp.Time, now, 24*time.Hour) {
+	if !inWindow(r.Timestamp.Time, now, 24*time.Hour, true) {
 		return k, nil, errorf("TimestampOutOfBoundsException", "Timestamp %s is outside the accepted window", r.Timestamp.Format(time.RFC3339))
 	}
 	k.Dimension = str(r.Dimension)
@@ -493,8 +497,9 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// AWS documents 6 hours for MeterUsage (24 for BatchMeterUsage).
-	if !inWindow(in.Timestamp.Time, e.cfg.Clock(), 6*time.Hour) {
+	// AWS documents 6 hours for MeterUsage (24 for BatchMeterUsage), and
+	// the month-end grace for BatchMeterUsage only.
+	if !inWindow(in.Timestamp.Time, e.cfg.Clock(), 6*time.Hour, false) {
 		e.stats.OutOfBounds++
 		return nil, errorf("TimestampOutOfBoundsException", "Timestamp is outside the accepted window")
 	}

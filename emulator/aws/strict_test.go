@@ -291,3 +291,34 @@ func TestSubscriptionActionsGateMetering(t *testing.T) {
 		})
 	}
 }
+
+// MeterUsage (meteringmarketplace.service-2.json): "If you submit records
+// more than six hours after events occur, the records won't be accepted";
+// the month-end grace to 06:00 UTC on the 1st is documented for
+// BatchMeterUsage only (UsageRecord.Timestamp), not for MeterUsage.
+func TestMeterUsageHasNoMonthEndGrace(t *testing.T) {
+	tests := []struct {
+		name     string
+		now, ts  time.Time
+		target   string
+		wantCode string
+	}{
+		{"meter, 5 hours old", time.Date(2026, 4, 1, 3, 0, 0, 0, time.UTC), time.Date(2026, 3, 31, 22, 30, 0, 0, time.UTC), "MeterUsage", ""},
+		{"meter, 20 hours old at 03:00 on the 1st", time.Date(2026, 4, 1, 3, 0, 0, 0, time.UTC), time.Date(2026, 3, 31, 7, 0, 0, 0, time.UTC), "MeterUsage", "TimestampOutOfBoundsException"},
+		{"meter, 10 days old at 03:00 on the 1st", time.Date(2026, 4, 1, 3, 0, 0, 0, time.UTC), time.Date(2026, 3, 22, 3, 0, 0, 0, time.UTC), "MeterUsage", "TimestampOutOfBoundsException"},
+		{"batch, 2 days old at 03:00 on the 1st", time.Date(2026, 4, 1, 3, 0, 0, 0, time.UTC), time.Date(2026, 3, 30, 3, 0, 0, 0, time.UTC), "BatchMeterUsage", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, url := rawEmulator(t, tt.now)
+			e.AddBuyer(emu.Buyer{ProductCode: "p", CustomerIdentifier: "c"})
+			body := `{"ProductCode":"p","UsageDimension":"d","UsageQuantity":1,"Timestamp":` + strconvUnix(tt.ts) + `}`
+			if tt.target == "BatchMeterUsage" {
+				body = `{"ProductCode":"p","UsageRecords":[{"CustomerIdentifier":"c","Dimension":"d","Quantity":1,"Timestamp":` + strconvUnix(tt.ts) + `}]}`
+			}
+			if status, code, _ := rawCall(t, url, "AWSMPMeteringService."+tt.target, body); code != tt.wantCode {
+				t.Fatalf("%d %q, want %q", status, code, tt.wantCode)
+			}
+		})
+	}
+}
