@@ -184,6 +184,7 @@ func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) err
 		return notFound("entitlement %s not found", id)
 	}
 	now := e.now()
+	before := ent.State
 	var evs []event
 	switch action {
 	case "changePlan":
@@ -237,6 +238,11 @@ func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) err
 	default:
 		e.mu.Unlock()
 		return badRequest("unknown action %q", action)
+	}
+	if ent.State != before {
+		// Entitlement.messageToUser: "This field is cleared automatically
+		// when the entitlement state changes."
+		ent.MessageToUser = ""
 	}
 	ent.UpdateTime = stamp(now)
 	e.mu.Unlock()

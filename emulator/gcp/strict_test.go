@@ -2,6 +2,7 @@ package gcp_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -201,6 +202,54 @@ func TestBuyerTransitionsFollowStates(t *testing.T) {
 			}
 			if after, _, _, _ := e.Entitlement(id); err != nil && after != before {
 				t.Fatalf("a refused transition changed %s to %s", before, after)
+			}
+		})
+	}
+}
+
+// Entitlement.messageToUser (cloudcommerceprocurement-api.json): "This
+// field is cleared automatically when the entitlement state changes",
+// whoever changes it: the provider's methods, the buyer or Google.
+func TestMessageToUserClearedOnStateChange(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name     string
+		approved bool // message set while a plan change awaits approval
+		do       func(e *gcp.Emulator, id string) error
+		want     string
+	}{
+		{"buyer cancels a requested entitlement", false, func(e *gcp.Emulator, id string) error { return e.Cancel(t.Context(), id) }, ""},
+		{"buyer cancels during a plan change", true, func(e *gcp.Emulator, id string) error { return e.Cancel(t.Context(), id) }, ""},
+		{"buyer cancels at term end during a plan change", true, func(e *gcp.Emulator, id string) error { return e.CancelAtTermEnd(t.Context(), id) }, ""},
+		{"no state change", false, func(*gcp.Emulator, string) error { return nil }, "provisioning"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := start(t, gcp.Config{Clock: func() time.Time { return now }})
+			base := srv.URL + "/v1/providers/" + e.ProviderID() + "/entitlements/"
+			id := e.Purchase(t.Context(), "acc-1", "prod", "plan")
+			if tt.approved {
+				post(t, base+id+":approve", `{}`)
+				if err := e.RequestPlanChange(t.Context(), id, "pro"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), "PATCH", base+id+"?updateMask=messageToUser", strings.NewReader(`{"messageToUser":"provisioning"}`))
+			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("patch: %v %v", resp, err)
+			}
+			if err := tt.do(e, id); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.Get(base + id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var ent struct{ MessageToUser, State string }
+			_ = json.NewDecoder(resp.Body).Decode(&ent)
+			if ent.MessageToUser != tt.want {
+				t.Fatalf("messageToUser %q in %s, want %q", ent.MessageToUser, ent.State, tt.want)
 			}
 		})
 	}
