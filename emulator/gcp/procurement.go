@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Entitlement states of the Procurement API.
@@ -259,7 +260,7 @@ func (e *Emulator) account(w http.ResponseWriter, r *http.Request) {
 		now := stamp(t)
 		switch verb {
 		case "approve", "reject":
-			if err := setApproval(a, req.ApprovalName, map[string]string{"approve": "APPROVED", "reject": "REJECTED"}[verb], req.Reason, now); err != nil {
+			if err := setApproval(a, req.ApprovalName, map[string]string{"approve": "APPROVED", "reject": "REJECTED"}[verb], truncateReason(req.Reason), now); err != nil {
 				return err
 			}
 			if verb == "approve" && len(req.Properties) > 0 {
@@ -292,6 +293,22 @@ func (e *Emulator) account(w http.ResponseWriter, r *http.Request) {
 	}
 	e.publish(r.Context(), evs)
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// maxReasonBytes: a request's reason is "Max allowed length: 256 bytes.
+// Longer strings will be truncated." (cloudcommerceprocurement-api.json).
+const maxReasonBytes = 256
+
+// truncateReason cuts reason to maxReasonBytes, at a character boundary.
+func truncateReason(reason string) string {
+	if len(reason) <= maxReasonBytes {
+		return reason
+	}
+	cut := maxReasonBytes
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
 }
 
 func setApproval(a *account, name, state, reason, now string) error {
@@ -388,7 +405,7 @@ func (e *Emulator) entitlement(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, notFound("entitlement %s not found", e.entitlementName(id)))
 		return
 	}
-	err := e.transitionLocked(ent, verb, req.PendingPlanName, req.Reason, req.MessageToUser, r.URL.Query().Get("updateMask"), &evs)
+	err := e.transitionLocked(ent, verb, req.PendingPlanName, truncateReason(req.Reason), req.MessageToUser, r.URL.Query().Get("updateMask"), &evs)
 	if err == nil && verb == "approve" && len(req.Properties) > 0 {
 		ent.Properties = req.Properties
 	}

@@ -254,3 +254,39 @@ func TestMessageToUserClearedOnStateChange(t *testing.T) {
 		})
 	}
 }
+
+// ApproveAccountRequest.reason, RejectAccountRequest.reason
+// (cloudcommerceprocurement-api.json): "Max allowed length: 256 bytes.
+// Longer strings will be truncated."
+func TestReasonTruncated(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name, verb, reason string
+		wantLen            int
+	}{
+		{"short approval", "approve", "signed up", 9},
+		{"256 bytes", "approve", strings.Repeat("a", 256), 256},
+		{"300 bytes", "reject", strings.Repeat("a", 300), 256},
+		{"multibyte at the cut", "reject", strings.Repeat("a", 255) + "é" + "b", 255},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := start(t, gcp.Config{Clock: func() time.Time { return now }})
+			e.Purchase(t.Context(), "acc-1", "prod", "plan")
+			b, _ := json.Marshal(map[string]string{"approvalName": gcp.SignupApproval, "reason": tt.reason})
+			if code, _, body := post(t, srv.URL+"/v1/providers/"+e.ProviderID()+"/accounts/acc-1:"+tt.verb, string(b)); code != 200 {
+				t.Fatalf("%s: %d %s", tt.verb, code, body)
+			}
+			resp, err := http.Get(srv.URL + "/v1/providers/" + e.ProviderID() + "/accounts/acc-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var acc struct{ Approvals []struct{ Reason string } }
+			_ = json.NewDecoder(resp.Body).Decode(&acc)
+			if len(acc.Approvals) != 1 || len(acc.Approvals[0].Reason) != tt.wantLen || !strings.HasPrefix(tt.reason, acc.Approvals[0].Reason) {
+				t.Fatalf("approvals %+v, want a reason of %d bytes", acc.Approvals, tt.wantLen)
+			}
+		})
+	}
+}
