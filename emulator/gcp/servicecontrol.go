@@ -292,6 +292,17 @@ func (e *Emulator) validate(op scOperation) ([]BillLine, error) {
 	if len(op.MetricValueSets) == 0 {
 		return nil, errors.New("metricValueSets must not be empty")
 	}
+	// Operation.resources: "The maximum supported number of entries in
+	// this field is 100."
+	if len(op.Resources) > 0 {
+		var res []json.RawMessage
+		if err := json.Unmarshal(op.Resources, &res); err != nil {
+			return nil, fmt.Errorf("resources must be a list: %w", err)
+		}
+		if len(res) > 100 {
+			return nil, fmt.Errorf("resources holds %d entries; at most 100 are supported", len(res))
+		}
+	}
 	var lines []BillLine
 	for _, set := range op.MetricValueSets {
 		metric, ok := strings.CutPrefix(set.MetricName, e.cfg.ServiceName+"/")

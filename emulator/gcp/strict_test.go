@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -288,5 +289,37 @@ func TestReasonTruncated(t *testing.T) {
 				t.Fatalf("approvals %+v, want a reason of %d bytes", acc.Approvals, tt.wantLen)
 			}
 		})
+	}
+}
+
+// servicecontrol-api.json, Operation.resources: "The maximum supported
+// number of entries in this field is 100."
+func TestReportResourcesAtMost100(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	e, srv := start(t, gcp.Config{Clock: func() time.Time { return now }})
+	ent := e.Purchase(t.Context(), "acc-1", "prod", "plan")
+	post(t, srv.URL+"/v1/providers/"+e.ProviderID()+"/entitlements/"+ent+":approve", `{}`)
+	_, _, consumer, _ := e.Entitlement(ent)
+	resources := func(n int) string {
+		r := make([]string, n)
+		for i := range r {
+			r[i] = `{"resourceName":"projects/1/r` + strconv.Itoa(i) + `"}`
+		}
+		return "[" + strings.Join(r, ",") + "]"
+	}
+	tests := []struct {
+		name string
+		n    int
+		ok   bool
+	}{
+		{"100 resources", 100, true},
+		{"101 resources", 101, false},
+	}
+	for _, tt := range tests {
+		o := strings.TrimSuffix(op("op-"+strconv.Itoa(tt.n), consumer, service+"/requests", "1"), "}") + `,"resources":` + resources(tt.n) + `}`
+		_, _, body := post(t, srv.URL+"/v1/services/"+service+":report", `{"operations":[`+o+`]}`)
+		if refused := strings.Contains(body, "reportErrors"); refused == tt.ok {
+			t.Errorf("%s: %s", tt.name, body)
+		}
 	}
 }
