@@ -35,7 +35,7 @@ func (a *azureEmulator) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&a.secret, "azure-client-secret", "", "client secret the token endpoint requires (empty: any credential)")
 	a.faults.RegisterFlags(fs, "azure")
 	fs.Var(&a.dimensions, "azure-dimensions", "Azure emulator: plans and the dimensions each meters, `plan=dim,dim;plan=dim` (empty: plans basic and pro, any dimension)")
-	fs.DurationVar(&a.opDelay, "azure-operation-delay", 2*time.Second, "how long an Azure operation nobody answers takes to succeed")
+	fs.DurationVar(&a.opDelay, "azure-operation-delay", 10*time.Second, "how long an Azure operation nobody answers takes to succeed (Azure: about 10 s)")
 	fs.DurationVar(&a.patchDelay, "azure-patch-delay", time.Second, "how long an Azure operation the publisher PATCHed stays InProgress before it completes (0: at once)")
 }
 
