@@ -106,6 +106,10 @@ func TestMeterUsageAndRegisterUsage(t *testing.T) {
 	}
 	in2 := *in
 	in2.Quantity = 4
+	if _, err := e.meter.MeterUsage(t.Context(), &in2); !errors.Is(err, aws.ErrIdempotencyConflict) {
+		t.Errorf("same client token, other quantity: %v, want IdempotencyConflictException", err)
+	}
+	in2.ClientToken = "tok-2"
 	if _, err := e.meter.MeterUsage(t.Context(), &in2); !errors.Is(err, aws.ErrDuplicateRequest) {
 		t.Errorf("other quantity, same hour: %v, want DuplicateRequestException", err)
 	}

@@ -156,7 +156,7 @@ type Emulator struct {
 	buyers   map[string]*Buyer // by buyer key
 	tokens   map[string]token
 	lines    map[lineKey]*line
-	meterIDs map[string]string // MeterUsage client token → record id
+	meterIDs map[string]meterToken // MeterUsage client token → its call
 	queues   map[string][]*sqsMessage
 	stats    Stats
 	seq      int
@@ -189,7 +189,7 @@ func New(cfg Config) *Emulator {
 	e := &Emulator{
 		cfg: cfg, key: key, mux: http.NewServeMux(),
 		buyers: map[string]*Buyer{}, tokens: map[string]token{},
-		lines: map[lineKey]*line{}, meterIDs: map[string]string{},
+		lines: map[lineKey]*line{}, meterIDs: map[string]meterToken{},
 	}
 	e.SetFaults(cfg.Faults)
 	e.mux.HandleFunc("POST /{$}", e.serveAPI)

@@ -451,6 +451,12 @@ func (e *Emulator) recordID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
+// meterToken is what a MeterUsage ClientToken was first used for.
+type meterToken struct {
+	recordID string
+	params   string // every other parameter of the call
+}
+
 func (e *Emulator) meterUsage(body []byte) (any, error) {
 	var in struct {
 		ProductCode      *string
@@ -509,13 +515,16 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 	}
 	k := lineKey{Scope: *in.ProductCode, Customer: "(caller)", Dimension: *in.UsageDimension, Hour: in.Timestamp.Truncate(time.Hour)}
 	ct := str(in.ClientToken)
-	l := e.lines[k]
-	// A ClientToken reused with other parameters is refused before
-	// anything is recorded. (Another quantity in the same hour stays
-	// DuplicateRequestException, as the aws package's tests expect.)
-	if id, ok := e.meterIDs[ct]; ct != "" && ok && (l == nil || l.RecordID != id) {
-		return nil, errorf("IdempotencyConflictException", "ClientToken reused with other parameters")
+	// "If you retry the operation with the same ClientToken, but with
+	// different parameters, the retry fails with an
+	// IdempotencyConflictException": refused before anything is recorded,
+	// before the hour's DuplicateRequestException too.
+	allocs, _ := json.Marshal(in.UsageAllocations)
+	params := fmt.Sprintf("%s|%d|%s|%d|%v|%s", *in.ProductCode, in.Timestamp.Unix(), *in.UsageDimension, qty, in.DryRun != nil && *in.DryRun, allocs)
+	if prev, ok := e.meterIDs[ct]; ct != "" && ok && prev.params != params {
+		return nil, errorf("IdempotencyConflictException", "ClientToken %q was used for a request with other parameters", ct)
 	}
+	l := e.lines[k]
 	switch {
 	case l == nil:
 		l = &line{Quantity: qty, RecordID: e.recordID()}
@@ -528,7 +537,7 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 		e.stats.Idempotent++
 	}
 	if ct != "" {
-		e.meterIDs[ct] = l.RecordID
+		e.meterIDs[ct] = meterToken{recordID: l.RecordID, params: params}
 	}
 	return map[string]string{"MeteringRecordId": l.RecordID}, nil
 }
