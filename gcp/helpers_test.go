@@ -232,8 +232,18 @@ func newLifecycleEnv(t testing.TB, next interface {
 	Publish(context.Context, []byte) error
 }, cfg func(*gcp.Config)) *app {
 	t.Helper()
+	return newLifecycleEnvOf(t, emu.Config{}, next, cfg)
+}
+
+// newLifecycleEnvOf is newLifecycleEnv with the emulator set up by ec
+// (its Publisher and Clock are the env's).
+func newLifecycleEnvOf(t testing.TB, ec emu.Config, next interface {
+	Publish(context.Context, []byte) error
+}, cfg func(*gcp.Config)) *app {
+	t.Helper()
 	pub := &recordingPublisher{next: next}
-	e := newEnv(t, emu.Config{Publisher: pub})
+	ec.Publisher = pub
+	e := newEnv(t, ec)
 	c := baseConfig(e)
 	if cfg != nil {
 		cfg(&c)

@@ -109,16 +109,57 @@ func lifecycleStory(t *testing.T, l *app, wait func(string, func() bool)) {
 }
 
 // TestLifecycleInProcess runs the same story through NotificationHandler
-// (push) and the engine's Drain.
+// (push) and the engine's Drain; then with Google activating an approved
+// entitlement only after a processing delay, as it does: the subscription
+// stays pending until ENTITLEMENT_ACTIVE arrives.
 func TestLifecycleInProcess(t *testing.T) {
-	l := newLifecycleEnv(t, nil, nil)
-	from := 0
-	lifecycleStory(t, l, func(what string, cond func() bool) {
-		from = l.drain(t, from)
-		if !cond() {
-			t.Fatalf("not true after delivering every event: %s", what)
-		}
-	})
+	const delay = 5 * time.Second
+	for _, d := range []time.Duration{0, delay} {
+		t.Run("activation delay "+d.String(), func(t *testing.T) {
+			l := newLifecycleEnvOf(t, emu.Config{ActivationDelay: d}, nil, nil)
+			from := 0
+			lifecycleStory(t, l, func(what string, cond func() bool) {
+				from = l.drain(t, from)
+				if d > 0 && !cond() {
+					l.clock.Advance(d)
+					l.emu.Settle(t.Context())
+					from = l.drain(t, from)
+				}
+				if !cond() {
+					t.Fatalf("not true after delivering every event: %s", what)
+				}
+			})
+		})
+	}
+}
+
+// TestApprovedEntitlementPendingUntilActive: while Google processes an
+// approval, the subscription stays pending (not entitled), and
+// ENTITLEMENT_ACTIVE makes it active.
+func TestApprovedEntitlementPendingUntilActive(t *testing.T) {
+	l := newLifecycleEnvOf(t, emu.Config{ActivationDelay: 10 * time.Second}, nil, nil)
+	ctx := t.Context()
+	id := l.emu.Purchase(ctx, "acc-1", "example-api", "standard")
+	from := l.drain(t, 0)
+	if n := l.emu.Calls()["entitlements.approve"]; n != 1 {
+		t.Fatalf("approved %d times", n)
+	}
+	s := l.sub(t, id)
+	if state, _, _, _ := l.emu.Entitlement(id); state != emu.StateActivationRequested || s == nil || s.Status != marketplace.StatusPending {
+		t.Fatalf("while Google activates: emulator %s, stored %+v; want ACTIVATION_REQUESTED and pending", state, s)
+	}
+	if err := l.p.CheckEntitlement(ctx, s.CustomerID, "standard"); !errors.Is(err, marketplace.ErrNoActiveSubscription) {
+		t.Fatalf("entitled before Google activated: %v", err)
+	}
+	l.clock.Advance(10 * time.Second)
+	l.emu.Settle(ctx)
+	l.drain(t, from)
+	if s := l.sub(t, id); s.Status != marketplace.StatusActive {
+		t.Fatalf("after ENTITLEMENT_ACTIVE: %+v", s)
+	}
+	if err := l.p.CheckEntitlement(ctx, s.CustomerID, "standard"); err != nil {
+		t.Fatalf("not entitled once active: %v", err)
+	}
 }
 
 func TestDuplicateDeliveryAppliedOnce(t *testing.T) {

@@ -181,7 +181,7 @@ func startDemoGCP(ctx context.Context, bg *sync.WaitGroup, daemonURL string, log
 		subscription: "projects/demo-project/subscriptions/marketplaced-push", queue: make(chan []byte, 1024),
 		client: &http.Client{Timeout: 10 * time.Second}, logger: logger, done: ctx.Done()}
 	e, err := gcpemu.New(gcpemu.Config{ProviderID: demoGCPProvider, ServiceName: demoGCPService, Metrics: []string{"tokens"},
-		Audience: demoGCPAudience, Publisher: push, Logger: logger})
+		Audience: demoGCPAudience, Publisher: push, ActivationDelay: 2 * time.Second, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

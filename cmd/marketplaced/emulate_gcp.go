@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
@@ -22,6 +23,7 @@ import (
 type gcpEmulator struct {
 	addr, provider, service, metrics, audience string
 	pubsubProject, pubsubTopic                 string
+	activationDelay                            time.Duration
 	faults                                     admin.Faults
 }
 
@@ -37,6 +39,7 @@ func (g *gcpEmulator) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&g.audience, "gcp-audience", "saas.example.com", "aud of the GCP sign-up tokens (the product's domain)")
 	fs.StringVar(&g.pubsubProject, "gcp-pubsub-project", "demo-project", "project of the GCP lifecycle topic")
 	fs.StringVar(&g.pubsubTopic, "gcp-pubsub-topic", "", "GCP lifecycle topic to publish to, through PUBSUB_EMULATOR_HOST (empty: none)")
+	fs.DurationVar(&g.activationDelay, "gcp-activation-delay", 2*time.Second, "how long an approved GCP entitlement takes to become active (Google: \"a short processing delay\")")
 	g.faults.RegisterFlags(fs, "gcp")
 }
 
@@ -45,7 +48,8 @@ func (g *gcpEmulator) Start(ctx context.Context, logger *slog.Logger) (string, e
 	if err != nil {
 		return "", fmt.Errorf("the -gcp-… fault flags: %w", err)
 	}
-	cfg := emu.Config{ProviderID: g.provider, ServiceName: g.service, Audience: g.audience, Faults: faults, Logger: logger}
+	cfg := emu.Config{ProviderID: g.provider, ServiceName: g.service, Audience: g.audience, Faults: faults,
+		ActivationDelay: g.activationDelay, Logger: logger}
 	if g.metrics != "" {
 		cfg.Metrics = strings.Split(g.metrics, ",")
 	}

@@ -152,6 +152,7 @@ func (e *Emulator) Purchase(ctx context.Context, accountID, product, plan string
 // Entitlement returns an entitlement's state, plan and usageReportingId,
 // for tests and tools to look at what Google holds.
 func (e *Emulator) Entitlement(id string) (state, plan, usageReportingID string, ok bool) {
+	e.Settle(context.Background())
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ent, ok := e.ents[id]
@@ -177,6 +178,7 @@ func (e *Emulator) AccountApproval(accountID, name string) string {
 
 // buyerAction applies a buyer or Google action to an entitlement.
 func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) error {
+	e.Settle(ctx)
 	e.mu.Lock()
 	ent, ok := e.ents[id]
 	if !ok {
@@ -307,5 +309,8 @@ func (e *Emulator) routes() {
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "%s %s: no such method", r.Method, r.URL.Path)
 	})
-	e.mux = m
+	e.mux = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.Settle(r.Context())
+		m.ServeHTTP(w, r)
+	})
 }

@@ -64,6 +64,14 @@ type Config struct {
 	Faults Faults
 	// Seed seeds the fault source, for reproducible runs.
 	Seed uint64
+	// ActivationDelay is how long an approved entitlement stays
+	// ENTITLEMENT_ACTIVATION_REQUESTED before it becomes ENTITLEMENT_ACTIVE
+	// (and ENTITLEMENT_ACTIVE is published): Google activates it "after
+	// a short processing delay". 0 activates it at once (Go tests, unless
+	// they set it); marketplaced emulate waits 2 s. A served emulator
+	// (Start) activates due entitlements by itself; one served through
+	// Handler does so on its next request or Settle.
+	ActivationDelay time.Duration
 	// Clock returns the current time; default time.Now.
 	Clock func() time.Time
 	// Logger; default slog.Default().
@@ -76,7 +84,7 @@ type Emulator struct {
 	key  *rsa.PrivateKey
 	kid  string
 	cert []byte // PEM
-	mux  *http.ServeMux
+	mux  http.Handler
 
 	mu       sync.Mutex
 	rng      *rand.Rand
@@ -85,6 +93,7 @@ type Emulator struct {
 	accounts map[string]*account
 	ents     map[string]*entitlement
 	entOrder []string
+	pending  []string             // ids of approved entitlements waiting for activateAt
 	ops      map[string]*opRecord // accepted usage by operationId
 	opOrder  []string
 	checkErr map[string]string // consumerId → check error code
@@ -131,6 +140,7 @@ type entitlement struct {
 	Properties          map[string]string `json:"-"`
 	created             time.Time
 	cancelledAt         time.Time
+	activateAt          time.Time // approved, becoming active then (Config.ActivationDelay)
 }
 
 // FinalReportGrace is how long after a cancellation the emulator still
@@ -309,6 +319,23 @@ func (e *Emulator) Start(ctx context.Context, addr string) (string, error) {
 			e.cfg.Logger.Error("gcp emulator stopped", "err", err)
 		}
 	}()
+	if e.cfg.ActivationDelay > 0 {
+		// Approved entitlements become active when their time comes,
+		// whether or not anybody asks: Google publishes
+		// ENTITLEMENT_ACTIVE by itself.
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					e.Settle(ctx)
+				}
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

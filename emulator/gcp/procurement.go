@@ -2,6 +2,7 @@ package gcp
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -423,6 +425,31 @@ func (e *Emulator) entitlement(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
+// Settle activates the approved entitlements whose ActivationDelay has
+// passed and publishes their ENTITLEMENT_ACTIVE events. Every request to
+// the emulator settles first; a served emulator also settles by itself.
+func (e *Emulator) Settle(ctx context.Context) {
+	e.mu.Lock()
+	var evs []event
+	now := e.now()
+	e.pending = slices.DeleteFunc(e.pending, func(id string) bool {
+		ent := e.ents[id]
+		if ent != nil && now.Before(ent.activateAt) {
+			return false
+		}
+		if ent != nil && ent.State == StateActivationRequested {
+			ent.State, ent.MessageToUser, ent.UpdateTime = StateActive, "", stamp(now)
+			evs = append(evs, e.entEventLocked("ENTITLEMENT_ACTIVE", ent, now))
+		}
+		if ent != nil {
+			ent.activateAt = time.Time{}
+		}
+		return true
+	})
+	e.mu.Unlock()
+	e.publish(ctx, evs)
+}
+
 // transitionLocked applies one seller method to ent.
 func (e *Emulator) transitionLocked(ent *entitlement, verb, plan, reason, msg, mask string, evs *[]event) error {
 	now := e.now()
@@ -437,11 +464,25 @@ func (e *Emulator) transitionLocked(ent *entitlement, verb, plan, reason, msg, m
 		if err := need(StateActivationRequested); err != nil {
 			return err
 		}
+		if d := e.cfg.ActivationDelay; d > 0 {
+			// "If approved, the entitlement transitions to the
+			// ENTITLEMENT_ACTIVE state after … a short processing delay":
+			// it stays ENTITLEMENT_ACTIVATION_REQUESTED meanwhile, and an
+			// approval again changes nothing.
+			if ent.activateAt.IsZero() {
+				ent.activateAt = now.Add(d)
+				e.pending = append(e.pending, idOf(ent.Name))
+			}
+			return nil
+		}
 		ent.State = StateActive
 		*evs = append(*evs, e.entEventLocked("ENTITLEMENT_ACTIVE", ent, now))
 	case "reject":
 		if err := need(StateActivationRequested); err != nil {
 			return err
+		}
+		if !ent.activateAt.IsZero() {
+			return precondition("entitlement %s is approved and becoming active; reject needs an entitlement not yet approved", ent.Name)
 		}
 		ent.State, ent.CancellationReason = StateCancelled, "rejected: "+reason
 		*evs = append(*evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, now))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -320,6 +321,77 @@ func TestReportResourcesAtMost100(t *testing.T) {
 		_, _, body := post(t, srv.URL+"/v1/services/"+service+":report", `{"operations":[`+o+`]}`)
 		if refused := strings.Contains(body, "reportErrors"); refused == tt.ok {
 			t.Errorf("%s: %s", tt.name, body)
+		}
+	}
+}
+
+// ENTITLEMENT_ACTIVATION_REQUESTED (cloudcommerceprocurement-api.json):
+// "The entitlement remains in this state until it becomes active … If
+// approved, the entitlement transitions to the ENTITLEMENT_ACTIVE state
+// after either a short processing delay or …": with ActivationDelay set,
+// approve answers at once and the entitlement becomes active, with its
+// ENTITLEMENT_ACTIVE event, only once the delay has passed; approving
+// again meanwhile changes nothing, rejecting is refused. A served
+// emulator activates by itself (Start), without a request.
+func TestApproveActivatesAfterADelay(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	pub := &recorder{}
+	e, srv := start(t, gcp.Config{Clock: clock, Publisher: pub, ActivationDelay: 2 * time.Second})
+	base := srv.URL + "/v1/providers/" + e.ProviderID()
+	id := e.Purchase(t.Context(), "acc-1", "prod", "plan")
+	state := func() string { s, _, _, _ := e.Entitlement(id); return s }
+
+	steps := []struct {
+		name       string
+		do         func() (int, string)
+		wantCode   int
+		wantState  string
+		wantActive int // ENTITLEMENT_ACTIVE events published so far
+	}{
+		{"approve", func() (int, string) { c, _, b := post(t, base+"/entitlements/"+id+":approve", `{}`); return c, b }, 200, gcp.StateActivationRequested, 0},
+		{"approve again", func() (int, string) { c, _, b := post(t, base+"/entitlements/"+id+":approve", `{}`); return c, b }, 200, gcp.StateActivationRequested, 0},
+		{"reject once approved", func() (int, string) {
+			c, _, b := post(t, base+"/entitlements/"+id+":reject", `{"reason":"no"}`)
+			return c, b
+		}, 400, gcp.StateActivationRequested, 0},
+		{"1.9 s later", func() (int, string) { advance(1900 * time.Millisecond); return 0, "" }, 0, gcp.StateActivationRequested, 0},
+		{"2 s after approve", func() (int, string) { advance(100 * time.Millisecond); return 0, "" }, 0, gcp.StateActive, 1},
+		{"read again", func() (int, string) { advance(time.Hour); return 0, "" }, 0, gcp.StateActive, 1},
+	}
+	for _, s := range steps {
+		code, body := s.do()
+		if code != s.wantCode {
+			t.Fatalf("%s: %d %s, want %d", s.name, code, body, s.wantCode)
+		}
+		if got := state(); got != s.wantState {
+			t.Fatalf("%s: %s, want %s", s.name, got, s.wantState)
+		}
+		if n := pub.count("ENTITLEMENT_ACTIVE"); n != s.wantActive {
+			t.Fatalf("%s: %d ENTITLEMENT_ACTIVE events, want %d", s.name, n, s.wantActive)
+		}
+	}
+
+	// Served with Start on the wall clock: ENTITLEMENT_ACTIVE is published
+	// with nobody asking.
+	pub2 := &recorder{}
+	e2, err := gcp.New(gcp.Config{Publisher: pub2, ActivationDelay: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := e2.Start(t.Context(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2 := e2.Purchase(t.Context(), "acc-2", "prod", "plan")
+	if code, _, body := post(t, url+"/v1/providers/"+e2.ProviderID()+"/entitlements/"+id2+":approve", `{}`); code != 200 {
+		t.Fatalf("approve: %d %s", code, body)
+	}
+	for deadline := time.Now().Add(5 * time.Second); pub2.count("ENTITLEMENT_ACTIVE") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no ENTITLEMENT_ACTIVE within 5 s of an approval with a 200 ms delay")
 		}
 	}
 }
