@@ -24,7 +24,8 @@ type adminAPI struct{ e *Emulator }
 
 // CreateBuyer purchases a product on a plan (creating the account if it is
 // new) and mints the sign-up JWT; Active also approves the account's
-// sign-up and the entitlement, as the seller would.
+// sign-up and the entitlement, as the seller would, and activates it at
+// once: the buyer is set up as already active, with no processing delay.
 func (a adminAPI) CreateBuyer(ctx context.Context, req admin.BuyerRequest) (admin.Buyer, error) {
 	e := a.e
 	if req.Product == "" || req.Plan == "" {
@@ -45,6 +46,9 @@ func (a adminAPI) CreateBuyer(ctx context.Context, req admin.BuyerRequest) (admi
 		_ = setApproval(e.accounts[req.Account], SignupApproval, "APPROVED", "", now)
 		var evs []event
 		err := e.transitionLocked(e.ents[id], "approve", "", "", "", "", &evs)
+		if ent := e.ents[id]; err == nil && ent.State == StateActivationRequested {
+			e.activateLocked(ent, e.now(), &evs) // Settle drops it from pending
+		}
 		e.mu.Unlock()
 		if err != nil {
 			return admin.Buyer{}, err

@@ -438,8 +438,7 @@ func (e *Emulator) Settle(ctx context.Context) {
 			return false
 		}
 		if ent != nil && ent.State == StateActivationRequested {
-			ent.State, ent.MessageToUser, ent.UpdateTime = StateActive, "", stamp(now)
-			evs = append(evs, e.entEventLocked("ENTITLEMENT_ACTIVE", ent, now))
+			e.activateLocked(ent, now, &evs)
 		}
 		if ent != nil {
 			ent.activateAt = time.Time{}
@@ -448,6 +447,13 @@ func (e *Emulator) Settle(ctx context.Context) {
 	})
 	e.mu.Unlock()
 	e.publish(ctx, evs)
+}
+
+// activateLocked makes an approved entitlement active and queues its
+// ENTITLEMENT_ACTIVE event.
+func (e *Emulator) activateLocked(ent *entitlement, now time.Time, evs *[]event) {
+	ent.State, ent.MessageToUser, ent.UpdateTime, ent.activateAt = StateActive, "", stamp(now), time.Time{}
+	*evs = append(*evs, e.entEventLocked("ENTITLEMENT_ACTIVE", ent, now))
 }
 
 // transitionLocked applies one seller method to ent.
@@ -475,8 +481,7 @@ func (e *Emulator) transitionLocked(ent *entitlement, verb, plan, reason, msg, m
 			}
 			return nil
 		}
-		ent.State = StateActive
-		*evs = append(*evs, e.entEventLocked("ENTITLEMENT_ACTIVE", ent, now))
+		e.activateLocked(ent, now, evs)
 	case "reject":
 		if err := need(StateActivationRequested); err != nil {
 			return err

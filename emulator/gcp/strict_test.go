@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/saasmarket/marketplace/emulator/admin"
 	"github.com/saasmarket/marketplace/emulator/gcp"
 )
 
@@ -372,6 +373,12 @@ func TestApproveActivatesAfterADelay(t *testing.T) {
 		if n := pub.count("ENTITLEMENT_ACTIVE"); n != s.wantActive {
 			t.Fatalf("%s: %d ENTITLEMENT_ACTIVE events, want %d", s.name, n, s.wantActive)
 		}
+	}
+
+	// The admin API's active buyer is set up already active: no delay.
+	b, err := e.Admin().CreateBuyer(t.Context(), admin.BuyerRequest{Product: "prod", Plan: "plan", Active: true})
+	if err != nil || b.State != gcp.StateActive {
+		t.Fatalf("admin buyer, active: %+v %v; want %s at once", b, err, gcp.StateActive)
 	}
 
 	// Served with Start on the wall clock: ENTITLEMENT_ACTIVE is published
