@@ -149,17 +149,17 @@ type Emulator struct {
 	sns snsSigner
 	mux *http.ServeMux
 
-	mu       sync.Mutex
-	faults   Faults
-	rng      *mrand.Rand
-	limiter  *rate.Limiter
-	buyers   map[string]*Buyer // by buyer key
-	tokens   map[string]token
-	lines    map[lineKey]*line
-	meterIDs map[string]meterToken // MeterUsage client token → its call
-	queues   map[string][]*sqsMessage
-	stats    Stats
-	seq      int
+	mu          sync.Mutex
+	faults      Faults
+	rng         *mrand.Rand
+	limiter     *rate.Limiter
+	buyers      map[string]*Buyer // by buyer key
+	tokens      map[string]token
+	lines       map[lineKey]*line
+	meterTokens map[string]string // MeterUsage client token → the other parameters of its first call
+	queues      map[string][]*sqsMessage
+	stats       Stats
+	seq         int
 }
 
 type token struct {
@@ -189,7 +189,7 @@ func New(cfg Config) *Emulator {
 	e := &Emulator{
 		cfg: cfg, key: key, mux: http.NewServeMux(),
 		buyers: map[string]*Buyer{}, tokens: map[string]token{},
-		lines: map[lineKey]*line{}, meterIDs: map[string]meterToken{},
+		lines: map[lineKey]*line{}, meterTokens: map[string]string{},
 	}
 	e.SetFaults(cfg.Faults)
 	e.mux.HandleFunc("POST /{$}", e.serveAPI)

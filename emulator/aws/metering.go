@@ -451,12 +451,6 @@ func (e *Emulator) recordID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// meterToken is what a MeterUsage ClientToken was first used for.
-type meterToken struct {
-	recordID string
-	params   string // every other parameter of the call
-}
-
 func (e *Emulator) meterUsage(body []byte) (any, error) {
 	var in struct {
 		ProductCode      *string
@@ -521,7 +515,7 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 	// before the hour's DuplicateRequestException too.
 	allocs, _ := json.Marshal(in.UsageAllocations)
 	params := fmt.Sprintf("%s|%d|%s|%d|%v|%s", *in.ProductCode, in.Timestamp.Unix(), *in.UsageDimension, qty, in.DryRun != nil && *in.DryRun, allocs)
-	if prev, ok := e.meterIDs[ct]; ct != "" && ok && prev.params != params {
+	if prev, ok := e.meterTokens[ct]; ct != "" && ok && prev != params {
 		return nil, errorf("IdempotencyConflictException", "ClientToken %q was used for a request with other parameters", ct)
 	}
 	l := e.lines[k]
@@ -537,7 +531,7 @@ func (e *Emulator) meterUsage(body []byte) (any, error) {
 		e.stats.Idempotent++
 	}
 	if ct != "" {
-		e.meterIDs[ct] = meterToken{recordID: l.RecordID, params: params}
+		e.meterTokens[ct] = params
 	}
 	return map[string]string{"MeteringRecordId": l.RecordID}, nil
 }
