@@ -220,9 +220,7 @@ func (e *Emulator) buyerAction(ctx context.Context, id, action, plan string) err
 			e.mu.Unlock()
 			return precondition("entitlement %s is already cancelled", id)
 		}
-		ent.State, ent.CancellationReason, ent.NewPendingPlan, ent.SubscriptionEndTime = StateCancelled, "user-cancelled", "", ""
-		ent.cancelledAt = now
-		evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, now))
+		e.cancelLocked(ent, "user-cancelled", now, &evs)
 	case "delete":
 		// ENTITLEMENT_CANCELLED: "The entitlement can now be deleted."
 		if ent.State != StateCancelled {

@@ -300,7 +300,8 @@ func sortedKeys[M ~map[string]V, V any](m M) []string {
 
 // Start serves the emulator on addr, which must be a loopback address
 // ("127.0.0.1:0" picks a port), until ctx is done, and returns its base
-// URL. The server is shut down when ctx ends.
+// URL. The server is shut down when ctx ends, and with it the loop that
+// activates approved entitlements (Config.ActivationDelay).
 func (e *Emulator) Start(ctx context.Context, addr string) (string, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

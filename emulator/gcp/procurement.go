@@ -279,9 +279,7 @@ func (e *Emulator) account(w http.ResponseWriter, r *http.Request) {
 				if ent.Account != a.Name || ent.State == StateCancelled {
 					continue
 				}
-				ent.State, ent.CancellationReason, ent.NewPendingPlan, ent.SubscriptionEndTime = StateCancelled, "unknown", "", ""
-				ent.MessageToUser, ent.cancelledAt, ent.UpdateTime = "", t, now
-				evs = append(evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, t))
+				e.cancelLocked(ent, "unknown", t, &evs)
 			}
 		default:
 			return notFound("unknown method %q", verb)
@@ -433,20 +431,29 @@ func (e *Emulator) Settle(ctx context.Context) {
 	var evs []event
 	now := e.now()
 	e.pending = slices.DeleteFunc(e.pending, func(id string) bool {
-		ent := e.ents[id]
-		if ent != nil && now.Before(ent.activateAt) {
+		ent := e.ents[id] // nil once deleted
+		switch {
+		case ent == nil:
+		case now.Before(ent.activateAt):
 			return false
-		}
-		if ent != nil && ent.State == StateActivationRequested {
+		case ent.State == StateActivationRequested:
 			e.activateLocked(ent, now, &evs)
-		}
-		if ent != nil {
+		default: // cancelled meanwhile, or activated by the admin API
 			ent.activateAt = time.Time{}
 		}
 		return true
 	})
 	e.mu.Unlock()
 	e.publish(ctx, evs)
+}
+
+// cancelLocked cancels ent at once for reason and queues its
+// ENTITLEMENT_CANCELLED event; its final usage is taken for
+// FinalReportGrace from now.
+func (e *Emulator) cancelLocked(ent *entitlement, reason string, now time.Time, evs *[]event) {
+	ent.State, ent.CancellationReason, ent.NewPendingPlan, ent.SubscriptionEndTime = StateCancelled, reason, "", ""
+	ent.MessageToUser, ent.cancelledAt, ent.UpdateTime = "", now, stamp(now)
+	*evs = append(*evs, e.entEventLocked("ENTITLEMENT_CANCELLED", ent, now))
 }
 
 // activateLocked makes an approved entitlement active and queues its

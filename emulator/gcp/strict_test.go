@@ -375,6 +375,31 @@ func TestApproveActivatesAfterADelay(t *testing.T) {
 		}
 	}
 
+	// Cancelled, or cancelled and deleted, while it activates: it never
+	// becomes active and no ENTITLEMENT_ACTIVE is published for it.
+	for _, del := range []bool{false, true} {
+		id := e.Purchase(t.Context(), "acc-3", "prod", "plan")
+		if code, _, body := post(t, base+"/entitlements/"+id+":approve", `{}`); code != 200 {
+			t.Fatalf("approve: %d %s", code, body)
+		}
+		if err := e.Cancel(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		if del {
+			if err := e.DeleteEntitlement(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		advance(time.Hour)
+		e.Settle(t.Context())
+		if got, _, _, ok := e.Entitlement(id); ok == del || (!del && got != gcp.StateCancelled) {
+			t.Errorf("cancelled while activating (deleted %v): %s %v", del, got, ok)
+		}
+		if n := pub.count("ENTITLEMENT_ACTIVE"); n != 1 {
+			t.Errorf("cancelled while activating (deleted %v): %d ENTITLEMENT_ACTIVE events, want still 1", del, n)
+		}
+	}
+
 	// The admin API's active buyer is set up already active: no delay.
 	b, err := e.Admin().CreateBuyer(t.Context(), admin.BuyerRequest{Product: "prod", Plan: "plan", Active: true})
 	if err != nil || b.State != gcp.StateActive {
