@@ -374,12 +374,11 @@ func (s *storeSource) Seal(ctx context.Context, prov, customer string) (int, err
 }
 
 func (s *storeSource) Quarantined(ctx context.Context) ([]quarantinedView, map[string]int64, error) {
-	q := marketplace.QuarantineStore(s.store)
-	rows, err := q.ListQuarantined(ctx, 0)
+	rows, err := s.store.ListQuarantined(ctx, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	counts, err := q.CountQuarantined(ctx)
+	counts, err := s.store.CountQuarantined(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -395,27 +394,27 @@ func (s *storeSource) Quarantined(ctx context.Context) ([]quarantinedView, map[s
 }
 
 func (s *storeSource) QuarantinedRow(ctx context.Context, id int64) (quarantinedView, error) {
-	q := marketplace.QuarantineStore(s.store)
-	row, err := q.GetQuarantined(ctx, id)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, errors.New(server.NotQuarantined(id))
-	}
+	row, err := s.store.GetQuarantined(ctx, id)
 	if err != nil {
-		return quarantinedView{}, err
+		return quarantinedView{}, notQuarantined(id, err)
 	}
 	return server.ViewQuarantined(row, true), nil
 }
 
-func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quarantinedView, error) {
-	q := marketplace.QuarantineStore(s.store)
-	row, err := q.GetQuarantined(ctx, id)
+// notQuarantined says an unknown row as the API does; other errors pass.
+func notQuarantined(id int64, err error) error {
 	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, errors.New(server.NotQuarantined(id))
+		return errors.New(server.NotQuarantined(id))
 	}
+	return err
+}
+
+func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quarantinedView, error) {
+	row, err := s.store.GetQuarantined(ctx, id)
 	if err != nil {
-		return quarantinedView{}, err
+		return quarantinedView{}, notQuarantined(id, err)
 	}
-	if err := q.RestoreQuarantined(ctx, id, data); err != nil {
+	if err := s.store.RestoreQuarantined(ctx, id, data); err != nil {
 		if errors.Is(err, marketplace.ErrInvalidInput) {
 			return quarantinedView{}, fmt.Errorf("quarantined row %d (%s, %s) stays quarantined: %w", id, row.Source, row.Ref, err)
 		}
@@ -428,12 +427,9 @@ func (s *storeSource) Restore(ctx context.Context, id int64, data []byte) (quara
 }
 
 func (s *storeSource) Discard(ctx context.Context, id int64) (quarantinedView, error) {
-	row, err := marketplace.QuarantineStore(s.store).DiscardQuarantined(ctx, id)
-	if errors.Is(err, marketplace.ErrNotFound) {
-		return quarantinedView{}, errors.New(server.NotQuarantined(id))
-	}
+	row, err := s.store.DiscardQuarantined(ctx, id)
 	if err != nil {
-		return quarantinedView{}, err
+		return quarantinedView{}, notQuarantined(id, err)
 	}
 	return server.ViewQuarantined(row, true), nil
 }
